@@ -10,7 +10,9 @@
 //! `Store` and feeds the events to `calico_core`'s calculator.
 
 mod error;
+mod etcd;
 mod store;
 
 pub use error::StoreError;
+pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStore, TlsFiles};
 pub use store::{Compare, KeyValue, Revision, Store, TxnOp, WatchEvent, WatchStream};

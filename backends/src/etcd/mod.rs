@@ -1,0 +1,390 @@
+//! `EtcdStore`: the `Store` trait over etcd v3 through etcd-client.
+//!
+//! - `config`: endpoints, TLS files and timeouts from the environment.
+//! - `convert`: etcd key values, key ranges and errors to `Store` types.
+//! - `watch`: the resuming watch task behind `Store::watch`.
+//!
+//! Revisions are etcd's own (`mod_revision`, `create_revision`, the response header revision
+//! for writes); compare-and-swap is an etcd Txn whose else-branch reads the key back so a
+//! failure can say what it found. Every request is bounded by the request timeout, so an
+//! unreachable etcd gives `Unavailable` instead of a hang; etcd-client reconnects its channel
+//! by itself, so calls succeed again once etcd is back.
+
+mod config;
+mod convert;
+mod watch;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient,
+    Txn, TxnOp as EtcdTxnOp, TxnOpResponse, TxnResponse,
+};
+
+pub use config::{EtcdConfig, EtcdConfigError, TlsFiles, DEFAULT_ENDPOINT};
+
+use crate::{Compare, KeyValue, Revision, Store, StoreError, TxnOp, WatchStream};
+use convert::{key_value, prefix_range, store_error};
+
+/// Keys per range request in `list`: 1,000 endpoint-sized values stay far below etcd's
+/// ~4 MiB response cap and the client's decoding limit.
+const LIST_PAGE: i64 = 1000;
+
+/// The client's limit on one decoded response, above tonic's 4 MiB default so a page of
+/// larger values still fits.
+const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+
+/// A `Store` on an etcd v3 cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    config: EtcdConfig,
+    endpoints: String,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the configured endpoints and checks that etcd answers.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the endpoints when none answers within the connect timeout, or
+    /// when the configuration asks for TLS, which this build does not support.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
+        let endpoints = config.endpoints_label();
+        config
+            .check_tls_support()
+            .map_err(|e| StoreError::Unavailable {
+                endpoint: endpoints.clone(),
+                reason: e.to_string(),
+            })?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(config.connect_timeout, config.connect_timeout);
+        let connecting = Client::connect(&config.endpoints, Some(options));
+        let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(store_error(&endpoints, 0, e)),
+            Err(_) => return Err(timed_out(&endpoints, "connecting", config.connect_timeout)),
+        };
+        let store = EtcdStore {
+            client,
+            config,
+            endpoints,
+        };
+        // The channel connects lazily: one cheap read proves etcd is there.
+        let mut kv = store.kv();
+        let probe = kv.get("/", Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout(store.config.connect_timeout, probe).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(store_error(&store.endpoints, 0, e)),
+            Err(_) => Err(timed_out(
+                &store.endpoints,
+                "connecting",
+                store.config.connect_timeout,
+            )),
+        }
+    }
+
+    /// Connects with [`EtcdConfig::from_env`].
+    ///
+    /// # Errors
+    /// `Unavailable` for a bad configuration or an etcd that does not answer.
+    pub async fn connect_from_env() -> Result<Self, StoreError> {
+        let config = EtcdConfig::from_env().map_err(|e| StoreError::Unavailable {
+            endpoint: std::env::var("ETCD_ENDPOINTS")
+                .or_else(|_| std::env::var("ETCD_AUTHORITY"))
+                .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string()),
+            reason: e.to_string(),
+        })?;
+        Self::connect(config).await
+    }
+
+    /// The endpoints this store talks to, comma-separated.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// The underlying etcd-client, for what the `Store` trait does not cover (compaction in
+    /// tests, maintenance).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODING_BYTES)
+    }
+
+    /// Runs one request under the request timeout, mapping its errors.
+    async fn call<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.config.request_timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(store_error(&self.endpoints, 0, e)),
+            Err(_) => Err(timed_out(
+                &self.endpoints,
+                what,
+                self.config.request_timeout,
+            )),
+        }
+    }
+
+    async fn run_txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.call(what, self.kv().txn(txn)).await
+    }
+
+    /// The store's current revision (a count-only read of nothing in particular).
+    pub(crate) async fn current_revision(&self, prefix: &str) -> Result<Revision, StoreError> {
+        let (start, end) = prefix_range(prefix);
+        let response = self
+            .call(
+                "reading the current revision",
+                self.kv().get(
+                    start,
+                    Some(GetOptions::new().with_range(end).with_count_only()),
+                ),
+            )
+            .await?;
+        Ok(header_revision(response.header()))
+    }
+}
+
+fn timed_out(endpoints: &str, what: &str, after: std::time::Duration) -> StoreError {
+    StoreError::Unavailable {
+        endpoint: endpoints.to_string(),
+        reason: format!("{what}: no answer within {after:?}"),
+    }
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
+    header.map_or(0, etcd_client::ResponseHeader::revision)
+}
+
+/// The key value a get op in a txn's else-branch read back, if the key exists.
+fn read_back(response: &TxnResponse, index: usize) -> Result<Option<KeyValue>, StoreError> {
+    match response.op_responses().get(index) {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().map(key_value).transpose(),
+        _ => Ok(None),
+    }
+}
+
+/// The compare that guards a write against `expected`, plus existence (an absent key has
+/// `mod_revision == 0`, which must not let `update(key, _, 0)` create it).
+fn guard(key: &str, expected: Revision) -> Vec<EtcdCompare> {
+    vec![
+        EtcdCompare::create_revision(key, CompareOp::Greater, 0),
+        EtcdCompare::mod_revision(key, CompareOp::Equal, expected),
+    ]
+}
+
+/// `NotFound` or `Conflict` from what a failed guarded write read back.
+fn guard_failure(key: &str, expected: Revision, found: Option<KeyValue>) -> StoreError {
+    match found {
+        None => StoreError::NotFound {
+            key: key.to_string(),
+        },
+        Some(kv) => StoreError::Conflict {
+            key: key.to_string(),
+            expected,
+            actual: kv.mod_revision,
+        },
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let response = self.call("reading a key", self.kv().get(key, None)).await?;
+        response.kvs().first().map(key_value).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let (mut start, end) = prefix_range(prefix);
+        let mut items = Vec::new();
+        let mut revision = 0;
+        let mut kv = self.kv();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let response = kv.get(start.clone(), Some(options));
+            let response = match tokio::time::timeout(self.config.request_timeout, response).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => return Err(store_error(&self.endpoints, revision, e)),
+                Err(_) => {
+                    return Err(timed_out(
+                        &self.endpoints,
+                        "listing",
+                        self.config.request_timeout,
+                    ))
+                }
+            };
+            if revision == 0 {
+                revision = header_revision(response.header());
+            }
+            for kv in response.kvs() {
+                items.push(key_value(kv)?);
+            }
+            match (response.more(), response.kvs().last()) {
+                (true, Some(last)) => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok((items, revision)),
+            }
+        }
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let txn = Txn::new()
+            .when(vec![EtcdCompare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then(vec![EtcdTxnOp::put(key, value, None)]);
+        let response = self.run_txn("creating a key", txn).await?;
+        if response.succeeded() {
+            Ok(header_revision(response.header()))
+        } else {
+            Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            })
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        let txn = Txn::new()
+            .when(guard(key, expected))
+            .and_then(vec![EtcdTxnOp::put(key, value, None)])
+            .or_else(vec![EtcdTxnOp::get(key, None)]);
+        let response = self.run_txn("updating a key", txn).await?;
+        if response.succeeded() {
+            Ok(header_revision(response.header()))
+        } else {
+            Err(guard_failure(key, expected, read_back(&response, 0)?))
+        }
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let response = self
+            .call("writing a key", self.kv().put(key, value, None))
+            .await?;
+        Ok(header_revision(response.header()))
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
+        let Some(expected) = expected else {
+            let response = self
+                .call(
+                    "deleting a key",
+                    self.kv().delete(key, None::<DeleteOptions>),
+                )
+                .await?;
+            if response.deleted() == 0 {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            return Ok(header_revision(response.header()));
+        };
+        let txn = Txn::new()
+            .when(guard(key, expected))
+            .and_then(vec![EtcdTxnOp::delete(key, None)])
+            .or_else(vec![EtcdTxnOp::get(key, None)]);
+        let response = self.run_txn("deleting a key", txn).await?;
+        if response.succeeded() {
+            Ok(header_revision(response.header()))
+        } else {
+            Err(guard_failure(key, expected, read_back(&response, 0)?))
+        }
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<Revision, StoreError> {
+        let mut conditions = Vec::new();
+        let mut reads = Vec::new();
+        for compare in &compares {
+            match compare {
+                Compare::Absent { key } => {
+                    conditions.push(EtcdCompare::create_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        0,
+                    ));
+                    reads.push(EtcdTxnOp::get(key.as_str(), None));
+                }
+                Compare::ModRevision { key, revision } => {
+                    conditions.extend(guard(key, *revision));
+                    reads.push(EtcdTxnOp::get(key.as_str(), None));
+                }
+            }
+        }
+        let writes: Vec<EtcdTxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => EtcdTxnOp::put(key, value, None),
+                TxnOp::Delete { key } => EtcdTxnOp::delete(key, None),
+            })
+            .collect();
+        let txn = Txn::new().when(conditions).and_then(writes).or_else(reads);
+        let response = self.run_txn("running a transaction", txn).await?;
+        if response.succeeded() {
+            return Ok(header_revision(response.header()));
+        }
+        // The else-branch read every compared key at the revision the compares saw.
+        for (index, compare) in compares.iter().enumerate() {
+            let found = read_back(&response, index)?;
+            let actual = found.as_ref().map_or(0, |kv| kv.mod_revision);
+            match compare {
+                Compare::Absent { key } if found.is_some() => {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: 0,
+                        actual,
+                    });
+                }
+                Compare::ModRevision { key, revision }
+                    if found.is_none() || actual != *revision =>
+                {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: *revision,
+                        actual,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Err(StoreError::Corrupt {
+            key: compares.first().map_or_else(String::new, |c| match c {
+                Compare::Absent { key } | Compare::ModRevision { key, .. } => key.clone(),
+            }),
+            reason: "etcd failed the transaction but every compared key matches".to_string(),
+        })
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        watch::start(self.clone(), prefix.to_string(), from_revision).await
+    }
+}
