@@ -1,2 +1,43 @@
-//! Dataplanes of calico-rs: the `Dataplane` trait, the in-memory `SimDataplane` and (later) the
-//! `LinuxDataplane`.
+//! Dataplanes of calico-rs: where a host's [`DesiredState`] becomes kernel state.
+//!
+//! - [`Dataplane`]: desired state in, report out; `observe()` reads back what is installed.
+//! - [`WorkloadPlumbing`]: what `calicoctl container add/remove` does to a workload's network
+//!   namespace (veth pair, move, rename, address, routes).
+//! - `sim`: `SimDataplane`, one host's kernel in memory (links, routes, netfilter parsed from
+//!   the same restore text the kernel gets, conntrack-lite) with an explaining packet walk.
+//! - `linux` (later): `LinuxDataplane` over iptables-restore, ipset, rtnetlink and BIRD.
+//!
+//! Data flow: calico-node computes a `DesiredState` with `calico_core`, hands it to
+//! `Dataplane::apply`, and periodically compares `observe()` against it to repair drift.
+
+mod error;
+mod plumbing;
+
+pub use error::DataplaneError;
+pub use plumbing::{VethSpec, WorkloadPlumbing};
+
+use async_trait::async_trait;
+use calico_core::desired::DesiredState;
+
+/// What an apply changed, for logs, metrics and `--dry-run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Human-readable changes in the order they were made (`"rewrite chain cali-FORWARD"`).
+    pub changes: Vec<String>,
+}
+
+/// One host's dataplane. Takes desired state, not steps.
+#[async_trait]
+pub trait Dataplane: Send {
+    /// Makes the host hold exactly `desired` in everything we own (our chains, sets, routes,
+    /// sysctls, BIRD config); leaves everything else alone. Idempotent: applying the same
+    /// state twice changes nothing the second time (an empty report).
+    ///
+    /// # Errors
+    /// The first kernel operation that failed, naming the object; what was applied before it
+    /// stays applied, and the next apply retries the rest.
+    async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError>;
+
+    /// What is installed now, in the same shape, restricted to what we own.
+    async fn observe(&mut self) -> Result<DesiredState, DataplaneError>;
+}

@@ -1,0 +1,249 @@
+//! Values: decoding the bytes stored under a [`Key`] into the typed model, and encoding back.
+//! Decoding never panics; a bad value is a `ModelError::Decode` naming the key.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::de::DeserializeOwned;
+
+use crate::keys::Key;
+use crate::model::{
+    AllocationBlock, AsNumber, BgpLogLevel, BgpPeer, FelixStatus, IpPool, IpamHandle, NodeMesh,
+    Rules, WorkloadEndpoint,
+};
+use crate::names::validate_name;
+use crate::ModelError;
+
+/// A decoded value; which variant follows from the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Ready(bool),
+    /// A raw Felix config string (global or per host, including `marker`).
+    Config(String),
+    BirdIp(Ipv4Addr),
+    Endpoint(WorkloadEndpoint),
+    Tags(Vec<String>),
+    Rules(Rules),
+    Pool(IpPool),
+    AsNum(AsNumber),
+    NodeMesh(NodeMesh),
+    LogLevel(BgpLogLevel),
+    Peer(BgpPeer),
+    /// A host's BGP address; `None` for the `""` written when the host has none of the family.
+    HostIp(Option<IpAddr>),
+    Block(AllocationBlock),
+    Affinity,
+    Handle(IpamHandle),
+    Status(FelixStatus),
+}
+
+fn json<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T, ModelError> {
+    serde_json::from_slice(bytes).map_err(|e| decode_err(key, e))
+}
+
+fn text<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a str, ModelError> {
+    std::str::from_utf8(bytes)
+        .map(str::trim)
+        .map_err(|e| decode_err(key, e))
+}
+
+fn decode_err(key: &Key, reason: impl ToString) -> ModelError {
+    ModelError::Decode {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decodes and validates the value stored under `key`.
+///
+/// # Errors
+/// `ModelError::Decode` naming the key when the bytes are not a valid value for it.
+pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
+    let invalid = |e: ModelError| decode_err(key, e);
+    Ok(match key {
+        Key::Ready => Value::Ready(text(key, bytes)? == "true"),
+        Key::GlobalConfig { .. } | Key::HostConfig { .. } => {
+            Value::Config(text(key, bytes)?.to_string())
+        }
+        Key::BirdIp { .. } => {
+            Value::BirdIp(text(key, bytes)?.parse().map_err(|e| decode_err(key, e))?)
+        }
+        Key::Endpoint(_) => Value::Endpoint(json(key, bytes)?),
+        Key::ProfileTags { .. } => {
+            let tags: Vec<String> = json(key, bytes)?;
+            for t in &tags {
+                validate_name("tag", t).map_err(invalid)?;
+            }
+            Value::Tags(tags)
+        }
+        Key::ProfileRules { .. } => {
+            let mut rules: Rules = json(key, bytes)?;
+            rules.validate().map_err(invalid)?;
+            Value::Rules(rules)
+        }
+        Key::Pool { cidr } => {
+            let mut pool: IpPool = json(key, bytes)?;
+            pool.validate().map_err(invalid)?;
+            pool.cidr = pool.cidr.trunc();
+            if pool.cidr != *cidr {
+                return Err(decode_err(
+                    key,
+                    format!("pool cidr {} does not match its key", pool.cidr),
+                ));
+            }
+            Value::Pool(pool)
+        }
+        Key::GlobalAsNum | Key::HostAsNum { .. } => {
+            Value::AsNum(text(key, bytes)?.parse().map_err(invalid)?)
+        }
+        Key::NodeMesh => Value::NodeMesh(json(key, bytes)?),
+        Key::GlobalBgpLogLevel | Key::HostBgpLogLevel { .. } => {
+            Value::LogLevel(text(key, bytes)?.parse().map_err(invalid)?)
+        }
+        Key::GlobalPeer { ip } | Key::HostPeer { ip, .. } => {
+            let peer: BgpPeer = json(key, bytes)?;
+            if peer.ip != *ip {
+                return Err(decode_err(
+                    key,
+                    format!("peer ip {} does not match its key", peer.ip),
+                ));
+            }
+            Value::Peer(peer)
+        }
+        Key::HostIp { version, .. } => {
+            let s = text(key, bytes)?;
+            if s.is_empty() {
+                Value::HostIp(None)
+            } else {
+                let ip: IpAddr = s.parse().map_err(|e| decode_err(key, e))?;
+                if crate::keys::IpVersion::of_addr(&ip) != *version {
+                    return Err(decode_err(key, format!("{ip} is of the wrong IP version")));
+                }
+                Value::HostIp(Some(ip))
+            }
+        }
+        Key::IpamBlock { .. } => Value::Block(json(key, bytes)?),
+        Key::IpamAffinity { .. } => Value::Affinity,
+        Key::IpamHandle { .. } => Value::Handle(json(key, bytes)?),
+        Key::FelixStatus { .. } | Key::FelixLastReported { .. } => Value::Status(json(key, bytes)?),
+    })
+}
+
+/// Encodes a value as the original stored it: JSON for objects, bare strings for scalars.
+pub fn encode(value: &Value) -> Vec<u8> {
+    fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        // Serialising these plain structs to a Vec cannot fail (string keys, no custom errors).
+        serde_json::to_vec(v).unwrap_or_default()
+    }
+    match value {
+        Value::Ready(b) => b.to_string().into_bytes(),
+        Value::Config(s) => s.clone().into_bytes(),
+        Value::BirdIp(ip) => ip.to_string().into_bytes(),
+        Value::Endpoint(ep) => to_json(ep),
+        Value::Tags(tags) => to_json(tags),
+        Value::Rules(rules) => to_json(rules),
+        Value::Pool(pool) => to_json(pool),
+        Value::AsNum(asn) => asn.to_string().into_bytes(),
+        Value::NodeMesh(mesh) => to_json(mesh),
+        Value::LogLevel(level) => level.to_string().into_bytes(),
+        Value::Peer(peer) => to_json(peer),
+        Value::HostIp(ip) => ip.map(|ip| ip.to_string()).unwrap_or_default().into_bytes(),
+        Value::Block(block) => to_json(block),
+        Value::Affinity => Vec::new(),
+        Value::Handle(handle) => to_json(handle),
+        Value::Status(status) => to_json(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_keys() -> Vec<Key> {
+        [
+            "/calico/v1/Ready",
+            "/calico/v1/config/InterfacePrefix",
+            "/calico/v1/host/h/bird_ip",
+            "/calico/v1/host/h/workload/docker/w/endpoint/e",
+            "/calico/v1/policy/profile/P/tags",
+            "/calico/v1/policy/profile/P/rules",
+            "/calico/v1/ipam/v4/pool/192.168.0.0-16",
+            "/calico/bgp/v1/global/as_num",
+            "/calico/bgp/v1/global/node_mesh",
+            "/calico/bgp/v1/global/loglevel",
+            "/calico/bgp/v1/global/peer_v4/10.0.0.1",
+            "/calico/bgp/v1/host/h/ip_addr_v6",
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.1.0-26",
+            "/calico/ipam/v2/handle/x",
+            "/calico/felix/v1/host/h/status",
+        ]
+        .iter()
+        .map(|k| Key::parse(k).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn seed_endpoint_json_round_trips_exactly() {
+        let key = Key::parse("/calico/v1/host/h/workload/docker/w/endpoint/e").unwrap();
+        let raw = r#"{"state":"active","name":"cali1f0e3a5c6d7","mac":"ee:ee:ee:ee:ee:ee","profile_ids":[],"ipv4_nets":["192.168.0.1/32"],"ipv6_nets":[],"ipv4_gateway":"10.0.0.1","ipv6_gateway":null}"#;
+        let value = decode(&key, raw.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(encode(&value)).unwrap(), raw);
+    }
+
+    #[test]
+    fn default_profile_rules_are_the_originals() {
+        let json =
+            String::from_utf8(encode(&Value::Rules(Rules::default_for("PROF_A_B")))).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"PROF_A_B","inbound_rules":[{"action":"allow","src_tag":"PROF_A_B"}],"outbound_rules":[{"action":"allow"}]}"#
+        );
+    }
+
+    #[test]
+    fn legacy_profile_id_becomes_a_list() {
+        let key = Key::parse("/calico/v1/host/h/workload/docker/w/endpoint/e").unwrap();
+        let raw = r#"{"state":"active","name":"caliX","mac":"EE-EE-EE-EE-EE-01","profile_id":"A"}"#;
+        let Value::Endpoint(ep) = decode(&key, raw.as_bytes()).unwrap() else {
+            panic!("not an endpoint")
+        };
+        assert_eq!(ep.profile_ids, vec!["A".to_string()]);
+        assert_eq!(ep.mac.to_string(), "ee:ee:ee:ee:ee:01");
+    }
+
+    #[test]
+    fn invalid_rules_are_rejected_naming_the_key() {
+        let key = Key::parse("/calico/v1/policy/profile/P/rules").unwrap();
+        for bad in [
+            r#"{"inbound_rules":[{"dst_ports":[80]}],"outbound_rules":[]}"#,
+            r#"{"inbound_rules":[{"protocol":"icmp","icmp_code":1}],"outbound_rules":[]}"#,
+            r#"{"inbound_rules":[{"protocol":0}],"outbound_rules":[]}"#,
+            r#"{"inbound_rules":[{"src_tag":"a b"}],"outbound_rules":[]}"#,
+            r#"{"inbound_rules":[]}"#,
+            r#"{"inbound_rules":[{"bogus":1}],"outbound_rules":[]}"#,
+        ] {
+            let err = decode(&key, bad.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("/calico/v1/policy/profile/P/rules"),
+                "{err}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for key in sample_keys() {
+                let _ = decode(&key, &bytes);
+            }
+        }
+
+        #[test]
+        fn decoders_never_panic_on_json_like_text(s in r#"[\[\]{}",:a-z0-9_ ./-]{0,80}"#) {
+            for key in sample_keys() {
+                let _ = decode(&key, s.as_bytes());
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The typed v1 data model: one type per value stored under `/calico`, serialising to the
+//! JSON the original wrote.
+
+mod bgp;
+mod endpoint;
+mod ipam;
+mod mac;
+mod pool;
+mod rule;
+mod status;
+
+pub use bgp::{AsNumber, BgpLogLevel, BgpPeer, NodeMesh, DEFAULT_AS};
+pub use endpoint::{EndpointId, EndpointState, WorkloadEndpoint};
+pub use ipam::{AllocationAttribute, AllocationBlock, IpamHandle, BLOCK_SIZE};
+pub use mac::MacAddr;
+pub use pool::IpPool;
+pub use rule::{Action, PortRange, Protocol, Rule, Rules};
+pub use status::FelixStatus;
+
+/// Global Felix config defaults `calicoctl node` writes when absent (reference 1.7).
+pub const GLOBAL_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("InterfacePrefix", "cali"),
+    ("LogSeverityFile", "none"),
+    ("LogSeverityScreen", "info"),
+    ("LogFilePath", "none"),
+    ("IpInIpEnabled", "false"),
+];
+
+/// The default pools `calicoctl node` creates when no pool of that family exists.
+pub const DEFAULT_POOL_V4: &str = "192.168.0.0/16";
+pub const DEFAULT_POOL_V6: &str = "fd80:24e2:f998:72d6::/64";

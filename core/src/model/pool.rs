@@ -1,0 +1,59 @@
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// An IP pool (`/calico/v1/ipam/v{4,6}/pool/<cidr-dashed>`): where workload addresses come from
+/// and which prefixes BIRD may export.
+///
+/// JSON as libcalico wrote it: `{"cidr": "192.168.0.0/16"}`, plus `"ipip": "tunl0"` and
+/// `"masquerade": true` only when set, and `"ipam": false` / `"disabled": true` only when they
+/// differ from the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpPool {
+    pub cidr: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masquerade: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ipam: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl IpPool {
+    /// A plain pool (no IPIP, no NAT), its CIDR normalised to the network address.
+    pub fn new(cidr: IpNet) -> Self {
+        IpPool {
+            cidr: cidr.trunc(),
+            ipip: None,
+            masquerade: false,
+            ipam: true,
+            disabled: false,
+        }
+    }
+
+    /// Checks the invariants the original enforced: IPIP is IPv4-only.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.ipip.is_some() && matches!(self.cidr, IpNet::V6(_)) {
+            return Err(ModelError::field(
+                "ipip",
+                self.cidr,
+                "IPIP is only supported on IPv4 pools",
+            ));
+        }
+        if let Some(dev) = &self.ipip {
+            crate::names::validate_iface(dev)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+use std::fmt;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::names::validate_name;
+use crate::ModelError;
+
+/// What a matching rule does: `allow` (the default when absent) or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// An IP protocol: a name Felix knows or a number 1-255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    Sctp,
+    Udplite,
+    Number(u8),
+}
+
+impl Protocol {
+    /// The IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Icmp => 1,
+            Protocol::Icmpv6 => 58,
+            Protocol::Sctp => 132,
+            Protocol::Udplite => 136,
+            Protocol::Number(n) => n,
+        }
+    }
+
+    /// Whether port matches make sense (tcp, udp, sctp, udplite; also by number).
+    pub fn has_ports(self) -> bool {
+        matches!(self.number(), 6 | 17 | 132 | 136)
+    }
+
+    /// Whether `icmp_type`/`icmp_code` make sense.
+    pub fn is_icmp(self) -> bool {
+        matches!(self.number(), 1 | 58)
+    }
+
+    fn from_number(n: u64) -> Result<Self, ModelError> {
+        match n {
+            1..=255 => Ok(Protocol::Number(n as u8)),
+            _ => Err(ModelError::field(
+                "protocol",
+                n,
+                "must be a name or a number 1-255",
+            )),
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Ok(match s {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "icmp" => Protocol::Icmp,
+            "icmpv6" => Protocol::Icmpv6,
+            "sctp" => Protocol::Sctp,
+            "udplite" => Protocol::Udplite,
+            _ => match s.parse::<u64>() {
+                Ok(n) => Protocol::from_number(n)?,
+                Err(_) => {
+                    return Err(ModelError::field(
+                        "protocol",
+                        s,
+                        "expected tcp, udp, icmp, icmpv6, sctp, udplite or 1-255",
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Protocol::Tcp => f.write_str("tcp"),
+            Protocol::Udp => f.write_str("udp"),
+            Protocol::Icmp => f.write_str("icmp"),
+            Protocol::Icmpv6 => f.write_str("icmpv6"),
+            Protocol::Sctp => f.write_str("sctp"),
+            Protocol::Udplite => f.write_str("udplite"),
+            Protocol::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Protocol {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Protocol::Number(n) => s.serialize_u8(*n),
+            named => s.collect_str(named),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| ModelError::field("protocol", &n, "must be 1-255"))
+                .and_then(Protocol::from_number)
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid protocol {other}"
+            ))),
+        }
+    }
+}
+
+/// A port or an inclusive port range; JSON `80` or `"1000:2000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = ModelError;
+
+    /// `"80"`, `"lo:hi"` or `"lo-hi"` (the CLI's forms).
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let bad = |reason: &str| ModelError::field("port", s, reason);
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| bad("expected a port 0-65535"))
+        };
+        let range = match s.split_once([':', '-']) {
+            Some((lo, hi)) => PortRange {
+                first: parse(lo)?,
+                last: parse(hi)?,
+            },
+            None => PortRange::single(parse(s)?),
+        };
+        if range.first > range.last {
+            return Err(bad("range start is after its end"));
+        }
+        Ok(range)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .map(PortRange::single)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid port {n}"))),
+            other => Err(serde::de::Error::custom(format!("invalid port {other}"))),
+        }
+    }
+}
+
+/// One profile rule (reference 1.4). Every present match must hold; absent ones match anything.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_ports: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_ports: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
+}
+
+impl Rule {
+    /// Felix's `validate_rules` for one rule; also normalises CIDRs to their network.
+    pub fn validate(&mut self) -> Result<(), ModelError> {
+        for tag in self.src_tag.iter().chain(&self.dst_tag) {
+            validate_name("tag", tag)?;
+        }
+        let has_ports = !self.src_ports.is_empty() || !self.dst_ports.is_empty();
+        if has_ports && !self.protocol.is_some_and(Protocol::has_ports) {
+            let proto = self.protocol.map(|p| p.to_string()).unwrap_or_default();
+            return Err(ModelError::field(
+                "protocol",
+                proto,
+                "ports are only allowed with tcp, udp, sctp or udplite",
+            ));
+        }
+        if self.icmp_type.is_some() && !self.protocol.is_some_and(Protocol::is_icmp) {
+            return Err(ModelError::field(
+                "icmp_type",
+                self.icmp_type.unwrap_or_default(),
+                "needs protocol icmp or icmpv6",
+            ));
+        }
+        if self.icmp_code.is_some() && self.icmp_type.is_none() {
+            return Err(ModelError::field(
+                "icmp_code",
+                self.icmp_code.unwrap_or_default(),
+                "needs icmp_type",
+            ));
+        }
+        if let Some(v) = self.ip_version {
+            if v != 4 && v != 6 {
+                return Err(ModelError::field("ip_version", v, "must be 4 or 6"));
+            }
+        }
+        self.src_net = self.src_net.map(|n| n.trunc());
+        self.dst_net = self.dst_net.map(|n| n.trunc());
+        Ok(())
+    }
+}
+
+/// A profile's rules (`/calico/v1/policy/profile/<name>/rules`):
+/// `{"id": "<profile>", "inbound_rules": [...], "outbound_rules": [...]}`. Both lists are
+/// required; `id` is informational.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub inbound_rules: Vec<Rule>,
+    pub outbound_rules: Vec<Rule>,
+}
+
+impl Rules {
+    /// What `calicoctl profile add NAME` writes: inbound allow from the profile's own tag,
+    /// outbound allow all (no explicit deny, so a later profile can still allow).
+    pub fn default_for(profile: &str) -> Self {
+        Rules {
+            id: Some(profile.to_string()),
+            inbound_rules: vec![Rule {
+                src_tag: Some(profile.to_string()),
+                ..Rule::default()
+            }],
+            outbound_rules: vec![Rule::default()],
+        }
+    }
+
+    /// Validates every rule in place.
+    pub fn validate(&mut self) -> Result<(), ModelError> {
+        self.inbound_rules
+            .iter_mut()
+            .chain(&mut self.outbound_rules)
+            .try_for_each(Rule::validate)
+    }
+}
