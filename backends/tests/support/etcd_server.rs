@@ -1,0 +1,212 @@
+//! A throwaway etcd server for tests and benches: its own temp data dir, free ports on
+//! 127.0.0.1, `--unsafe-no-fsync`; restartable on the same data and ports; killed (by the PID
+//! we started, nothing else) on drop.
+//!
+//! When no `etcd` binary exists, `start` returns `None` after printing
+//! "skipping: install etcd-server", unless `CI` is set, where it panics so CI cannot pass
+//! without running the etcd tests.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh etcd may take to answer (it is usually ready in about a second).
+const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+
+/// One etcd process we started, and what it needs to restart.
+#[derive(Debug)]
+pub struct EtcdServer {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it answers; `None` (after a message) when etcd is not
+    /// installed and `CI` is unset.
+    pub async fn start() -> Option<EtcdServer> {
+        let binary = match find_binary() {
+            Some(binary) => binary,
+            None if std::env::var_os("CI").is_some() => {
+                panic!("etcd binary not found in PATH or /usr/bin/etcd; CI must run the etcd tests (apt install etcd-server)")
+            }
+            None => {
+                eprintln!(
+                    "skipping: install etcd-server (no etcd binary in PATH or /usr/bin/etcd)"
+                );
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("creating a temp dir for etcd");
+        let (client_port, peer_port) = free_ports();
+        let mut server = EtcdServer {
+            binary,
+            dir,
+            client_port,
+            peer_port,
+            child: None,
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The PID of the running etcd, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills etcd (SIGKILL to our child only) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data dir and ports, waiting until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// Restarts etcd on the same data dir but a fresh client port, returning its endpoint:
+    /// clients of [`endpoint`](Self::endpoint) keep failing meanwhile (to change data behind a
+    /// reconnecting watcher's back). [`restart`](Self::restart) returns to the usual port.
+    pub async fn restart_hidden(&mut self) -> String {
+        self.stop();
+        let usual = self.client_port;
+        self.client_port = free_ports().0;
+        self.spawn().await;
+        let hidden = self.endpoint();
+        self.client_port = usual;
+        hidden
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    async fn spawn(&mut self) {
+        let data = self.dir.path().join("data");
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("opening the etcd log");
+        let child = Command::new(&self.binary)
+            .arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .arg("--unsafe-no-fsync")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the etcd log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        self.wait_healthy(&client).await;
+    }
+
+    async fn wait_healthy(&mut self, endpoint: &str) {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "etcd exited with {status} while starting:\n{}",
+                        tail(&self.log_path())
+                    );
+                }
+            }
+            if answers(endpoint).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!(
+                    "etcd at {endpoint} not healthy within {HEALTHY_WITHIN:?}:\n{}",
+                    tail(&self.log_path())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether etcd at `endpoint` serves a read (not merely listens).
+async fn answers(endpoint: &str) -> bool {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_millis(500));
+    let probe = async {
+        let mut client = etcd_client::Client::connect([endpoint], Some(options))
+            .await
+            .ok()?;
+        client.get("health-probe", None).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(_))
+    )
+}
+
+fn find_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("etcd"));
+    on_path
+        .chain(std::iter::once(PathBuf::from("/usr/bin/etcd")))
+        .find(|path| path.is_file())
+}
+
+/// Two distinct free ports: bound to port 0 together so they differ, then released for etcd.
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port");
+    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port");
+    let ports = (
+        a.local_addr().expect("local address").port(),
+        b.local_addr().expect("local address").port(),
+    );
+    drop((a, b));
+    ports
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
