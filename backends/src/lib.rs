@@ -11,8 +11,13 @@
 
 mod error;
 mod etcd;
+mod mem;
+mod sled_store;
 mod store;
+mod watch_hub;
 
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStore, TlsFiles};
+pub use mem::MemStore;
+pub use sled_store::SledStore;
 pub use store::{Compare, KeyValue, Revision, Store, TxnOp, WatchEvent, WatchStream};
