@@ -2,6 +2,7 @@
 //! the shared conformance suite, unreachable endpoints, a server restart under a watch,
 //! compaction, and a 20,000-key listing. Skips when etcd is not installed (fails under `CI`).
 
+mod conformance;
 #[path = "support/etcd_server.rs"]
 mod etcd_server;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calico_backends::{EtcdConfig, EtcdStore, Store, StoreError, TxnOp, WatchEvent, WatchStream};
+use conformance::unique_prefix;
 use etcd_server::EtcdServer;
 use futures::StreamExt;
 
@@ -304,4 +306,96 @@ async fn lists_twenty_thousand_keys_in_one_call() {
     assert!(listing[1..]
         .iter()
         .all(|kv| kv.value == value && kv.mod_revision <= revision));
+}
+
+// The shared conformance suite, one etcd per case (a case never sees another's writes).
+
+#[tokio::test]
+async fn conformance_crud() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::crud(&connect(&server.endpoint()).await, &unique_prefix("crud")).await;
+}
+
+#[tokio::test]
+async fn conformance_revisions() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::revisions(
+        &connect(&server.endpoint()).await,
+        &unique_prefix("revisions"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_list_prefix() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::list_prefix(&connect(&server.endpoint()).await, &unique_prefix("list")).await;
+}
+
+#[tokio::test]
+async fn conformance_txn_atomic() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::txn_atomic(&connect(&server.endpoint()).await, &unique_prefix("txn")).await;
+}
+
+#[tokio::test]
+async fn conformance_watch_replay() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::watch_replay(&connect(&server.endpoint()).await, &unique_prefix("replay")).await;
+}
+
+#[tokio::test]
+async fn conformance_watch_live() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    conformance::watch_live(&connect(&server.endpoint()).await, &unique_prefix("live")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_watch_during_writes() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    let store = Arc::new(connect(&server.endpoint()).await);
+    conformance::watch_during_writes(store, &unique_prefix("race")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_concurrent_update() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    let store = Arc::new(connect(&server.endpoint()).await);
+    conformance::concurrent_update(store, &unique_prefix("cas")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_concurrent_create() {
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    let store = Arc::new(connect(&server.endpoint()).await);
+    conformance::concurrent_create(store, &unique_prefix("create")).await;
+}
+
+#[test]
+fn conformance_model_check() {
+    let starter = tokio::runtime::Runtime::new().unwrap();
+    let Some(server) = starter.block_on(EtcdServer::start()) else {
+        return;
+    };
+    let endpoint = server.endpoint();
+    conformance::model_check(|| async move { connect(&endpoint).await }, 32);
+    drop(server);
 }

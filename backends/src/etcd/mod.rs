@@ -204,6 +204,23 @@ fn guard_failure(key: &str, expected: Revision, found: Option<KeyValue>) -> Stor
     }
 }
 
+/// The ops of a transaction with only the last op on each key kept, in their order: etcd
+/// refuses a txn that writes one key twice ("duplicate key given in txn request"), while the
+/// `Store` contract applies ops in order, so the last one decides the key's final state.
+/// (A delete-then-put of an existing key thus keeps its `create_revision` on etcd.)
+fn last_op_per_key(ops: Vec<TxnOp>) -> Vec<TxnOp> {
+    let key = |op: &TxnOp| match op {
+        TxnOp::Put { key, .. } | TxnOp::Delete { key } => key.clone(),
+    };
+    let last: std::collections::HashMap<String, usize> =
+        ops.iter().enumerate().map(|(i, op)| (key(op), i)).collect();
+    ops.into_iter()
+        .enumerate()
+        .filter(|(i, op)| last.get(&key(op)) == Some(i))
+        .map(|(_, op)| op)
+        .collect()
+}
+
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -336,7 +353,7 @@ impl Store for EtcdStore {
                 }
             }
         }
-        let writes: Vec<EtcdTxnOp> = ops
+        let writes: Vec<EtcdTxnOp> = last_op_per_key(ops)
             .into_iter()
             .map(|op| match op {
                 TxnOp::Put { key, value } => EtcdTxnOp::put(key, value, None),
@@ -386,5 +403,30 @@ impl Store for EtcdStore {
         from_revision: Revision,
     ) -> Result<WatchStream, StoreError> {
         watch::start(self.clone(), prefix.to_string(), from_revision).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_ops_on_a_key_replace_earlier_ones() {
+        let put = |k: &str, v: &[u8]| TxnOp::Put {
+            key: k.into(),
+            value: v.to_vec(),
+        };
+        let delete = |k: &str| TxnOp::Delete { key: k.into() };
+        let ops = vec![
+            delete("c"),
+            put("a", b"1"),
+            put("c", b"2"),
+            put("a", b"3"),
+            delete("b"),
+        ];
+        assert_eq!(
+            last_op_per_key(ops),
+            vec![put("c", b"2"), put("a", b"3"), delete("b")]
+        );
     }
 }
