@@ -8,17 +8,21 @@
 //! - [`names`]: name validation and deterministic shortening to kernel limits.
 //! - [`cluster`]: `ClusterState`, the typed snapshot built from raw updates.
 //! - [`iptables`], [`desired`]: the typed output: chains, ipsets, routes, sysctls, BIRD config.
+//! - [`compute`]: the policy compiler, `compute(&ClusterState, host) -> DesiredState`.
+//! - [`render`]: iptables-restore, ipset restore and BIRD text.
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
 //! → rendered to iptables-restore / ipset / bird.cfg text by the dataplanes.
 
 pub mod cluster;
 pub mod codec;
+pub mod compute;
 pub mod desired;
 mod error;
 pub mod iptables;
 pub mod keys;
 pub mod model;
 pub mod names;
+pub mod render;
 
 pub use error::ModelError;

@@ -1,0 +1,102 @@
+//! Names of our chains and ipsets, shortened with [`uniquely_shorten`] so they fit the kernel.
+//!
+//! Budgets: chains at most [`MAX_CHAIN_LEN`] (28) characters, ipsets at most [`MAX_IPSET_LEN`]
+//! (31). Every ipset we own starts with `cali4-` or `cali6-`; the Linux dataplane builds a full
+//! rewrite in [`temp_ipset_name`] (the same name with the `-` after the family digit replaced by
+//! `_`, so `cali4-t-web` → `cali4_t-web`): the same length as the real name, and never the name of
+//! a set we own, so a restore can fill the temp set and `swap` it in.
+
+use crate::iptables::IpFamily;
+use crate::names::uniquely_shorten;
+
+/// iptables' chain name limit.
+pub const MAX_CHAIN_LEN: usize = 28;
+/// ipset's name limit (IPSET_MAXNAMELEN 32 minus the NUL).
+pub const MAX_IPSET_LEN: usize = 31;
+
+pub const FORWARD_CHAIN: &str = "cali-FORWARD";
+pub const INPUT_CHAIN: &str = "cali-INPUT";
+pub const POSTROUTING_CHAIN: &str = "cali-POSTROUTING";
+pub const FROM_WL_DISPATCH: &str = "cali-from-wl-dispatch";
+pub const TO_WL_DISPATCH: &str = "cali-to-wl-dispatch";
+
+const FROM_WL_PREFIX: &str = "cali-fw-";
+const TO_WL_PREFIX: &str = "cali-tw-";
+const PROFILE_IN_PREFIX: &str = "cali-pri-";
+const PROFILE_OUT_PREFIX: &str = "cali-pro-";
+const TAG_SET_PREFIX: &str = "-t-";
+
+fn with_prefix(prefix: &str, name: &str, max: usize) -> String {
+    format!("{prefix}{}", uniquely_shorten(name, max - prefix.len()))
+}
+
+/// `cali-fw-<iface>`: outbound policy of the workload behind `iface` (traffic *from* it).
+pub fn from_wl_chain(iface: &str) -> String {
+    with_prefix(FROM_WL_PREFIX, iface, MAX_CHAIN_LEN)
+}
+
+/// `cali-tw-<iface>`: inbound policy of the workload behind `iface` (traffic *to* it).
+pub fn to_wl_chain(iface: &str) -> String {
+    with_prefix(TO_WL_PREFIX, iface, MAX_CHAIN_LEN)
+}
+
+/// `cali-pri-<profile>`: a profile's inbound rules.
+pub fn profile_inbound_chain(profile: &str) -> String {
+    with_prefix(PROFILE_IN_PREFIX, profile, MAX_CHAIN_LEN)
+}
+
+/// `cali-pro-<profile>`: a profile's outbound rules.
+pub fn profile_outbound_chain(profile: &str) -> String {
+    with_prefix(PROFILE_OUT_PREFIX, profile, MAX_CHAIN_LEN)
+}
+
+/// `cali4` or `cali6`: the prefix of every ipset we own in a family.
+pub fn ipset_family_prefix(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "cali4",
+        IpFamily::V6 => "cali6",
+    }
+}
+
+/// `cali4-t-<tag>`: the members of a tag (tags get the `t-` infix so no tag can collide with
+/// the fixed sets such as `cali4-all-pools`).
+pub fn tag_set(tag: &str, family: IpFamily) -> String {
+    let prefix = format!("{}{TAG_SET_PREFIX}", ipset_family_prefix(family));
+    with_prefix(&prefix, tag, MAX_IPSET_LEN)
+}
+
+/// `cali4-masq-pools`: pools with NAT-outgoing.
+pub const MASQ_POOLS_SET: &str = "cali4-masq-pools";
+/// `cali4-all-pools`: every v4 pool.
+pub const ALL_POOLS_SET: &str = "cali4-all-pools";
+/// `cali4-all-hosts`: every calico host's IPv4, the only allowed IPIP sources.
+pub const ALL_HOSTS_SET: &str = "cali4-all-hosts";
+
+/// The temporary name the dataplane fills before swapping a set in (see the module docs).
+pub fn temp_ipset_name(name: &str) -> String {
+    let mut out = name.to_string();
+    if out.len() > 5 && out.is_char_boundary(5) && out.is_char_boundary(6) {
+        out.replace_range(5..6, "_");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_and_keep_their_prefix() {
+        let long = "a".repeat(100);
+        assert_eq!(profile_inbound_chain("PROF_A_B"), "cali-pri-PROF_A_B");
+        let chain = profile_outbound_chain(&long);
+        assert_eq!(chain.len(), MAX_CHAIN_LEN);
+        assert!(chain.starts_with("cali-pro-_"), "{chain}");
+        let set = tag_set(&long, IpFamily::V6);
+        assert_eq!(set.len(), MAX_IPSET_LEN);
+        assert!(set.starts_with("cali6-t-_"), "{set}");
+        assert_eq!(from_wl_chain("cali0123456789a"), "cali-fw-cali0123456789a");
+        assert_eq!(temp_ipset_name("cali4-t-web"), "cali4_t-web");
+        assert_eq!(temp_ipset_name(&set).len(), set.len());
+    }
+}
