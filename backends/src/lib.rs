@@ -12,6 +12,7 @@
 mod error;
 mod etcd;
 mod mem;
+pub mod proxy;
 mod sled_store;
 mod store;
 mod watch_hub;
