@@ -9,6 +9,7 @@
 //! Data flow: calicoctl writes through `Datastore`; calico-node lists then watches the raw
 //! `Store` and feeds the events to `calico_core`'s calculator.
 
+mod datastore;
 mod error;
 mod etcd;
 mod mem;
@@ -17,6 +18,10 @@ mod sled_store;
 mod store;
 mod watch_hub;
 
+pub use datastore::{
+    retry_on_conflict, AssignRequest, Datastore, DatastoreError, EndpointFilter, HostRecord,
+    IpamInfo, Profile, ProfileEdit, TxnPlan, Versioned, MAX_RETRIES,
+};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStore, TlsFiles};
 pub use mem::MemStore;

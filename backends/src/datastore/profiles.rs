@@ -1,0 +1,224 @@
+//! Profiles (`/calico/v1/policy/profile/<name>/{tags,rules}`, reference 1.4).
+
+use std::collections::BTreeMap;
+
+use calico_core::codec::Value;
+use calico_core::keys::{Key, V1};
+use calico_core::model::Rules;
+use calico_core::names::validate_name;
+
+use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, EndpointFilter, TxnPlan};
+
+/// A profile's tags and rules; either may be missing in a damaged datastore.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Profile {
+    pub tags: Option<Vec<String>>,
+    pub rules: Option<Rules>,
+}
+
+impl Datastore {
+    /// Creates a profile with tags `[name]` and the default rules in one transaction.
+    ///
+    /// # Errors
+    /// `ProfileExists` when either key exists; `Model` for an invalid name.
+    pub async fn create_profile(&self, name: &str) -> Result<(), DatastoreError> {
+        validate_name("profile", name)?;
+        let tags = Key::ProfileTags {
+            profile: name.to_string(),
+        };
+        let rules = Key::ProfileRules {
+            profile: name.to_string(),
+        };
+        let mut plan = TxnPlan::default();
+        plan.require_absent(&tags);
+        plan.require_absent(&rules);
+        plan.put(&tags, &Value::Tags(vec![name.to_string()]));
+        plan.put(&rules, &Value::Rules(Rules::default_for(name)));
+        match self.commit(plan).await {
+            Err(e) if e.is_conflict() => Err(DatastoreError::ProfileExists {
+                name: name.to_string(),
+            }),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Whether the profile exists (has tags or rules).
+    pub async fn profile_exists(&self, name: &str) -> Result<bool, DatastoreError> {
+        validate_name("profile", name)?;
+        Ok(!self.list_keys(&Key::profile_dir(name)).await?.is_empty())
+    }
+
+    /// Every profile, by name.
+    pub async fn list_profiles(&self) -> Result<BTreeMap<String, Profile>, DatastoreError> {
+        let mut out: BTreeMap<String, Profile> = BTreeMap::new();
+        for (key, item) in self.list(&format!("{V1}policy/profile/")).await? {
+            match (&key, item.value) {
+                (Key::ProfileTags { profile }, Value::Tags(t)) => {
+                    out.entry(profile.clone()).or_default().tags = Some(t);
+                }
+                (Key::ProfileRules { profile }, Value::Rules(r)) => {
+                    out.entry(profile.clone()).or_default().rules = Some(r);
+                }
+                _ => return Err(unexpected(&key)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids (as `host/orchestrator/workload/endpoint`) of every endpoint using `name`.
+    pub async fn profile_users(&self, name: &str) -> Result<Vec<String>, DatastoreError> {
+        Ok(self
+            .list_endpoints(&EndpointFilter::default())
+            .await?
+            .into_iter()
+            .filter(|(_, ep)| ep.value.profile_ids.iter().any(|p| p == name))
+            .map(|(id, _)| id.to_string())
+            .collect())
+    }
+
+    /// Deletes the whole profile directory in one transaction. With `check`, refuses while any
+    /// endpoint references it.
+    ///
+    /// # Errors
+    /// `ProfileNotFound`, `ProfileInUse { endpoints }`.
+    pub async fn remove_profile(&self, name: &str, check: bool) -> Result<(), DatastoreError> {
+        validate_name("profile", name)?;
+        if check {
+            let users = self.profile_users(name).await?;
+            if !users.is_empty() {
+                return Err(DatastoreError::ProfileInUse {
+                    name: name.to_string(),
+                    endpoints: users,
+                });
+            }
+        }
+        let keys = self.list_keys(&Key::profile_dir(name)).await?;
+        if keys.is_empty() {
+            return Err(DatastoreError::ProfileNotFound {
+                name: name.to_string(),
+            });
+        }
+        let mut plan = TxnPlan::default();
+        for k in keys {
+            plan.delete(k);
+        }
+        self.commit(plan).await?;
+        Ok(())
+    }
+
+    /// The profile's tags.
+    ///
+    /// # Errors
+    /// `ProfileNotFound` when it has none stored.
+    pub async fn profile_tags(&self, name: &str) -> Result<Vec<String>, DatastoreError> {
+        let key = tags_key(name)?;
+        match self.get(&key).await?.map(|v| v.value) {
+            Some(Value::Tags(t)) => Ok(t),
+            Some(_) => Err(unexpected(&key)),
+            None => Err(DatastoreError::ProfileNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Read-modify-writes the profile's tags with compare-and-swap.
+    pub async fn update_profile_tags<F>(
+        &self,
+        name: &str,
+        change: F,
+    ) -> Result<Vec<String>, DatastoreError>
+    where
+        F: Fn(&mut Vec<String>) -> Result<(), DatastoreError>,
+    {
+        let key = tags_key(name)?;
+        retry_on_conflict(&format!("updating tags of profile {name}"), || {
+            let key = key.clone();
+            let change = &change;
+            async move {
+                let current =
+                    self.get(&key)
+                        .await?
+                        .ok_or_else(|| DatastoreError::ProfileNotFound {
+                            name: name.to_string(),
+                        })?;
+                let Value::Tags(mut tags) = current.value else {
+                    return Err(unexpected(&key));
+                };
+                change(&mut tags)?;
+                for t in &tags {
+                    validate_name("tag", t)?;
+                }
+                let mut plan = TxnPlan::default();
+                plan.require_revision(&key, current.revision);
+                plan.put(&key, &Value::Tags(tags.clone()));
+                self.commit(plan).await?;
+                Ok(tags)
+            }
+        })
+        .await
+    }
+
+    /// The profile's rules.
+    ///
+    /// # Errors
+    /// `ProfileNotFound` when it has none stored.
+    pub async fn profile_rules(&self, name: &str) -> Result<Rules, DatastoreError> {
+        let key = rules_key(name)?;
+        match self.get(&key).await?.map(|v| v.value) {
+            Some(Value::Rules(r)) => Ok(r),
+            Some(_) => Err(unexpected(&key)),
+            None => Err(DatastoreError::ProfileNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Read-modify-writes the profile's rules with compare-and-swap; the result is validated.
+    pub async fn update_profile_rules<F>(
+        &self,
+        name: &str,
+        change: F,
+    ) -> Result<Rules, DatastoreError>
+    where
+        F: Fn(&mut Rules) -> Result<(), DatastoreError>,
+    {
+        let key = rules_key(name)?;
+        retry_on_conflict(&format!("updating rules of profile {name}"), || {
+            let key = key.clone();
+            let change = &change;
+            async move {
+                let current =
+                    self.get(&key)
+                        .await?
+                        .ok_or_else(|| DatastoreError::ProfileNotFound {
+                            name: name.to_string(),
+                        })?;
+                let Value::Rules(mut rules) = current.value else {
+                    return Err(unexpected(&key));
+                };
+                change(&mut rules)?;
+                rules.validate()?;
+                let mut plan = TxnPlan::default();
+                plan.require_revision(&key, current.revision);
+                plan.put(&key, &Value::Rules(rules.clone()));
+                self.commit(plan).await?;
+                Ok(rules)
+            }
+        })
+        .await
+    }
+}
+
+fn tags_key(name: &str) -> Result<Key, DatastoreError> {
+    validate_name("profile", name)?;
+    Ok(Key::ProfileTags {
+        profile: name.to_string(),
+    })
+}
+
+fn rules_key(name: &str) -> Result<Key, DatastoreError> {
+    validate_name("profile", name)?;
+    Ok(Key::ProfileRules {
+        profile: name.to_string(),
+    })
+}
