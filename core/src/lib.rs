@@ -10,10 +10,13 @@
 //! - [`iptables`], [`desired`]: the typed output: chains, ipsets, routes, sysctls, BIRD config.
 //! - [`compute`]: the policy compiler, `compute(&ClusterState, host) -> DesiredState`.
 //! - [`render`]: iptables-restore, ipset restore and BIRD text.
+//! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
+//! - [`plan`]: the ordered steps from an observed to a desired state.
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
 //! → rendered to iptables-restore / ipset / bird.cfg text by the dataplanes.
 
+pub mod calc;
 pub mod cluster;
 pub mod codec;
 pub mod compute;
@@ -23,6 +26,7 @@ pub mod iptables;
 pub mod keys;
 pub mod model;
 pub mod names;
+pub mod plan;
 pub mod render;
 
 pub use error::ModelError;

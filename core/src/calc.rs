@@ -1,0 +1,533 @@
+//! The incremental calculator: keeps a [`ClusterState`], indexes over it and the current
+//! [`DesiredState`], and turns each raw datastore update into a [`Delta`] by rebuilding only
+//! the pieces the update touches:
+//!
+//! - an endpoint: its interface's two chains per family, routes, neighbours and sysctls; the
+//!   dispatch chains only when the set of local interfaces changed; the ipsets of the tags it
+//!   gains or loses; the chains of profiles that become used or unused;
+//! - a profile's rules: its chains (if used) and the sets of tags it starts or stops referencing;
+//! - a profile's tags: the membership of the tags gained or lost, for the endpoints using it;
+//! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls.
+//!
+//! Invariant (checked by the property tests): after any sequence of updates,
+//! `desired() == compute(state(), host)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use crate::cluster::ClusterState;
+use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
+use crate::compute::names::{
+    from_wl_chain, profile_inbound_chain, profile_outbound_chain, tag_set as tag_set_name,
+    to_wl_chain,
+};
+use crate::compute::{
+    compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
+};
+use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId};
+use crate::iptables::{Chain, IpFamily};
+use crate::keys::Key;
+use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
+
+/// What one update (or batch) changed in the desired state. `Some` is the new value, `None` a
+/// removal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    pub chains: BTreeMap<(TableId, String), Option<Chain>>,
+    pub ipsets: BTreeMap<String, Option<IpSet>>,
+    pub routes_added: BTreeSet<Route>,
+    pub routes_removed: BTreeSet<Route>,
+    pub neighbours_added: BTreeSet<Neighbour>,
+    pub neighbours_removed: BTreeSet<Neighbour>,
+    pub sysctls: BTreeMap<String, Option<String>>,
+    /// `Some(new)` when the v4 BIRD config changed.
+    pub bird_v4: Option<Option<BirdConfig>>,
+    /// `Some(new)` when the v6 BIRD config changed.
+    pub bird_v6: Option<Option<BirdConfig>>,
+}
+
+impl Delta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of changed items (chains, sets, routes, neighbours, sysctls, BIRD configs).
+    pub fn len(&self) -> usize {
+        self.chains.len()
+            + self.ipsets.len()
+            + self.routes_added.len()
+            + self.routes_removed.len()
+            + self.neighbours_added.len()
+            + self.neighbours_removed.len()
+            + self.sysctls.len()
+            + usize::from(self.bird_v4.is_some())
+            + usize::from(self.bird_v6.is_some())
+    }
+}
+
+/// What the pending updates touched, rebuilt at the next flush.
+#[derive(Debug, Default)]
+struct Dirty {
+    ifaces: BTreeSet<String>,
+    dispatch: bool,
+    profiles: BTreeSet<String>,
+    tags: BTreeSet<String>,
+    global: bool,
+}
+
+/// Incremental `compute` for one host.
+#[derive(Debug)]
+pub struct Calculator {
+    host: String,
+    state: ClusterState,
+    desired: DesiredState,
+    global: GlobalParts,
+    /// Local endpoints per interface; the smallest id owns the interface's chains.
+    ifaces: BTreeMap<String, BTreeSet<EndpointId>>,
+    /// Active local endpoints per profile: the profile has chains iff this is non-empty.
+    profile_users: BTreeMap<String, BTreeSet<EndpointId>>,
+    /// Endpoints of every host per profile, for tag membership.
+    profile_endpoints: BTreeMap<String, BTreeSet<EndpointId>>,
+    /// Tags referenced by each compiled profile, per family.
+    profile_tags: BTreeMap<(IpFamily, String), BTreeSet<String>>,
+    /// Compiled profiles referencing each tag, per family: the set exists iff non-empty.
+    tag_refs: BTreeMap<(IpFamily, String), BTreeSet<String>>,
+    /// Addresses per tag, counted once per endpoint contributing them.
+    tag_members: BTreeMap<String, BTreeMap<IpNet, usize>>,
+    /// Plumbing installed per local interface.
+    plumbing: BTreeMap<String, EndpointPlumbing>,
+    dirty: Dirty,
+}
+
+impl Calculator {
+    /// A calculator for `host`, starting from the empty cluster.
+    pub fn new(host: &str) -> Self {
+        let state = ClusterState::default();
+        let cfg = HostConfig::resolve(&state, host);
+        Calculator {
+            host: host.to_string(),
+            desired: compute(&state, host),
+            global: GlobalParts::compute(&state, host, &cfg),
+            state,
+            ifaces: BTreeMap::new(),
+            profile_users: BTreeMap::new(),
+            profile_endpoints: BTreeMap::new(),
+            profile_tags: BTreeMap::new(),
+            tag_refs: BTreeMap::new(),
+            tag_members: BTreeMap::new(),
+            plumbing: BTreeMap::new(),
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// The desired state after every update so far.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// The cluster state after every update so far.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// Applies one raw update (`None` = deleted) and returns what changed.
+    pub fn apply(&mut self, key: &str, value: Option<&[u8]>) -> Delta {
+        self.ingest(key, value);
+        self.flush()
+    }
+
+    /// Applies a batch of raw updates and returns what changed over the whole batch.
+    pub fn apply_batch(
+        &mut self,
+        updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
+    ) -> Delta {
+        for (key, value) in updates {
+            self.ingest(&key, value.as_deref());
+        }
+        self.flush()
+    }
+
+    fn ingest(&mut self, raw_key: &str, value: Option<&[u8]>) {
+        let Ok(key) = Key::parse(raw_key) else {
+            return;
+        };
+        match &key {
+            Key::Endpoint(id) => {
+                let old = self.state.endpoints.get(id).cloned();
+                self.state.apply(raw_key, value);
+                let new = self.state.endpoints.get(id).cloned();
+                if old != new {
+                    self.endpoint_changed(id, old.as_ref(), new.as_ref());
+                }
+            }
+            Key::ProfileTags { profile } => {
+                let users: Vec<EndpointId> = self
+                    .profile_endpoints
+                    .get(profile)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                self.adjust_members_of(&users, false);
+                self.state.apply(raw_key, value);
+                self.adjust_members_of(&users, true);
+            }
+            Key::ProfileRules { profile } => {
+                self.state.apply(raw_key, value);
+                self.dirty.profiles.insert(profile.clone());
+            }
+            _ => {
+                if ClusterState::depends_on(&key) {
+                    self.state.apply(raw_key, value);
+                    self.dirty.global = true;
+                }
+            }
+        }
+    }
+
+    fn adjust_members_of(&mut self, ids: &[EndpointId], add: bool) {
+        for id in ids {
+            if let Some(ep) = self.state.endpoints.get(id).cloned() {
+                self.adjust_members(&ep, add);
+            }
+        }
+    }
+
+    /// Adds or removes `ep`'s addresses to or from the members of every tag it carries.
+    fn adjust_members(&mut self, ep: &WorkloadEndpoint, add: bool) {
+        let tags: Vec<String> = ipsets::endpoint_tags(&self.state, ep)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for tag in tags {
+            let counts = self.tag_members.entry(tag.clone()).or_default();
+            for net in ep.nets() {
+                let count = counts.entry(net).or_default();
+                if add {
+                    *count += 1;
+                } else {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        counts.remove(&net);
+                    }
+                }
+            }
+            if counts.is_empty() {
+                self.tag_members.remove(&tag);
+            }
+            self.dirty.tags.insert(tag);
+        }
+    }
+
+    fn endpoint_changed(
+        &mut self,
+        id: &EndpointId,
+        old: Option<&WorkloadEndpoint>,
+        new: Option<&WorkloadEndpoint>,
+    ) {
+        let local = id.host == self.host;
+        if let Some(old) = old {
+            self.adjust_members(old, false);
+            for p in &old.profile_ids {
+                remove_from(&mut self.profile_endpoints, p, id);
+            }
+            if local {
+                self.dirty.ifaces.insert(old.name.clone());
+                if remove_from(&mut self.ifaces, &old.name, id) {
+                    self.dirty.dispatch = true;
+                }
+                if old.state == EndpointState::Active {
+                    for p in &old.profile_ids {
+                        if remove_from(&mut self.profile_users, p, id) {
+                            self.dirty.profiles.insert(p.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(new) = new {
+            for p in &new.profile_ids {
+                add_to(&mut self.profile_endpoints, p, id);
+            }
+            self.adjust_members(new, true);
+            if local {
+                self.dirty.ifaces.insert(new.name.clone());
+                if add_to(&mut self.ifaces, &new.name, id) {
+                    self.dirty.dispatch = true;
+                }
+                if new.state == EndpointState::Active {
+                    for p in &new.profile_ids {
+                        if add_to(&mut self.profile_users, p, id) {
+                            self.dirty.profiles.insert(p.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds everything dirty and returns the changes.
+    fn flush(&mut self) -> Delta {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut delta = Delta::default();
+        let mut tags = dirty.tags;
+        for p in &dirty.profiles {
+            self.rebuild_profile(p, &mut tags, &mut delta);
+        }
+        for tag in &tags {
+            self.rebuild_tag(tag, &mut delta);
+        }
+        for iface in &dirty.ifaces {
+            self.rebuild_iface(iface, &mut delta);
+        }
+        if dirty.dispatch {
+            let chains = dispatch::dispatch_chains(self.ifaces.keys().map(String::as_str));
+            for family in FAMILIES {
+                for chain in &chains {
+                    self.set_chain(
+                        filter_table(family),
+                        &chain.name,
+                        Some(chain.clone()),
+                        &mut delta,
+                    );
+                }
+            }
+        }
+        if dirty.global {
+            self.rebuild_global(&mut delta);
+        }
+        delta
+    }
+
+    fn rebuild_profile(&mut self, name: &str, tags: &mut BTreeSet<String>, delta: &mut Delta) {
+        let used = self.profile_users.get(name).is_some_and(|u| !u.is_empty());
+        for family in FAMILIES {
+            let table = filter_table(family);
+            let new_tags = if used {
+                let compiled = profile::profile_chains(name, self.state.profiles.get(name), family);
+                for chain in compiled.chains {
+                    let chain_name = chain.name.clone();
+                    self.set_chain(table, &chain_name, Some(chain), delta);
+                }
+                compiled.tags
+            } else {
+                self.set_chain(table, &profile_inbound_chain(name), None, delta);
+                self.set_chain(table, &profile_outbound_chain(name), None, delta);
+                BTreeSet::new()
+            };
+            let key = (family, name.to_string());
+            let old_tags = self.profile_tags.remove(&key).unwrap_or_default();
+            for gone in old_tags.difference(&new_tags) {
+                remove_from(
+                    &mut self.tag_refs,
+                    &(family, gone.clone()),
+                    &name.to_string(),
+                );
+                tags.insert(gone.clone());
+            }
+            for added in new_tags.difference(&old_tags) {
+                add_to(
+                    &mut self.tag_refs,
+                    &(family, added.clone()),
+                    &name.to_string(),
+                );
+                tags.insert(added.clone());
+            }
+            if !new_tags.is_empty() {
+                self.profile_tags.insert(key, new_tags);
+            }
+        }
+    }
+
+    fn rebuild_tag(&mut self, tag: &str, delta: &mut Delta) {
+        for family in FAMILIES {
+            let name = tag_set_name(tag, family);
+            let referenced = self
+                .tag_refs
+                .get(&(family, tag.to_string()))
+                .is_some_and(|r| !r.is_empty());
+            let set = referenced.then(|| {
+                ipsets::tag_set(
+                    tag,
+                    family,
+                    self.tag_members.get(tag).into_iter().flat_map(|m| m.keys()),
+                )
+            });
+            set_entry(&mut self.desired.ipsets, &mut delta.ipsets, &name, set);
+        }
+    }
+
+    fn rebuild_iface(&mut self, iface: &str, delta: &mut Delta) {
+        let owner = self
+            .ifaces
+            .get(iface)
+            .and_then(|ids| ids.iter().next())
+            .and_then(|id| {
+                self.state
+                    .endpoints
+                    .get(id)
+                    .map(|ep| (id.clone(), ep.clone()))
+            });
+        let plumbing = match &owner {
+            Some((id, ep)) => {
+                for family in FAMILIES {
+                    for chain in endpoint_chains(iface, id, ep) {
+                        let name = chain.name.clone();
+                        self.set_chain(filter_table(family), &name, Some(chain), delta);
+                    }
+                }
+                EndpointPlumbing::of(iface, ep)
+            }
+            None => {
+                for family in FAMILIES {
+                    self.set_chain(filter_table(family), &from_wl_chain(iface), None, delta);
+                    self.set_chain(filter_table(family), &to_wl_chain(iface), None, delta);
+                }
+                EndpointPlumbing::default()
+            }
+        };
+        let old = self.plumbing.remove(iface).unwrap_or_default();
+        let d = &mut self.desired;
+        for r in old.routes.difference(&plumbing.routes) {
+            d.routes.remove(r);
+            delta.routes_added.remove(r);
+            delta.routes_removed.insert(r.clone());
+        }
+        for r in plumbing.routes.difference(&old.routes) {
+            d.routes.insert(r.clone());
+            delta.routes_removed.remove(r);
+            delta.routes_added.insert(r.clone());
+        }
+        for n in old.neighbours.difference(&plumbing.neighbours) {
+            d.neighbours.remove(n);
+            delta.neighbours_added.remove(n);
+            delta.neighbours_removed.insert(n.clone());
+        }
+        for n in plumbing.neighbours.difference(&old.neighbours) {
+            d.neighbours.insert(n.clone());
+            delta.neighbours_removed.remove(n);
+            delta.neighbours_added.insert(n.clone());
+        }
+        for k in old.sysctls.keys() {
+            if !plumbing.sysctls.contains_key(k) {
+                set_entry(&mut d.sysctls, &mut delta.sysctls, k, None);
+            }
+        }
+        for (k, v) in &plumbing.sysctls {
+            set_entry(&mut d.sysctls, &mut delta.sysctls, k, Some(v.clone()));
+        }
+        if owner.is_some() {
+            self.plumbing.insert(iface.to_string(), plumbing);
+        }
+    }
+
+    fn rebuild_global(&mut self, delta: &mut Delta) {
+        let cfg = HostConfig::resolve(&self.state, &self.host);
+        let new = GlobalParts::compute(&self.state, &self.host, &cfg);
+        if new == self.global {
+            return;
+        }
+        for family in FAMILIES {
+            for chain in new.filter_chains(family) {
+                let name = chain.name.clone();
+                self.set_chain(filter_table(family), &name, Some(chain), delta);
+            }
+        }
+        for chain in new.nat_chains.clone() {
+            let name = chain.name.clone();
+            self.set_chain(NAT_V4, &name, Some(chain), delta);
+        }
+        let d = &mut self.desired;
+        for old in &self.global.ipsets {
+            if !new.ipsets.iter().any(|s| s.name == old.name) {
+                set_entry(&mut d.ipsets, &mut delta.ipsets, &old.name, None);
+            }
+        }
+        for set in &new.ipsets {
+            set_entry(
+                &mut d.ipsets,
+                &mut delta.ipsets,
+                &set.name,
+                Some(set.clone()),
+            );
+        }
+        for k in self.global.sysctls.keys() {
+            if !new.sysctls.contains_key(k) {
+                set_entry(&mut d.sysctls, &mut delta.sysctls, k, None);
+            }
+        }
+        for (k, v) in &new.sysctls {
+            set_entry(&mut d.sysctls, &mut delta.sysctls, k, Some(v.clone()));
+        }
+        if d.bird_v4 != new.bird_v4 {
+            d.bird_v4 = new.bird_v4.clone();
+            delta.bird_v4 = Some(new.bird_v4.clone());
+        }
+        if d.bird_v6 != new.bird_v6 {
+            d.bird_v6 = new.bird_v6.clone();
+            delta.bird_v6 = Some(new.bird_v6.clone());
+        }
+        self.global = new;
+    }
+
+    fn set_chain(&mut self, table: TableId, name: &str, chain: Option<Chain>, delta: &mut Delta) {
+        let chains = &mut self.desired.tables.entry(table).or_default().chains;
+        if chains.get(name) == chain.as_ref() {
+            return;
+        }
+        match &chain {
+            Some(c) => chains.insert(name.to_string(), c.clone()),
+            None => chains.remove(name),
+        };
+        delta.chains.insert((table, name.to_string()), chain);
+    }
+}
+
+/// Sets or removes `map[key]`, recording a real change in `changes`.
+fn set_entry<V: Clone + PartialEq>(
+    map: &mut BTreeMap<String, V>,
+    changes: &mut BTreeMap<String, Option<V>>,
+    key: &str,
+    value: Option<V>,
+) {
+    if map.get(key) == value.as_ref() {
+        return;
+    }
+    match &value {
+        Some(v) => map.insert(key.to_string(), v.clone()),
+        None => map.remove(key),
+    };
+    changes.insert(key.to_string(), value);
+}
+
+/// Adds `item` to `index[key]`; true when the entry was created (it was empty before).
+fn add_to<K: Ord + Clone, T: Ord + Clone>(
+    index: &mut BTreeMap<K, BTreeSet<T>>,
+    key: &K,
+    item: &T,
+) -> bool {
+    let set = index.entry(key.clone()).or_default();
+    let was_empty = set.is_empty();
+    set.insert(item.clone());
+    was_empty
+}
+
+/// Removes `item` from `index[key]`; true when the entry became empty (and was dropped).
+fn remove_from<K: Ord + Clone, T: Ord>(
+    index: &mut BTreeMap<K, BTreeSet<T>>,
+    key: &K,
+    item: &T,
+) -> bool {
+    let Some(set) = index.get_mut(key) else {
+        return false;
+    };
+    if !set.remove(item) {
+        return false;
+    }
+    if set.is_empty() {
+        index.remove(key);
+        true
+    } else {
+        false
+    }
+}
