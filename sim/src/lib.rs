@@ -1,1 +1,25 @@
-//! The multi-host simulator: a world of hosts sharing one store, scenario files, property tests.
+//! The multi-host simulator of calico-rs: N hosts on one wire sharing one datastore, each
+//! running a node agent over an in-memory kernel (`SimDataplane`), with simulated BGP between
+//! them, a cross-host packet walk that explains its verdict, and an independent policy oracle
+//! the walk is property-tested against.
+//!
+//! - [`probe`], [`verdict`]: what a reachability check sends and what it finds.
+//! - [`oracle`]: reachability from the data model alone.
+//! - [`gen`]: proptest strategies for random clusters.
+//!
+//! Data flow: writes to the `Store` → each host's agent (a `Calculator`) → `DesiredState` →
+//! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
+//! packet host to host over the wire.
+
+pub mod bgp;
+mod error;
+pub mod gen;
+pub mod ops;
+pub mod oracle;
+pub mod probe;
+pub mod verdict;
+
+pub use error::SimError;
+pub use oracle::{Decision, Oracle};
+pub use probe::Probe;
+pub use verdict::Verdict;

@@ -1,0 +1,392 @@
+//! Simulated BGP between the hosts of a world, decided by each host's BIRD configuration.
+//!
+//! A session between hosts A and B (per family) is Established when A lists B's address as a
+//! peer with B's local AS, B lists A's address with A's AS, both agents (and so both BIRDs)
+//! run, and the session has not been cut. Routes a host's kernel originates (its
+//! `routes_for_export()`: BIRD's kernel protocol with `learn`) that lie inside one of its
+//! export pools are advertised to every established peer, which installs `dst via <advertiser>`
+//! (proto bird). Only locally originated routes are advertised: iBGP does not pass routes
+//! learned from one peer on to another (a full mesh does not need it; eBGP transit is not
+//! modelled). A stopped host's BIRD is gone, so its peers withdraw what they learned from it,
+//! while its own kernel keeps what BIRD had written (`persist`).
+//!
+//! This module is pure: the world hands it each host's view ([`Speaker`]) and applies the
+//! learned routes it computes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use calico_core::desired::{BirdConfig, PeerKind};
+use ipnet::IpNet;
+
+/// What the BGP model needs to know about one host.
+#[derive(Debug, Clone)]
+pub struct Speaker<'a> {
+    pub host: &'a str,
+    /// Whether the host's agent (and so BIRD) runs.
+    pub running: bool,
+    /// BIRD configs as applied to the host (v4, v6).
+    pub bird: [Option<&'a BirdConfig>; 2],
+    /// Routes the kernel holds that BIRD may originate (not those BIRD itself learned).
+    pub exports: Vec<IpNet>,
+}
+
+/// A route one host should hold because a peer advertised it.
+pub type LearnedRoutes = BTreeMap<IpNet, IpAddr>;
+
+/// Why a configured session is not up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    Established,
+    /// Not up; `reason` is what BIRD's info column would hint at.
+    Down {
+        reason: String,
+    },
+}
+
+/// One row of `calicoctl status` / `birdc show protocols` for a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// BIRD protocol name: `Mesh_172_31_250_2`, `Global_...`, `Node_...`.
+    pub protocol: String,
+    pub peer_ip: IpAddr,
+    pub kind: PeerKind,
+    pub state: SessionState,
+    /// Routes imported over this session.
+    pub routes_imported: usize,
+}
+
+impl PeerStatus {
+    /// The peer type column of `calicoctl status`.
+    pub fn peer_type(&self) -> &'static str {
+        match self.kind {
+            PeerKind::Mesh => "node-to-node mesh",
+            PeerKind::Global => "global",
+            PeerKind::Node => "node specific",
+        }
+    }
+
+    /// BIRD's protocol state: `up` or `start`.
+    pub fn bird_state(&self) -> &'static str {
+        match self.state {
+            SessionState::Established => "up",
+            SessionState::Down { .. } => "start",
+        }
+    }
+
+    /// BIRD's info column: `Established`, or `Active` with the reason.
+    pub fn info(&self) -> String {
+        match &self.state {
+            SessionState::Established => "Established".to_string(),
+            SessionState::Down { reason } => format!("Active ({reason})"),
+        }
+    }
+}
+
+impl fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {}",
+            self.protocol,
+            self.peer_ip,
+            self.peer_type(),
+            self.bird_state(),
+            self.info()
+        )
+    }
+}
+
+/// The BIRD protocol name of a peer: kind prefix and the address with `.`/`:` as `_`.
+pub fn protocol_name(kind: PeerKind, ip: IpAddr) -> String {
+    let prefix = match kind {
+        PeerKind::Mesh => "Mesh",
+        PeerKind::Global => "Global",
+        PeerKind::Node => "Node",
+    };
+    format!("{prefix}_{}", ip.to_string().replace(['.', ':'], "_"))
+}
+
+/// The sessions the test harness has cut, like pulling a cable between two BIRDs.
+#[derive(Debug, Clone, Default)]
+pub struct BgpFabric {
+    cuts: BTreeSet<(String, String)>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+impl BgpFabric {
+    /// Takes the session between `a` and `b` down (both families) until healed.
+    pub fn cut_session(&mut self, a: &str, b: &str) {
+        self.cuts.insert(pair(a, b));
+    }
+
+    /// Lets the session between `a` and `b` come back.
+    pub fn heal_session(&mut self, a: &str, b: &str) {
+        self.cuts.remove(&pair(a, b));
+    }
+
+    pub fn is_cut(&self, a: &str, b: &str) -> bool {
+        self.cuts.contains(&pair(a, b))
+    }
+
+    /// The state of every session `host` configures, in its BIRD config order (v4 then v6).
+    pub fn peer_table(&self, speakers: &[Speaker<'_>], host: &str) -> Vec<PeerStatus> {
+        let index = AddressIndex::new(speakers);
+        let Some(me) = speakers.iter().find(|s| s.host == host) else {
+            return Vec::new();
+        };
+        let learned = self.learned(speakers);
+        let mine = learned.get(host);
+        let mut rows = Vec::new();
+        for (family, config) in me.bird.iter().enumerate() {
+            let Some(config) = config else { continue };
+            for peer in &config.peers {
+                let state = self.session(&index, me, family, config, peer.ip, peer.as_num.0);
+                let routes_imported = mine.map_or(0, |routes| {
+                    routes.values().filter(|via| **via == peer.ip).count()
+                });
+                rows.push(PeerStatus {
+                    protocol: protocol_name(peer.kind, peer.ip),
+                    peer_ip: peer.ip,
+                    kind: peer.kind,
+                    routes_imported: if state == SessionState::Established {
+                        routes_imported
+                    } else {
+                        0
+                    },
+                    state,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Whether `me`'s session (family index 0 = v4, 1 = v6) to `peer_ip` is up, and why not.
+    fn session(
+        &self,
+        index: &AddressIndex<'_, '_>,
+        me: &Speaker<'_>,
+        family: usize,
+        mine: &BirdConfig,
+        peer_ip: IpAddr,
+        peer_as: u32,
+    ) -> SessionState {
+        let down = |reason: String| SessionState::Down { reason };
+        if !me.running {
+            return down("agent stopped".to_string());
+        }
+        let Some(other) = index.by_address[family].get(&peer_ip) else {
+            return down(format!("no BGP speaker at {peer_ip}"));
+        };
+        if !other.running {
+            return down(format!("agent on {} stopped", other.host));
+        }
+        let Some(theirs) = other.bird[family] else {
+            return down(format!("{} runs no BIRD for this family", other.host));
+        };
+        if theirs.local_as.0 != peer_as {
+            return down(format!(
+                "{} speaks AS {}, not {peer_as}",
+                other.host, theirs.local_as
+            ));
+        }
+        let reciprocal = theirs
+            .peers
+            .iter()
+            .any(|p| p.ip == mine.source_address && p.as_num == mine.local_as);
+        if !reciprocal {
+            return down(format!(
+                "{} does not peer with {}",
+                other.host, mine.source_address
+            ));
+        }
+        if self.is_cut(me.host, other.host) {
+            return down("session cut".to_string());
+        }
+        SessionState::Established
+    }
+
+    /// The routes every host should hold from BGP: host → destination → next hop.
+    pub fn learned(&self, speakers: &[Speaker<'_>]) -> BTreeMap<String, LearnedRoutes> {
+        let index = AddressIndex::new(speakers);
+        let mut out: BTreeMap<String, LearnedRoutes> = BTreeMap::new();
+        for me in speakers {
+            let routes = out.entry(me.host.to_string()).or_default();
+            if !me.running {
+                continue;
+            }
+            let local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
+            for (family, config) in me.bird.iter().enumerate() {
+                let Some(config) = config else { continue };
+                for peer in &config.peers {
+                    let state = self.session(&index, me, family, config, peer.ip, peer.as_num.0);
+                    if state != SessionState::Established {
+                        continue;
+                    }
+                    let Some(other) = index.by_address[family].get(&peer.ip) else {
+                        continue;
+                    };
+                    let Some(theirs) = other.bird[family] else {
+                        continue;
+                    };
+                    for dst in advertised(other, theirs) {
+                        if local.contains(&dst) {
+                            continue;
+                        }
+                        let via = theirs.source_address;
+                        routes
+                            .entry(dst)
+                            .and_modify(|cur| *cur = (*cur).min(via))
+                            .or_insert(via);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What `speaker` advertises with `config`: its originated routes inside an export pool.
+fn advertised<'s>(
+    speaker: &'s Speaker<'_>,
+    config: &'s BirdConfig,
+) -> impl Iterator<Item = IpNet> + 's {
+    speaker
+        .exports
+        .iter()
+        .map(IpNet::trunc)
+        .filter(move |dst| config.export_pools.iter().any(|pool| pool.contains(dst)))
+}
+
+/// Speakers by the source address of their v4 and v6 BIRD.
+struct AddressIndex<'s, 'a> {
+    by_address: [BTreeMap<IpAddr, &'s Speaker<'a>>; 2],
+}
+
+impl<'s, 'a> AddressIndex<'s, 'a> {
+    fn new(speakers: &'s [Speaker<'a>]) -> Self {
+        let mut by_address = [BTreeMap::new(), BTreeMap::new()];
+        for s in speakers {
+            for (family, config) in s.bird.iter().enumerate() {
+                if let Some(config) = config {
+                    by_address[family].insert(config.source_address, s);
+                }
+            }
+        }
+        AddressIndex { by_address }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use calico_core::desired::BirdPeer;
+    use calico_core::model::AsNumber;
+
+    use super::*;
+
+    fn config(me: u8, peers: &[u8], asn: u32) -> BirdConfig {
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(172, 31, 250, n));
+        BirdConfig {
+            router_id: Ipv4Addr::new(172, 31, 250, me),
+            source_address: ip(me),
+            local_as: AsNumber(asn),
+            peers: peers
+                .iter()
+                .map(|p| BirdPeer {
+                    kind: PeerKind::Mesh,
+                    ip: ip(*p),
+                    as_num: AsNumber(64511),
+                })
+                .collect(),
+            export_pools: ["192.168.0.0/16".parse().unwrap()].into(),
+            ipip_pools: BTreeSet::new(),
+            loglevel: None,
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mesh_carries_pool_routes_only_while_established() {
+        let (c1, c2) = (config(2, &[3], 64511), config(3, &[2], 64511));
+        let speakers = |running2: bool| {
+            vec![
+                Speaker {
+                    host: "host1",
+                    running: true,
+                    bird: [Some(&c1), None],
+                    exports: vec![net("192.168.1.1/32"), net("10.9.0.0/16")],
+                },
+                Speaker {
+                    host: "host2",
+                    running: running2,
+                    bird: [Some(&c2), None],
+                    exports: vec![net("192.168.1.2/32")],
+                },
+            ]
+        };
+        let mut fabric = BgpFabric::default();
+        let learned = fabric.learned(&speakers(true));
+        let via1 = IpAddr::V4(Ipv4Addr::new(172, 31, 250, 2));
+        let via2 = IpAddr::V4(Ipv4Addr::new(172, 31, 250, 3));
+        assert_eq!(learned["host1"], [(net("192.168.1.2/32"), via2)].into());
+        assert_eq!(learned["host2"], [(net("192.168.1.1/32"), via1)].into());
+        let table = fabric.peer_table(&speakers(true), "host1");
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].protocol, "Mesh_172_31_250_3");
+        assert_eq!(table[0].info(), "Established");
+        assert_eq!(table[0].routes_imported, 1);
+
+        fabric.cut_session("host2", "host1");
+        assert!(fabric.learned(&speakers(true))["host1"].is_empty());
+        assert_eq!(
+            fabric.peer_table(&speakers(true), "host1")[0].state,
+            SessionState::Down {
+                reason: "session cut".to_string()
+            }
+        );
+        fabric.heal_session("host1", "host2");
+        let stopped = fabric.learned(&speakers(false));
+        assert!(stopped["host1"].is_empty());
+        assert!(stopped["host2"].is_empty());
+    }
+
+    #[test]
+    fn one_sided_or_mismatched_as_peering_stays_down() {
+        let (c1, c2) = (config(2, &[3], 64511), config(3, &[], 64511));
+        let c3 = config(3, &[2], 65000);
+        let exports = vec![net("192.168.1.2/32")];
+        for other in [&c2, &c3] {
+            let speakers = [
+                Speaker {
+                    host: "host1",
+                    running: true,
+                    bird: [Some(&c1), None],
+                    exports: vec![],
+                },
+                Speaker {
+                    host: "host2",
+                    running: true,
+                    bird: [Some(other), None],
+                    exports: exports.clone(),
+                },
+            ];
+            let fabric = BgpFabric::default();
+            assert!(fabric.learned(&speakers)["host1"].is_empty());
+            let row = &fabric.peer_table(&speakers, "host1")[0];
+            assert_eq!(row.bird_state(), "start");
+        }
+    }
+}

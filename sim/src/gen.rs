@@ -1,0 +1,309 @@
+//! Proptest strategies for random clusters: hosts on one wire, workloads with unique
+//! addresses from the default pool, profiles with random tags and rules, random profile lists
+//! (empty ones and names of profiles that do not exist included), and later operations (move an
+//! endpoint between profiles, remove an endpoint).
+//!
+//! The output is plain data ([`ClusterSpec`]); [`crate::ops`] turns it into datastore writes
+//! and workload plumbing on a [`crate::World`].
+
+use std::net::Ipv4Addr;
+
+use calico_core::model::{Action, PortRange, Protocol, Rule, Rules};
+use ipnet::IpNet;
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence, Index};
+
+/// Tags profiles may carry besides their own name.
+pub const TAG_POOL: &[&str] = &["web", "db", "ops"];
+
+/// A profile name that is never created, so endpoints listing it drop everything.
+pub const GHOST_PROFILE: &str = "PROF_GHOST";
+
+/// The address of host number `index` (0-based) on the shared wire 172.31.250.0/24.
+pub fn host_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 31, 250, u8::try_from(index % 250).unwrap_or(0) + 2)
+}
+
+/// The name of host number `index` (0-based): `host1`, `host2`, ...
+pub fn host_name(index: usize) -> String {
+    format!("host{}", index + 1)
+}
+
+/// The name of profile number `index`.
+pub fn profile_name(index: usize) -> String {
+    format!("PROF_{index}")
+}
+
+/// One workload: the host it runs on, its address and its endpoint's profile list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadSpec {
+    pub name: String,
+    /// Index into the hosts.
+    pub host: usize,
+    pub addr: Ipv4Addr,
+    pub profiles: Vec<String>,
+}
+
+/// One profile: tags and rules, exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSpec {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub rules: Rules,
+}
+
+/// A change made after the cluster first settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `calicoctl container <w> profile set <profiles>`.
+    SetProfiles {
+        workload: usize,
+        profiles: Vec<String>,
+    },
+    /// Delete the workload's endpoint from the datastore (its veth stays).
+    RemoveEndpoint { workload: usize },
+}
+
+/// A whole random cluster and what happens to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub hosts: usize,
+    pub workloads: Vec<WorkloadSpec>,
+    pub profiles: Vec<ProfileSpec>,
+    pub ops: Vec<Op>,
+}
+
+fn ports() -> impl Strategy<Value = Vec<PortRange>> {
+    let range = PortRange {
+        first: 1000,
+        last: 2000,
+    };
+    prop_oneof![
+        4 => Just(vec![]),
+        1 => Just(vec![PortRange::single(22)]),
+        1 => Just(vec![PortRange::single(80)]),
+        1 => Just(vec![PortRange::single(443)]),
+        1 => Just(vec![PortRange::single(22), PortRange::single(80)]),
+        1 => Just(vec![range]),
+    ]
+}
+
+/// Source ports: mostly none, sometimes a range that holds the probes' ephemeral port.
+fn src_ports() -> impl Strategy<Value = Vec<PortRange>> {
+    let ephemeral = PortRange {
+        first: 30000,
+        last: 50000,
+    };
+    prop_oneof![
+        6 => Just(vec![]),
+        1 => Just(vec![ephemeral]),
+        1 => Just(vec![PortRange { first: 1000, last: 2000 }]),
+    ]
+}
+
+fn net() -> impl Strategy<Value = Option<IpNet>> {
+    let nets = [
+        "192.168.0.0/17",
+        "192.168.128.0/17",
+        "10.0.0.0/8",
+        "fd80:24e2:f998:72d6::/64",
+    ]
+    .map(|n| n.parse::<IpNet>().ok());
+    prop_oneof![4 => Just(None), 1 => select(nets.to_vec())]
+}
+
+fn tag(names: Vec<String>) -> impl Strategy<Value = Option<String>> {
+    let mut tags: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
+    tags.extend(names);
+    tags.push("nosuchtag".to_string());
+    prop_oneof![3 => Just(None), 1 => select(tags).prop_map(Some)]
+}
+
+/// One valid rule (it passes `Rule::validate`, so the profile is never dropped as invalid).
+pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
+    let action = prop_oneof![2 => Just(Action::Allow), 1 => Just(Action::Deny)];
+    let protocol = prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Protocol::Tcp)),
+        1 => Just(Some(Protocol::Udp)),
+        1 => Just(Some(Protocol::Icmp)),
+    ];
+    let icmp = prop_oneof![
+        2 => Just((None, None)),
+        1 => Just((Some(8), None)),
+        1 => Just((Some(8), Some(0))),
+        1 => Just((Some(8), Some(1))),
+    ];
+    let version = prop_oneof![6 => Just(None), 1 => Just(Some(4u8)), 1 => Just(Some(6u8))];
+    (
+        action,
+        protocol,
+        (src_ports(), ports(), icmp),
+        (net(), net()),
+        (tag(profile_names.clone()), tag(profile_names)),
+        version,
+    )
+        .prop_map(
+            |(
+                action,
+                protocol,
+                (src_ports, dst_ports, icmp),
+                (src_net, dst_net),
+                (src_tag, dst_tag),
+                ip_version,
+            )| {
+                let has_ports = protocol.is_some_and(Protocol::has_ports);
+                let is_icmp = protocol.is_some_and(Protocol::is_icmp);
+                let (icmp_type, icmp_code) = if is_icmp { icmp } else { (None, None) };
+                Rule {
+                    action,
+                    protocol,
+                    src_tag,
+                    src_net,
+                    src_ports: if has_ports { src_ports } else { vec![] },
+                    dst_tag,
+                    dst_net,
+                    dst_ports: if has_ports { dst_ports } else { vec![] },
+                    icmp_type,
+                    icmp_code,
+                    ip_version,
+                }
+            },
+        )
+}
+
+/// A profile named `name`: its own name as a tag or not, 0-2 pool tags, 0-4 rules each way.
+fn profile(name: String, names: Vec<String>) -> impl Strategy<Value = ProfileSpec> {
+    let pool: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
+    (
+        any::<bool>(),
+        subsequence(pool, 0..=2),
+        prop::collection::vec(rule(names.clone()), 0..=4),
+        prop::collection::vec(rule(names), 0..=4),
+    )
+        .prop_map(move |(own, mut tags, inbound_rules, outbound_rules)| {
+            if own {
+                tags.insert(0, name.clone());
+            }
+            ProfileSpec {
+                name: name.clone(),
+                tags,
+                rules: Rules {
+                    id: Some(name.clone()),
+                    inbound_rules,
+                    outbound_rules,
+                },
+            }
+        })
+}
+
+/// A profile list: 0-3 distinct names, possibly of a profile that does not exist, any order.
+fn profile_list(names: Vec<String>) -> impl Strategy<Value = Vec<String>> {
+    let mut all = names;
+    all.push(GHOST_PROFILE.to_string());
+    let max = all.len().min(3);
+    subsequence(all, 0..=max).prop_shuffle()
+}
+
+/// 1-8 workloads on `hosts` hosts with unique addresses in 192.168.0.0/16.
+fn workloads(hosts: usize, names: Vec<String>) -> impl Strategy<Value = Vec<WorkloadSpec>> {
+    prop::collection::btree_set(1u16..=0xfffe, 1..=8)
+        .prop_flat_map(move |offsets| {
+            let n = offsets.len();
+            (
+                Just(offsets),
+                prop::collection::vec(0..hosts, n),
+                prop::collection::vec(profile_list(names.clone()), n),
+            )
+        })
+        .prop_map(|(offsets, hosts, profiles)| {
+            offsets
+                .into_iter()
+                .zip(hosts)
+                .zip(profiles)
+                .enumerate()
+                .map(|(i, ((offset, host), profiles))| {
+                    let [hi, lo] = offset.to_be_bytes();
+                    WorkloadSpec {
+                        name: format!("workload_{i}"),
+                        host,
+                        addr: Ipv4Addr::new(192, 168, hi, lo),
+                        profiles,
+                    }
+                })
+                .collect()
+        })
+}
+
+fn ops(workloads: usize, names: Vec<String>) -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        3 => (any::<Index>(), profile_list(names)).prop_map(move |(w, profiles)| Op::SetProfiles {
+            workload: w.index(workloads),
+            profiles,
+        }),
+        1 => any::<Index>().prop_map(move |w| Op::RemoveEndpoint {
+            workload: w.index(workloads),
+        }),
+    ];
+    prop::collection::vec(op, 0..=3)
+}
+
+/// A random cluster: 2-5 hosts, 1-4 profiles, 1-8 workloads, 0-3 later operations.
+pub fn cluster() -> impl Strategy<Value = ClusterSpec> {
+    (2usize..=5, 1usize..=4)
+        .prop_flat_map(|(hosts, n_profiles)| {
+            let names: Vec<String> = (0..n_profiles).map(profile_name).collect();
+            let profiles: Vec<_> = names
+                .iter()
+                .map(|n| profile(n.clone(), names.clone()))
+                .collect();
+            (
+                Just(hosts),
+                profiles,
+                workloads(hosts, names.clone()),
+                Just(names),
+            )
+        })
+        .prop_flat_map(|(hosts, profiles, workloads, names)| {
+            let n = workloads.len();
+            (Just(hosts), Just(profiles), Just(workloads), ops(n, names))
+        })
+        .prop_map(|(hosts, profiles, workloads, ops)| ClusterSpec {
+            hosts,
+            workloads,
+            profiles,
+            ops,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn generated_clusters_are_well_formed() {
+        let mut runner = TestRunner::deterministic();
+        for _ in 0..64 {
+            let spec = cluster().new_tree(&mut runner).unwrap().current();
+            assert!((2..=5).contains(&spec.hosts), "hosts {}", spec.hosts);
+            assert!((1..=8).contains(&spec.workloads.len()));
+            let mut addrs: Vec<_> = spec.workloads.iter().map(|w| w.addr).collect();
+            addrs.sort();
+            addrs.dedup();
+            assert_eq!(addrs.len(), spec.workloads.len(), "addresses are unique");
+            for w in &spec.workloads {
+                assert!(w.host < spec.hosts);
+            }
+            for p in &spec.profiles {
+                let mut rules = p.rules.clone();
+                rules.validate().unwrap();
+            }
+            for op in &spec.ops {
+                let (Op::SetProfiles { workload, .. } | Op::RemoveEndpoint { workload }) = *op;
+                assert!(workload < spec.workloads.len());
+            }
+        }
+    }
+}
