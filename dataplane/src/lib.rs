@@ -12,6 +12,7 @@
 
 mod error;
 mod plumbing;
+pub mod sim;
 
 pub use error::DataplaneError;
 pub use plumbing::{VethSpec, WorkloadPlumbing};

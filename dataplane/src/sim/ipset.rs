@@ -1,0 +1,344 @@
+//! `ipset restore` text → commands, applied all-or-nothing to the host's sets.
+//!
+//! Accepted: `create <name> hash:ip|hash:net family inet|inet6 [hashsize N] [maxelem N]
+//! [-exist]`, `flush`, `add`, `del` (with `-exist`), `swap` and `destroy`. Anything else is a
+//! [`DataplaneError::Parse`] naming the line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use calico_core::desired::{IpSet, IpSetKind};
+use calico_core::iptables::IpFamily;
+use ipnet::IpNet;
+
+use crate::DataplaneError;
+
+const WHAT: &str = "ipset restore input";
+
+/// One restore command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpSetCommand {
+    Create {
+        name: String,
+        kind: IpSetKind,
+        family: IpFamily,
+        exist: bool,
+    },
+    Flush {
+        name: String,
+    },
+    Add {
+        name: String,
+        member: IpNet,
+        exist: bool,
+    },
+    Del {
+        name: String,
+        member: IpNet,
+        exist: bool,
+    },
+    Swap {
+        a: String,
+        b: String,
+    },
+    Destroy {
+        name: String,
+    },
+}
+
+fn err(line: usize, reason: impl Into<String>) -> DataplaneError {
+    DataplaneError::Parse {
+        what: WHAT,
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// Parses restore text into (line, command) pairs.
+///
+/// # Errors
+/// [`DataplaneError::Parse`] naming the first bad line.
+pub fn parse_ipset_restore(text: &str) -> Result<Vec<(usize, IpSetCommand)>, DataplaneError> {
+    let mut out = Vec::new();
+    for (idx, raw) in text.lines().enumerate() {
+        let line = idx + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed == "COMMIT" {
+            continue;
+        }
+        let mut words: Vec<&str> = trimmed.split_whitespace().collect();
+        let before = words.len();
+        words.retain(|w| *w != "-exist" && *w != "--exist" && *w != "-!");
+        let exist = words.len() != before;
+        let name = |i: usize| -> Result<String, DataplaneError> {
+            let n = words.get(i).ok_or_else(|| err(line, "missing set name"))?;
+            let ok = !n.is_empty()
+                && n.len() <= 31
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
+            if ok {
+                Ok(n.to_string())
+            } else {
+                Err(err(line, format!("bad set name {n}")))
+            }
+        };
+        let arity = |n: usize| {
+            if words.len() == n {
+                Ok(())
+            } else {
+                Err(err(line, format!("{} takes {} arguments", words[0], n - 1)))
+            }
+        };
+        let command = match words.first().copied() {
+            Some("create" | "-N" | "n") => parse_create(&words, line, name(1)?, exist)?,
+            Some("flush" | "-F") => {
+                arity(2)?;
+                IpSetCommand::Flush { name: name(1)? }
+            }
+            Some("destroy" | "-X" | "x") => {
+                arity(2)?;
+                IpSetCommand::Destroy { name: name(1)? }
+            }
+            Some("swap" | "-W") => {
+                arity(3)?;
+                IpSetCommand::Swap {
+                    a: name(1)?,
+                    b: name(2)?,
+                }
+            }
+            Some(verb @ ("add" | "-A" | "a" | "del" | "-D")) => {
+                arity(3)?;
+                let member = parse_member(words[2], line)?;
+                let name = name(1)?;
+                if matches!(verb, "add" | "-A" | "a") {
+                    IpSetCommand::Add {
+                        name,
+                        member,
+                        exist,
+                    }
+                } else {
+                    IpSetCommand::Del {
+                        name,
+                        member,
+                        exist,
+                    }
+                }
+            }
+            Some(other) => return Err(err(line, format!("unknown ipset command {other}"))),
+            None => continue,
+        };
+        out.push((line, command));
+    }
+    Ok(out)
+}
+
+fn parse_create(
+    words: &[&str],
+    line: usize,
+    name: String,
+    exist: bool,
+) -> Result<IpSetCommand, DataplaneError> {
+    let kind = match words.get(2).copied() {
+        Some("hash:ip") => IpSetKind::HashIp,
+        Some("hash:net") => IpSetKind::HashNet,
+        Some(other) => return Err(err(line, format!("unsupported set type {other}"))),
+        None => return Err(err(line, format!("create {name} without a type"))),
+    };
+    let mut family = IpFamily::V4;
+    let mut rest = words.get(3..).unwrap_or_default().iter();
+    while let Some(option) = rest.next() {
+        let value = rest
+            .next()
+            .ok_or_else(|| err(line, format!("{option} needs a value")))?;
+        match *option {
+            "family" => {
+                family = match *value {
+                    "inet" => IpFamily::V4,
+                    "inet6" => IpFamily::V6,
+                    other => return Err(err(line, format!("unknown family {other}"))),
+                }
+            }
+            "hashsize" | "maxelem" => {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| err(line, format!("bad {option} {value}")))?;
+            }
+            other => return Err(err(line, format!("unknown create option {other}"))),
+        }
+    }
+    Ok(IpSetCommand::Create {
+        name,
+        kind,
+        family,
+        exist,
+    })
+}
+
+fn parse_member(text: &str, line: usize) -> Result<IpNet, DataplaneError> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| err(line, format!("bad set member {text}")))
+}
+
+fn family_of(net: &IpNet) -> IpFamily {
+    match net {
+        IpNet::V4(_) => IpFamily::V4,
+        IpNet::V6(_) => IpFamily::V6,
+    }
+}
+
+/// Applies commands to `sets` all-or-nothing.
+///
+/// # Errors
+/// [`DataplaneError::Kernel`] naming the line and set when a command is refused (set missing,
+/// member of the wrong family, duplicate without `-exist`); `sets` is then unchanged.
+pub fn restore(
+    sets: &mut BTreeMap<String, IpSet>,
+    commands: &[(usize, IpSetCommand)],
+) -> Result<(), DataplaneError> {
+    let mut work = sets.clone();
+    for (line, command) in commands {
+        let refuse = |reason: String| DataplaneError::Kernel {
+            operation: format!("ipset restore line {line}"),
+            reason,
+        };
+        match command {
+            IpSetCommand::Create {
+                name,
+                kind,
+                family,
+                exist,
+            } => match work.get(name) {
+                Some(set) if *exist && set.kind == *kind && set.family == *family => {}
+                Some(_) => return Err(refuse(format!("set {name} already exists"))),
+                None => {
+                    work.insert(
+                        name.clone(),
+                        IpSet {
+                            name: name.clone(),
+                            family: *family,
+                            kind: *kind,
+                            members: BTreeSet::new(),
+                        },
+                    );
+                }
+            },
+            IpSetCommand::Flush { name } => match work.get_mut(name) {
+                Some(set) => set.members.clear(),
+                None => return Err(refuse(format!("set {name} does not exist"))),
+            },
+            IpSetCommand::Add {
+                name,
+                member,
+                exist,
+            } => {
+                let set = work
+                    .get_mut(name)
+                    .ok_or_else(|| refuse(format!("set {name} does not exist")))?;
+                if family_of(member) != set.family {
+                    return Err(refuse(format!(
+                        "{member} is of the wrong family for set {name}"
+                    )));
+                }
+                if !set.members.insert(*member) && !exist {
+                    return Err(refuse(format!("{member} is already in set {name}")));
+                }
+            }
+            IpSetCommand::Del {
+                name,
+                member,
+                exist,
+            } => {
+                let set = work
+                    .get_mut(name)
+                    .ok_or_else(|| refuse(format!("set {name} does not exist")))?;
+                if !set.members.remove(member) && !exist {
+                    return Err(refuse(format!("{member} is not in set {name}")));
+                }
+            }
+            IpSetCommand::Swap { a, b } => {
+                let (Some(mut sa), Some(mut sb)) = (work.remove(a), work.remove(b)) else {
+                    return Err(refuse(format!("swap needs both sets {a} and {b}")));
+                };
+                if sa.kind != sb.kind || sa.family != sb.family {
+                    return Err(refuse(format!("sets {a} and {b} have different types")));
+                }
+                std::mem::swap(&mut sa.members, &mut sb.members);
+                work.insert(a.clone(), sa);
+                work.insert(b.clone(), sb);
+            }
+            IpSetCommand::Destroy { name } => {
+                if work.remove(name).is_none() {
+                    return Err(refuse(format!("set {name} does not exist")));
+                }
+            }
+        }
+    }
+    *sets = work;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sets: &mut BTreeMap<String, IpSet>, text: &str) -> Result<(), DataplaneError> {
+        restore(sets, &parse_ipset_restore(text)?)
+    }
+
+    #[test]
+    fn create_add_swap_destroy() {
+        let mut sets = BTreeMap::new();
+        run(
+            &mut sets,
+            "create cali-a hash:ip family inet hashsize 1024 maxelem 65536 -exist\n\
+             add cali-a 10.0.0.1 -exist\n\
+             create cali-tmp hash:ip family inet\n\
+             add cali-tmp 10.0.0.2\nadd cali-tmp 10.0.0.3/32\n\
+             swap cali-a cali-tmp\ndestroy cali-tmp\n",
+        )
+        .unwrap();
+        let members: Vec<String> = sets["cali-a"]
+            .members
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(members, ["10.0.0.2/32", "10.0.0.3/32"]);
+        assert_eq!(sets.len(), 1);
+    }
+
+    #[test]
+    fn refused_restore_changes_nothing() {
+        let mut sets = BTreeMap::new();
+        run(
+            &mut sets,
+            "create s hash:net family inet6\nadd s fd00::/64\n",
+        )
+        .unwrap();
+        let before = sets.clone();
+        let e = run(&mut sets, "flush s\nadd s 10.0.0.1\n").unwrap_err();
+        assert!(e.to_string().contains("wrong family"), "{e}");
+        assert_eq!(sets, before);
+        let e = run(&mut sets, "add s fd00::/64\n").unwrap_err();
+        assert!(e.to_string().contains("already in set s"), "{e}");
+    }
+
+    #[test]
+    fn unknown_things_name_the_line() {
+        for (text, line) in [
+            ("create s hash:ip family inet\ncreate t list:set\n", 2),
+            ("create s hash:ip family inet timeout 5\n", 1),
+            ("\n\nfrobnicate s\n", 3),
+            ("add s not-an-ip\n", 1),
+            ("create s hash:ip family ipx\n", 1),
+        ] {
+            match parse_ipset_restore(text) {
+                Err(DataplaneError::Parse { line: got, .. }) => assert_eq!(got, line, "{text}"),
+                other => panic!("{text}: expected a parse error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `SimDataplane`: one host's Linux kernel in memory, programmed through the same restore text
+//! the real kernel gets, with a packet walk that explains every step.
+//!
+//! - [`kernel`]: namespaces, links (veth pairs, the wire), addresses, neighbours, sysctls.
+//! - [`route`]: routing tables with longest-prefix match and route protocols.
+//! - [`netfilter`]: `iptables-restore` parser, tables, chain evaluation.
+//! - [`ipset`]: `ipset restore` parser and sets.
+//! - [`conntrack`]: 5-tuple flows, NEW vs ESTABLISHED, masquerade.
+//! - [`packet`], [`trace`], `walk`: packets, the walk and its explanation.
+//! - `apply`: `impl Dataplane`; `plumbing`: `impl WorkloadPlumbing`.
+//!
+//! [`SimDataplane`] is a cheap `Clone` handle over one shared kernel, so the multi-host world,
+//! the node agent and `calicoctl container add` can all work on the same host.
+
+mod apply;
+pub mod conntrack;
+pub mod ipset;
+pub mod kernel;
+pub mod netfilter;
+pub mod packet;
+mod plumbing;
+pub mod route;
+pub mod trace;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use calico_core::desired::{BirdConfig, TableId};
+use calico_core::iptables::{IpFamily, Table};
+use calico_core::model::MacAddr;
+use ipnet::IpNet;
+
+pub use kernel::{Kernel, Link, LinkKind, ROOT_NS};
+pub use netfilter::eval::{DecidedBy, Decision, RuleRef, Verdict};
+pub use packet::{Packet, L4};
+pub use route::{KernelRoute, RouteProto};
+pub use trace::{Hop, HostOutcome, NeighSource};
+
+use crate::DataplaneError;
+
+/// The host's wire interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireConfig {
+    /// Interface name, usually `eth0`.
+    pub iface: String,
+    /// Its MAC; `None` derives one from the host name.
+    pub mac: Option<MacAddr>,
+    /// Its addresses with prefix (`172.31.250.1/24`): each adds a connected route.
+    pub addrs: Vec<IpNet>,
+}
+
+impl WireConfig {
+    /// `eth0` with the given addresses and a MAC derived from the host name.
+    pub fn eth0(addrs: impl IntoIterator<Item = IpNet>) -> Self {
+        WireConfig {
+            iface: "eth0".to_string(),
+            mac: None,
+            addrs: addrs.into_iter().collect(),
+        }
+    }
+}
+
+/// One simulated host's kernel. Clones share the same kernel.
+#[derive(Debug, Clone)]
+pub struct SimDataplane {
+    kernel: Arc<Mutex<Kernel>>,
+}
+
+impl SimDataplane {
+    /// A host named `host` with its wire interface up and addressed.
+    pub fn new(host: &str, wire: WireConfig) -> Self {
+        let kernel = Kernel::new(host, &wire.iface, wire.mac, &wire.addrs);
+        SimDataplane {
+            kernel: Arc::new(Mutex::new(kernel)),
+        }
+    }
+
+    /// Locks the kernel (a poisoned lock is taken over: the kernel holds plain data only).
+    pub fn lock(&self) -> MutexGuard<'_, Kernel> {
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the kernel; for state the handle has no method for.
+    pub fn with_kernel<R>(&self, f: impl FnOnce(&mut Kernel) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    pub fn host(&self) -> String {
+        self.lock().host.clone()
+    }
+
+    /// The wire interface's name and MAC.
+    pub fn wire(&self) -> (String, MacAddr) {
+        let k = self.lock();
+        let mac = k.link(ROOT_NS, &k.wire).map_or(MacAddr([0; 6]), |l| l.mac);
+        (k.wire.clone(), mac)
+    }
+
+    /// Addresses of the wire interface.
+    pub fn wire_addrs(&self) -> Vec<IpNet> {
+        let k = self.lock();
+        k.link(ROOT_NS, &k.wire)
+            .map(|l| l.addrs.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Like `ip netns add <name>`: a workload with no network (only `lo`).
+    ///
+    /// # Errors
+    /// [`DataplaneError::Kernel`] when it exists or the name is reserved.
+    pub fn add_namespace(&self, name: &str) -> Result<(), DataplaneError> {
+        self.lock().netns_add(name)
+    }
+
+    /// Like `ip netns del <name>`: the namespace and its links (veth peers included) go.
+    ///
+    /// # Errors
+    /// [`DataplaneError::NamespaceNotFound`].
+    pub fn remove_namespace(&self, name: &str) -> Result<(), DataplaneError> {
+        self.lock().netns_del(name)
+    }
+
+    /// Names of the workload namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.lock()
+            .namespaces
+            .keys()
+            .filter(|n| *n != ROOT_NS)
+            .cloned()
+            .collect()
+    }
+
+    /// Links of a namespace, sorted by name.
+    pub fn links(&self, ns: &str) -> Vec<Link> {
+        let k = self.lock();
+        let mut links: Vec<Link> = k.links.values().filter(|l| l.ns == ns).cloned().collect();
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        links
+    }
+
+    /// Routes of a namespace (like `ip route show`).
+    pub fn routes(&self, ns: &str) -> Vec<KernelRoute> {
+        let k = self.lock();
+        k.ns(ns)
+            .map(|s| s.routes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Like `ip route replace` in a namespace (`dev` must exist there).
+    ///
+    /// # Errors
+    /// Namespace or device missing.
+    pub fn replace_route(&self, ns: &str, route: KernelRoute) -> Result<(), DataplaneError> {
+        self.lock().route_replace(ns, route)
+    }
+
+    /// Like `ip route del <dst>`, whoever installed it (for drift tests). False when absent.
+    pub fn delete_route(&self, ns: &str, dst: IpNet) -> bool {
+        self.lock()
+            .ns_mut(ns)
+            .ok()
+            .and_then(|s| s.routes.remove(&dst))
+            .is_some()
+    }
+
+    /// Like BIRD writing `<dst> via <via> proto bird` into the host's table.
+    ///
+    /// # Errors
+    /// Never in practice; kept fallible like the kernel call.
+    pub fn add_bgp_route(&self, dst: IpNet, via: IpAddr) -> Result<(), DataplaneError> {
+        let route = KernelRoute::via(dst, via, None, RouteProto::Bird);
+        self.lock().route_replace(ROOT_NS, route)
+    }
+
+    /// Removes a BGP-learned route; a route to `dst` from anyone else stays. False when absent.
+    pub fn remove_bgp_route(&self, dst: IpNet) -> bool {
+        let mut k = self.lock();
+        let Ok(space) = k.ns_mut(ROOT_NS) else {
+            return false;
+        };
+        if space
+            .routes
+            .get(&dst)
+            .is_some_and(|r| r.proto == RouteProto::Bird)
+        {
+            space.routes.remove(&dst);
+            return true;
+        }
+        false
+    }
+
+    /// The BGP-learned routes: destination → next hop.
+    pub fn bgp_routes(&self) -> BTreeMap<IpNet, IpAddr> {
+        self.routes(ROOT_NS)
+            .into_iter()
+            .filter(|r| r.proto == RouteProto::Bird)
+            .filter_map(|r| r.via.map(|via| (r.dst, via)))
+            .collect()
+    }
+
+    /// The routes BIRD's kernel protocol would learn (`learn`): every host route not written
+    /// by BIRD itself and not a connected route; the world filters them by the export pools.
+    pub fn routes_for_export(&self) -> Vec<KernelRoute> {
+        self.routes(ROOT_NS)
+            .into_iter()
+            .filter(|r| !matches!(r.proto, RouteProto::Bird | RouteProto::Kernel))
+            .collect()
+    }
+
+    /// The BIRD configurations of the last apply (v4, v6).
+    pub fn bird_configs(&self) -> (Option<BirdConfig>, Option<BirdConfig>) {
+        let k = self.lock();
+        (k.bird_v4.clone(), k.bird_v6.clone())
+    }
+
+    /// Sets a sysctl (like `sysctl -w`); per-interface keys need the host interface.
+    ///
+    /// # Errors
+    /// [`DataplaneError::InterfaceNotFound`] for a per-interface key of a missing interface.
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<(), DataplaneError> {
+        self.lock().sysctl_set(key, value)
+    }
+
+    /// Reads a sysctl; `None` when absent.
+    pub fn sysctl(&self, key: &str) -> Option<String> {
+        self.lock().sysctl_get(key)
+    }
+
+    /// Like `iptables-save -t <table>` (or `ip6tables-save`).
+    pub fn iptables_save(&self, family: IpFamily, table: Table) -> String {
+        self.lock().netfilter.save(TableId { family, table })
+    }
+
+    /// Restores text into the kernel the way `apply` does (our chains replaced whole, hooks at
+    /// the top of built-in chains), with `owned` the chains owned before. For tests and tools.
+    ///
+    /// # Errors
+    /// [`DataplaneError::Parse`] for bad text, nothing changed then.
+    pub fn iptables_restore(
+        &self,
+        family: IpFamily,
+        text: &str,
+    ) -> Result<Vec<String>, DataplaneError> {
+        let blocks = netfilter::parse::parse_restore(text)?;
+        let mut k = self.lock();
+        let mut changes = Vec::new();
+        for block in blocks {
+            let id = TableId {
+                family,
+                table: block.table,
+            };
+            let owned = k.owned.tables.get(&id).cloned().unwrap_or_default();
+            let (changed, now) = k.netfilter.install(id, &block, &owned);
+            k.owned.tables.insert(id, now);
+            changes.extend(changed);
+        }
+        Ok(changes)
+    }
+
+    /// Like `iptables -F <chain>` (drift tests). False when the chain does not exist.
+    pub fn flush_chain(&self, family: IpFamily, table: Table, chain: &str) -> bool {
+        self.lock()
+            .netfilter
+            .flush_chain(TableId { family, table }, chain)
+    }
+
+    /// Like `ipset restore` with the given text.
+    ///
+    /// # Errors
+    /// Parse errors or refused commands; nothing changes then.
+    pub fn ipset_restore(&self, text: &str) -> Result<(), DataplaneError> {
+        let commands = ipset::parse_ipset_restore(text)?;
+        ipset::restore(&mut self.lock().ipsets, &commands)
+    }
+
+    /// Members of an ipset, `None` when it does not exist.
+    pub fn ipset_members(&self, name: &str) -> Option<Vec<IpNet>> {
+        self.lock()
+            .ipsets
+            .get(name)
+            .map(|s| s.members.iter().copied().collect())
+    }
+
+    /// Like `conntrack -F`.
+    pub fn flush_conntrack(&self) {
+        self.lock().conntrack.flush();
+    }
+
+    /// Number of tracked flows.
+    pub fn conntrack_len(&self) -> usize {
+        self.lock().conntrack.len()
+    }
+
+    /// A process in namespace `ns` (or [`ROOT_NS`] for the host) sends `packet`.
+    pub fn send_from_namespace(&self, ns: &str, packet: Packet) -> HostOutcome {
+        walk::send_from_namespace(&mut self.lock(), ns, packet)
+    }
+
+    /// A frame from `src_mac` carrying `packet` arrives on the wire interface.
+    pub fn receive_on_wire(&self, packet: Packet, src_mac: MacAddr) -> HostOutcome {
+        walk::receive_on_wire(&mut self.lock(), packet, src_mac)
+    }
+}

@@ -1,0 +1,305 @@
+//! Chain evaluation: a packet enters a built-in chain and leaves with a verdict, the rule that
+//! decided it and the chains it went through.
+//!
+//! Semantics follow the kernel: `-j` pushes a return point, `-g` replaces the current chain
+//! (so its RETURN goes back to our caller), RETURN or the end of a user chain pops, and a
+//! RETURN from (or the end of) the built-in chain applies its policy. `MARK` is not terminal.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use calico_core::desired::{IpSet, TableId};
+use calico_core::iptables::{CtState, Match, Rule, SetDirection, Target};
+use calico_core::model::MacAddr;
+
+use super::parse::Policy;
+use super::{table_label, NfTable};
+use crate::sim::packet::{Packet, L4};
+use calico_core::iptables::Chain;
+use calico_core::render::iptables::render_chain;
+
+/// Bounds the rules one evaluation may visit, so a jump loop ends as a drop, not a hang.
+const MAX_STEPS: usize = 100_000;
+
+/// What a packet looks like to the rules of one hook.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketView<'a> {
+    pub packet: &'a Packet,
+    pub in_iface: Option<&'a str>,
+    pub out_iface: Option<&'a str>,
+    pub src_mac: Option<MacAddr>,
+    pub ctstate: CtState,
+}
+
+/// A rule that took part in a decision, located and rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRef {
+    pub table: TableId,
+    pub chain: String,
+    /// 1-based, like `iptables -L --line-numbers`.
+    pub position: usize,
+    /// The rule as `render_rule` prints it.
+    pub line: String,
+    pub comment: Option<String>,
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {} of {}: {}", self.position, self.chain, self.line)
+    }
+}
+
+/// The final verdict of a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// `MASQUERADE` in nat POSTROUTING: accept and rewrite the source.
+    Masquerade,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Accept => "ACCEPT",
+            Verdict::Drop => "DROP",
+            Verdict::Masquerade => "MASQUERADE",
+        })
+    }
+}
+
+/// What decided the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// A rule with a terminal target (ACCEPT, DROP, MASQUERADE).
+    Rule(RuleRef),
+    /// The built-in chain's policy, reached by falling off the end or by a RETURN (the
+    /// last rule that returned, if any).
+    Policy {
+        chain: String,
+        returned_by: Option<RuleRef>,
+    },
+    /// The evaluation was cut off (a chain missing, or a jump loop).
+    Broken { reason: String },
+}
+
+/// The result of running one built-in chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub table: TableId,
+    pub hook: String,
+    pub verdict: Verdict,
+    pub decided_by: DecidedBy,
+    /// Chains entered, in order (the built-in chain first).
+    pub path: Vec<String>,
+    /// The packet mark after the chain ran.
+    pub mark: u32,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            table_label(self.table),
+            self.hook,
+            self.verdict
+        )?;
+        match &self.decided_by {
+            DecidedBy::Rule(rule) => {
+                write!(f, " by {rule}")?;
+                if let Some(comment) = &rule.comment {
+                    write!(f, " ({comment})")?;
+                }
+            }
+            DecidedBy::Policy { chain, returned_by } => {
+                write!(f, " by policy of {chain}")?;
+                if let Some(rule) = returned_by {
+                    write!(f, " after RETURN at {rule}")?;
+                }
+            }
+            DecidedBy::Broken { reason } => write!(f, " ({reason})")?,
+        }
+        if self.path.len() > 1 {
+            write!(f, " [via {}]", self.path.join(" > "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs built-in chain `hook` of `table` on the packet with the given starting mark.
+pub fn evaluate(
+    id: TableId,
+    table: &NfTable,
+    hook: &str,
+    view: &PacketView<'_>,
+    ipsets: &BTreeMap<String, IpSet>,
+    mark: u32,
+) -> Decision {
+    let mut mark = mark;
+    let mut path = vec![hook.to_string()];
+    let mut frames: Vec<(String, usize)> = vec![(hook.to_string(), 0)];
+    let mut returned_by = None;
+    let policy = table
+        .chains
+        .get(hook)
+        .and_then(|c| c.policy)
+        .unwrap_or(Policy::Accept);
+    let done = |verdict, decided_by, path, mark| Decision {
+        table: id,
+        hook: hook.to_string(),
+        verdict,
+        decided_by,
+        path,
+        mark,
+    };
+    let by_policy = |returned_by: Option<RuleRef>| DecidedBy::Policy {
+        chain: hook.to_string(),
+        returned_by,
+    };
+    let policy_verdict = match policy {
+        Policy::Accept => Verdict::Accept,
+        Policy::Drop => Verdict::Drop,
+    };
+    for _ in 0..MAX_STEPS {
+        let Some((chain_name, idx)) = frames.last_mut() else {
+            break;
+        };
+        let Some(chain) = table.chains.get(chain_name.as_str()) else {
+            let reason = format!("chain {chain_name} does not exist");
+            return done(Verdict::Drop, DecidedBy::Broken { reason }, path, mark);
+        };
+        let Some(rule) = chain.rules.get(*idx) else {
+            if frames.len() == 1 {
+                return done(policy_verdict, by_policy(returned_by), path, mark);
+            }
+            frames.pop();
+            continue;
+        };
+        *idx += 1;
+        let position = *idx;
+        if !rule_matches(rule, view, ipsets, mark) {
+            continue;
+        }
+        let chain_name = chain_name.clone();
+        let rule_ref = || RuleRef {
+            table: id,
+            chain: chain_name.clone(),
+            position,
+            line: rendered_line(&chain_name, &chain.rules, position),
+            comment: rule.comment.clone(),
+        };
+        match &rule.target {
+            Target::Accept => {
+                return done(Verdict::Accept, DecidedBy::Rule(rule_ref()), path, mark)
+            }
+            Target::Drop => return done(Verdict::Drop, DecidedBy::Rule(rule_ref()), path, mark),
+            Target::Masquerade => {
+                return done(Verdict::Masquerade, DecidedBy::Rule(rule_ref()), path, mark)
+            }
+            Target::Return => {
+                returned_by = Some(rule_ref());
+                if frames.len() == 1 {
+                    return done(policy_verdict, by_policy(returned_by), path, mark);
+                }
+                frames.pop();
+            }
+            Target::Jump(next) => {
+                path.push(next.clone());
+                frames.push((next.clone(), 0));
+            }
+            Target::Goto(next) => {
+                path.push(next.clone());
+                if let Some(top) = frames.last_mut() {
+                    *top = (next.clone(), 0);
+                }
+            }
+            Target::SetMark { value, mask } => mark = (mark & !mask) ^ value,
+        }
+    }
+    let reason = format!("gave up after {MAX_STEPS} rules (a jump loop?)");
+    done(Verdict::Drop, DecidedBy::Broken { reason }, path, mark)
+}
+
+/// The rule at 1-based `position` exactly as `iptables-save` shows it (its hash covers the
+/// rules before it).
+fn rendered_line(chain: &str, rules: &[Rule], position: usize) -> String {
+    let typed = Chain {
+        name: chain.to_string(),
+        rules: rules.get(..position).unwrap_or(rules).to_vec(),
+    };
+    render_chain(&typed).pop().unwrap_or_default()
+}
+
+fn iface_matches(pattern: &str, iface: Option<&str>) -> bool {
+    let Some(iface) = iface else {
+        return false;
+    };
+    match pattern.strip_suffix('+') {
+        Some(prefix) => iface.starts_with(prefix),
+        None => iface == pattern,
+    }
+}
+
+fn set_contains(ipsets: &BTreeMap<String, IpSet>, name: &str, ip: IpAddr) -> bool {
+    ipsets
+        .get(name)
+        .is_some_and(|set| set.members.iter().any(|net| net.contains(&ip)))
+}
+
+/// Whether every match of `rule` holds for the packet.
+pub fn rule_matches(
+    rule: &Rule,
+    view: &PacketView<'_>,
+    ipsets: &BTreeMap<String, IpSet>,
+    mark: u32,
+) -> bool {
+    rule.matches
+        .iter()
+        .all(|m| match_holds(m, view, ipsets, mark))
+}
+
+fn match_holds(
+    m: &Match,
+    view: &PacketView<'_>,
+    ipsets: &BTreeMap<String, IpSet>,
+    mark: u32,
+) -> bool {
+    let p = view.packet;
+    let icmp = |number: u8, want: u8, code: Option<u8>| {
+        p.protocol.number() == number
+            && matches!(p.l4, L4::Icmp { icmp_type, code: c } if icmp_type == want && code.is_none_or(|code| code == c))
+    };
+    match m {
+        Match::Protocol { protocol, negate } => {
+            (p.protocol.number() == protocol.number()) != *negate
+        }
+        Match::Source { net, negate } => net.contains(&p.src) != *negate,
+        Match::Destination { net, negate } => net.contains(&p.dst) != *negate,
+        Match::InInterface { name, negate } => iface_matches(name, view.in_iface) != *negate,
+        Match::OutInterface { name, negate } => iface_matches(name, view.out_iface) != *negate,
+        Match::ConntrackState { states } => states.contains(&view.ctstate),
+        Match::Mark { value, mask } => mark & mask == *value,
+        Match::MacSource { mac, negate } => (view.src_mac == Some(*mac)) != *negate,
+        Match::Set {
+            name,
+            direction,
+            negate,
+        } => {
+            let ip = match direction {
+                SetDirection::Src => p.src,
+                SetDirection::Dst => p.dst,
+            };
+            set_contains(ipsets, name, ip) != *negate
+        }
+        Match::SourcePorts { ports } => {
+            matches!(p.l4, L4::Ports { src, .. } if ports.iter().any(|r| r.contains(src)))
+        }
+        Match::DestinationPorts { ports } => {
+            matches!(p.l4, L4::Ports { dst, .. } if ports.iter().any(|r| r.contains(dst)))
+        }
+        Match::IcmpType { icmp_type, code } => icmp(1, *icmp_type, *code),
+        Match::Icmpv6Type { icmp_type, code } => icmp(58, *icmp_type, *code),
+    }
+}

@@ -1,0 +1,252 @@
+//! Netfilter of one host: per family, the `filter` and `nat` tables with their chains.
+//!
+//! - [`parse`]: restore text → typed chains.
+//! - [`eval`]: walks a packet through a built-in chain and names the deciding rule.
+//!
+//! Installing desired state mirrors `iptables-restore --noflush` the way a Calico agent uses it:
+//! our chains are replaced whole, our hook rules sit at the top of the built-in chains, chains
+//! we owned and no longer want are deleted, and nothing else (foreign chains, foreign rules in
+//! built-in chains, built-in policies) is touched.
+
+pub mod eval;
+pub mod parse;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use calico_core::desired::TableId;
+use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
+use calico_core::render::iptables::render_chain;
+
+use parse::{builtin_chains, is_builtin, Policy, RestoreBlock};
+
+/// One chain in the kernel: built-in chains have a policy, user chains do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfChain {
+    pub rules: Vec<Rule>,
+    pub policy: Option<Policy>,
+}
+
+/// One table of one family.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NfTable {
+    pub chains: BTreeMap<String, NfChain>,
+}
+
+impl NfTable {
+    fn with_builtins(table: Table) -> Self {
+        let chains = builtin_chains(table)
+            .iter()
+            .map(|name| {
+                let chain = NfChain {
+                    rules: Vec::new(),
+                    policy: Some(Policy::Accept),
+                };
+                (name.to_string(), chain)
+            })
+            .collect();
+        NfTable { chains }
+    }
+}
+
+/// All four tables (v4/v6 × filter/nat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netfilter {
+    pub tables: BTreeMap<TableId, NfTable>,
+}
+
+impl Default for Netfilter {
+    fn default() -> Self {
+        let mut tables = BTreeMap::new();
+        for family in [IpFamily::V4, IpFamily::V6] {
+            for table in [Table::Filter, Table::Nat] {
+                tables.insert(TableId { family, table }, NfTable::with_builtins(table));
+            }
+        }
+        Netfilter { tables }
+    }
+}
+
+/// Human name of a table for reports: `v4 filter`.
+pub fn table_label(id: TableId) -> String {
+    let family = match id.family {
+        IpFamily::V4 => "v4",
+        IpFamily::V6 => "v6",
+    };
+    format!("{family} {}", id.table.name())
+}
+
+fn jump_target(rule: &Rule) -> Option<&str> {
+    match &rule.target {
+        Target::Jump(c) | Target::Goto(c) => Some(c),
+        _ => None,
+    }
+}
+
+impl Netfilter {
+    /// Installs a parsed block as we own it (see the module doc). `owned` are the chains we
+    /// owned before; returns the human changes and the chains we own afterwards.
+    pub fn install(
+        &mut self,
+        id: TableId,
+        block: &RestoreBlock,
+        owned: &BTreeSet<String>,
+    ) -> (Vec<String>, BTreeSet<String>) {
+        let label = table_label(id);
+        let table = self
+            .tables
+            .entry(id)
+            .or_insert_with(|| NfTable::with_builtins(id.table));
+        let mut changes = Vec::new();
+        let now_owned: BTreeSet<String> = block
+            .chains
+            .iter()
+            .filter(|c| c.policy.is_none())
+            .map(|c| c.chain.name.clone())
+            .collect();
+        let ours = |rule: &Rule| {
+            jump_target(rule).is_some_and(|t| now_owned.contains(t) || owned.contains(t))
+        };
+        for parsed in &block.chains {
+            let name = &parsed.chain.name;
+            if parsed.policy.is_some() {
+                let Some(builtin) = table.chains.get_mut(name) else {
+                    continue;
+                };
+                let old_hooks: Vec<Rule> =
+                    builtin.rules.iter().filter(|r| ours(r)).cloned().collect();
+                let at_top = builtin.rules.get(..parsed.chain.rules.len())
+                    == Some(parsed.chain.rules.as_slice());
+                if old_hooks != parsed.chain.rules || !at_top {
+                    builtin.rules.retain(|r| !ours(r));
+                    let tail = std::mem::take(&mut builtin.rules);
+                    builtin.rules = parsed.chain.rules.clone();
+                    builtin.rules.extend(tail);
+                    changes.push(format!("rewrite hooks of {name} in {label}"));
+                }
+            } else {
+                match table.chains.get_mut(name) {
+                    Some(existing) if existing.rules == parsed.chain.rules => {}
+                    Some(existing) => {
+                        existing.rules = parsed.chain.rules.clone();
+                        changes.push(format!("rewrite chain {name} in {label}"));
+                    }
+                    None => {
+                        table.chains.insert(
+                            name.clone(),
+                            NfChain {
+                                rules: parsed.chain.rules.clone(),
+                                policy: None,
+                            },
+                        );
+                        changes.push(format!("create chain {name} in {label}"));
+                    }
+                }
+            }
+        }
+        // Our hooks into chains we no longer own go first, then the chains themselves.
+        let stale: BTreeSet<&String> = owned.difference(&now_owned).collect();
+        for (name, chain) in table.chains.iter_mut() {
+            let before = chain.rules.len();
+            chain
+                .rules
+                .retain(|r| !jump_target(r).is_some_and(|t| stale.contains(&t.to_string())));
+            if chain.rules.len() != before && !stale.contains(name) {
+                changes.push(format!(
+                    "remove jumps to deleted chains from {name} in {label}"
+                ));
+            }
+        }
+        for name in stale {
+            if table.chains.remove(name).is_some() {
+                changes.push(format!("delete chain {name} in {label}"));
+            }
+        }
+        (changes, now_owned)
+    }
+
+    /// Our chains of a table, as the typed chains they were parsed into.
+    pub fn chains_named(&self, id: TableId, names: &BTreeSet<String>) -> BTreeMap<String, Chain> {
+        let Some(table) = self.tables.get(&id) else {
+            return BTreeMap::new();
+        };
+        names
+            .iter()
+            .filter_map(|name| {
+                table.chains.get(name).map(|c| {
+                    let chain = Chain {
+                        name: name.clone(),
+                        rules: c.rules.clone(),
+                    };
+                    (name.clone(), chain)
+                })
+            })
+            .collect()
+    }
+
+    /// Built-in chain → first of our chains it jumps to.
+    pub fn hooks(&self, id: TableId, names: &BTreeSet<String>) -> BTreeMap<String, String> {
+        let Some(table) = self.tables.get(&id) else {
+            return BTreeMap::new();
+        };
+        let mut hooks = BTreeMap::new();
+        for (name, chain) in &table.chains {
+            if !is_builtin(id.table, name) {
+                continue;
+            }
+            let first = chain
+                .rules
+                .iter()
+                .filter_map(jump_target)
+                .find(|t| names.contains(*t));
+            if let Some(target) = first {
+                hooks.insert(name.clone(), target.to_string());
+            }
+        }
+        hooks
+    }
+
+    /// Like `iptables-save -t <table>`: built-in chains first, then user chains, all sorted.
+    pub fn save(&self, id: TableId) -> String {
+        let Some(table) = self.tables.get(&id) else {
+            return String::new();
+        };
+        let mut out = format!("*{}\n", id.table.name());
+        let order = |builtin: bool| {
+            table
+                .chains
+                .iter()
+                .filter(move |(name, _)| is_builtin(id.table, name) == builtin)
+        };
+        for (name, chain) in order(true).chain(order(false)) {
+            let policy = chain.policy.map_or("-", Policy::name);
+            out += &format!(":{name} {policy} [0:0]\n");
+        }
+        for (name, chain) in order(true).chain(order(false)) {
+            let typed = Chain {
+                name: name.clone(),
+                rules: chain.rules.clone(),
+            };
+            for line in render_chain(&typed) {
+                out += &line;
+                out.push('\n');
+            }
+        }
+        out += "COMMIT\n";
+        out
+    }
+
+    /// Like `iptables -F <chain>`; false when the chain does not exist.
+    pub fn flush_chain(&mut self, id: TableId, chain: &str) -> bool {
+        match self
+            .tables
+            .get_mut(&id)
+            .and_then(|t| t.chains.get_mut(chain))
+        {
+            Some(c) => {
+                c.rules.clear();
+                true
+            }
+            None => false,
+        }
+    }
+}

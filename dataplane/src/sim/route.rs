@@ -1,0 +1,211 @@
+//! Routing tables: one per namespace, keyed by destination (like `ip route replace`), looked up
+//! by longest prefix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Who installed a route (iproute2's `proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteProto {
+    /// Connected routes the kernel adds for an address with a prefix.
+    Kernel,
+    /// Added by hand or by `container add` (`ip route replace` defaults to `boot`; we say static).
+    Static,
+    /// Ours: the /32 and /128 device routes to local workloads.
+    Calico,
+    /// Learned over BGP.
+    Bird,
+}
+
+impl fmt::Display for RouteProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteProto::Kernel => "kernel",
+            RouteProto::Static => "static",
+            RouteProto::Calico => "calico",
+            RouteProto::Bird => "bird",
+        })
+    }
+}
+
+/// One route: `<dst> [via <gw>] [dev <dev>] [onlink] proto <proto>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelRoute {
+    pub dst: IpNet,
+    pub via: Option<IpAddr>,
+    pub dev: Option<String>,
+    /// The gateway is reachable on `dev` without a covering route.
+    pub onlink: bool,
+    pub proto: RouteProto,
+}
+
+impl KernelRoute {
+    /// `ip route replace <dst> dev <dev>` (scope link).
+    pub fn dev(dst: IpNet, dev: &str, proto: RouteProto) -> Self {
+        KernelRoute {
+            dst,
+            via: None,
+            dev: Some(dev.to_string()),
+            onlink: false,
+            proto,
+        }
+    }
+
+    /// `ip route replace <dst> via <gw> [dev <dev>]`.
+    pub fn via(dst: IpNet, gw: IpAddr, dev: Option<&str>, proto: RouteProto) -> Self {
+        KernelRoute {
+            dst,
+            via: Some(gw),
+            dev: dev.map(str::to_string),
+            onlink: false,
+            proto,
+        }
+    }
+}
+
+impl fmt::Display for KernelRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let default = match self.dst {
+            IpNet::V4(n) if n.prefix_len() == 0 => true,
+            IpNet::V6(n) if n.prefix_len() == 0 => true,
+            _ => false,
+        };
+        if default {
+            f.write_str("default")?;
+        } else {
+            write!(f, "{}", self.dst)?;
+        }
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        if let Some(dev) = &self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        if self.onlink {
+            f.write_str(" onlink")?;
+        }
+        write!(f, " proto {}", self.proto)
+    }
+}
+
+/// The main routing table of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteTable {
+    routes: BTreeMap<IpNet, KernelRoute>,
+}
+
+impl RouteTable {
+    /// Like `ip route replace`: one route per destination.
+    pub fn replace(&mut self, route: KernelRoute) -> Option<KernelRoute> {
+        self.routes.insert(route.dst.trunc(), route)
+    }
+
+    /// Like `ip route del <dst>`.
+    pub fn remove(&mut self, dst: &IpNet) -> Option<KernelRoute> {
+        self.routes.remove(&dst.trunc())
+    }
+
+    pub fn get(&self, dst: &IpNet) -> Option<&KernelRoute> {
+        self.routes.get(&dst.trunc())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &KernelRoute> {
+        self.routes.values()
+    }
+
+    /// Drops every route through `dev` (the kernel does this when a link goes away).
+    pub fn remove_dev(&mut self, dev: &str) {
+        self.routes.retain(|_, r| r.dev.as_deref() != Some(dev));
+    }
+
+    /// Renames `dev` in every route (a link rename keeps its routes).
+    pub fn rename_dev(&mut self, from: &str, to: &str) {
+        for route in self.routes.values_mut() {
+            if route.dev.as_deref() == Some(from) {
+                route.dev = Some(to.to_string());
+            }
+        }
+    }
+
+    /// Longest-prefix match.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&KernelRoute> {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let net = IpNet::new(ip, len).ok()?.trunc();
+            self.routes.get(&net)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut table = RouteTable::default();
+        let gw: IpAddr = "10.0.0.1".parse().unwrap();
+        table.replace(KernelRoute::via(
+            net("0.0.0.0/0"),
+            gw,
+            None,
+            RouteProto::Static,
+        ));
+        table.replace(KernelRoute::dev(
+            net("192.168.0.0/16"),
+            "eth0",
+            RouteProto::Kernel,
+        ));
+        table.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali1",
+            RouteProto::Calico,
+        ));
+        let dev = |ip: &str| {
+            table
+                .lookup(ip.parse().unwrap())
+                .and_then(|r| r.dev.clone())
+        };
+        assert_eq!(dev("192.168.1.2").as_deref(), Some("cali1"));
+        assert_eq!(dev("192.168.1.3").as_deref(), Some("eth0"));
+        assert_eq!(dev("8.8.8.8"), None);
+        assert_eq!(
+            table.lookup("8.8.8.8".parse().unwrap()).map(|r| r.dst),
+            Some(net("0.0.0.0/0"))
+        );
+        assert_eq!(table.lookup("fd00::1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn replace_is_keyed_by_destination() {
+        let mut table = RouteTable::default();
+        table.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali1",
+            RouteProto::Calico,
+        ));
+        table.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali2",
+            RouteProto::Calico,
+        ));
+        assert_eq!(table.iter().count(), 1);
+        table.rename_dev("cali2", "cali3");
+        assert_eq!(
+            table
+                .get(&net("192.168.1.2/32"))
+                .and_then(|r| r.dev.clone())
+                .as_deref(),
+            Some("cali3")
+        );
+        table.remove_dev("cali3");
+        assert_eq!(table.iter().count(), 0);
+    }
+}
