@@ -79,6 +79,19 @@ async fn unreachable_endpoint_is_unavailable_and_named() {
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
+    // An address that never answers (TEST-NET-1): the connect timeout bounds the wait.
+    let config = EtcdConfig {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        ..EtcdConfig::new(vec!["http://192.0.2.1:2379".to_string()])
+    };
+    let result = tokio::time::timeout(PATIENCE, EtcdStore::connect(config))
+        .await
+        .expect("connect hung");
+    assert!(
+        matches!(&result, Err(StoreError::Unavailable { endpoint, .. }) if endpoint == "http://192.0.2.1:2379"),
+        "expected Unavailable naming the endpoint, got {result:?}"
+    );
 }
 
 #[tokio::test]
