@@ -140,6 +140,24 @@ impl SimDataplane {
         links
     }
 
+    /// Like `ip link set <iface> address <mac>` inside `ns` (a workload forging its MAC).
+    ///
+    /// # Errors
+    /// [`DataplaneError::InterfaceNotFound`].
+    pub fn set_link_mac(&self, ns: &str, iface: &str, mac: MacAddr) -> Result<(), DataplaneError> {
+        let mut k = self.lock();
+        let id =
+            k.link(ns, iface)
+                .map(|l| l.id)
+                .ok_or_else(|| DataplaneError::InterfaceNotFound {
+                    iface: format!("{iface} in namespace {ns}"),
+                })?;
+        if let Some(link) = k.links.get_mut(&id) {
+            link.mac = mac;
+        }
+        Ok(())
+    }
+
     /// Routes of a namespace (like `ip route show`).
     pub fn routes(&self, ns: &str) -> Vec<KernelRoute> {
         let k = self.lock();

@@ -303,3 +303,218 @@ fn match_holds(
         Match::Icmpv6Type { icmp_type, code } => icmp(58, *icmp_type, *code),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use calico_core::desired::IpSetKind;
+    use calico_core::iptables::{IpFamily, Table};
+
+    use super::*;
+    use crate::sim::netfilter::parse::parse_restore;
+    use crate::sim::netfilter::Netfilter;
+
+    const ID: TableId = TableId {
+        family: IpFamily::V4,
+        table: Table::Filter,
+    };
+
+    /// A filter table holding exactly the given text's chains.
+    fn table(text: &str) -> NfTable {
+        let mut nf = Netfilter::default();
+        let blocks = parse_restore(text).unwrap();
+        nf.install(ID, &blocks[0], &BTreeSet::new());
+        nf.tables[&ID].clone()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn run(
+        t: &NfTable,
+        packet: &Packet,
+        in_iface: &str,
+        sets: &BTreeMap<String, IpSet>,
+    ) -> Decision {
+        let view = PacketView {
+            packet,
+            in_iface: Some(in_iface),
+            out_iface: Some("eth0"),
+            src_mac: Some("ee:ee:ee:ee:ee:01".parse().unwrap()),
+            ctstate: CtState::New,
+        };
+        evaluate(ID, t, "FORWARD", &view, sets, 0)
+    }
+
+    fn tcp(dport: u16) -> Packet {
+        Packet::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 1234, dport)
+    }
+
+    fn decided_at(d: &Decision) -> (String, usize) {
+        match &d.decided_by {
+            DecidedBy::Rule(r) => (r.chain.clone(), r.position),
+            other => panic!("expected a rule decision, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn goto_returns_to_the_caller_of_the_caller() {
+        let head = "*filter\n:FORWARD ACCEPT [0:0]\n:a - [0:0]\n:b - [0:0]\n-A FORWARD -j a\n\
+                    -A FORWARD -m comment --comment \"cali:1 after a\" -j DROP\n-A b -j RETURN\n";
+        let goto = table(&format!("{head}-A a -g b\n-A a -j ACCEPT\nCOMMIT\n"));
+        let d = run(&goto, &tcp(80), "x", &BTreeMap::new());
+        assert_eq!(d.verdict, Verdict::Drop);
+        assert_eq!(decided_at(&d), ("FORWARD".to_string(), 2));
+        assert_eq!(d.path, ["FORWARD", "a", "b"]);
+        let DecidedBy::Rule(rule) = &d.decided_by else {
+            panic!("not a rule");
+        };
+        assert_eq!(rule.comment.as_deref(), Some("after a"));
+        assert!(
+            rule.line
+                .starts_with("-A FORWARD -m comment --comment \"cali:"),
+            "{}",
+            rule.line
+        );
+        assert!(rule.line.ends_with(" after a\" -j DROP"), "{}", rule.line);
+
+        let jump = table(&format!("{head}-A a -j b\n-A a -j ACCEPT\nCOMMIT\n"));
+        let d = run(&jump, &tcp(80), "x", &BTreeMap::new());
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(decided_at(&d), ("a".to_string(), 2));
+    }
+
+    #[test]
+    fn return_from_builtin_applies_its_policy() {
+        let t = table("*filter\n:FORWARD DROP [0:0]\n:a - [0:0]\n-A FORWARD -j a\n-A FORWARD -j ACCEPT\n-A a -j RETURN\nCOMMIT\n");
+        // The hook keeps a foreign policy: install never changes built-in policies.
+        assert_eq!(t.chains["FORWARD"].policy, Some(Policy::Accept));
+        let mut t = t;
+        if let Some(c) = t.chains.get_mut("FORWARD") {
+            c.policy = Some(Policy::Drop);
+            c.rules.insert(0, Rule::new(vec![], Target::Return));
+        }
+        let d = run(&t, &tcp(80), "x", &BTreeMap::new());
+        assert_eq!(d.verdict, Verdict::Drop);
+        assert!(
+            matches!(&d.decided_by, DecidedBy::Policy { chain, returned_by: Some(r) } if chain == "FORWARD" && r.position == 1)
+        );
+        assert!(
+            d.to_string()
+                .contains("DROP by policy of FORWARD after RETURN"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn marks_are_set_and_matched() {
+        let t = table(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:p - [0:0]\n\
+             -A FORWARD -j MARK --set-xmark 0xff/0xffffffff\n-A FORWARD -j p\n\
+             -A FORWARD -m mark --mark 0x1000000/0x1000000 -j ACCEPT\n-A FORWARD -j DROP\n\
+             -A p -j MARK --set-xmark 0x1000000/0x1000000\nCOMMIT\n",
+        );
+        let d = run(&t, &tcp(80), "x", &BTreeMap::new());
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(d.mark, 0x100_00ff);
+        assert_eq!(decided_at(&d), ("FORWARD".to_string(), 3));
+    }
+
+    #[test]
+    fn interface_wildcards_and_negation() {
+        let t = table(
+            "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -i cali+ -j DROP\n\
+             -A FORWARD ! -i tap0 -j ACCEPT\n-A FORWARD -j RETURN\nCOMMIT\n",
+        );
+        assert_eq!(
+            run(&t, &tcp(1), "cali1234", &BTreeMap::new()).verdict,
+            Verdict::Drop
+        );
+        let other = run(&t, &tcp(1), "eth0", &BTreeMap::new());
+        assert_eq!(decided_at(&other), ("FORWARD".to_string(), 2));
+        let tap = run(&t, &tcp(1), "tap0", &BTreeMap::new());
+        assert!(matches!(tap.decided_by, DecidedBy::Policy { .. }));
+    }
+
+    #[test]
+    fn set_matches_look_up_members() {
+        let t = table(
+            "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m set --match-set s src -j DROP\n\
+             -A FORWARD -m set ! --match-set s dst -j ACCEPT\nCOMMIT\n",
+        );
+        let mut sets = BTreeMap::new();
+        let set = IpSet {
+            name: "s".into(),
+            family: IpFamily::V4,
+            kind: IpSetKind::HashIp,
+            members: ["10.0.0.9/32".parse().unwrap()].into_iter().collect(),
+        };
+        sets.insert("s".to_string(), set);
+        let from_member = Packet::tcp(ip("10.0.0.9"), ip("10.0.0.2"), 1, 2);
+        assert_eq!(decided_at(&run(&t, &from_member, "x", &sets)).1, 1);
+        assert_eq!(decided_at(&run(&t, &tcp(80), "x", &sets)).1, 2);
+        let to_member = Packet::tcp(ip("10.0.0.1"), ip("10.0.0.9"), 1, 2);
+        assert!(matches!(
+            run(&t, &to_member, "x", &sets).decided_by,
+            DecidedBy::Policy { .. }
+        ));
+    }
+
+    #[test]
+    fn multiport_ranges() {
+        let t = table(
+            "*filter\n:FORWARD DROP [0:0]\n\
+             -A FORWARD -p tcp -m multiport --dports 80,8000:8080 -j ACCEPT\nCOMMIT\n",
+        );
+        let mut t = t;
+        if let Some(c) = t.chains.get_mut("FORWARD") {
+            c.policy = Some(Policy::Drop);
+        }
+        for (port, ok) in [
+            (80, true),
+            (81, false),
+            (7999, false),
+            (8000, true),
+            (8050, true),
+            (8080, true),
+            (8081, false),
+        ] {
+            let d = run(&t, &tcp(port), "x", &BTreeMap::new());
+            assert_eq!(d.verdict == Verdict::Accept, ok, "port {port}");
+        }
+        let udp = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1, 80);
+        assert_eq!(run(&t, &udp, "x", &BTreeMap::new()).verdict, Verdict::Drop);
+    }
+
+    #[test]
+    fn icmp_type_and_code() {
+        let t = table(
+            "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -m icmp --icmp-type 8 -j DROP\n\
+             -A FORWARD -p icmp -m icmp --icmp-type 3/1 -j DROP\n\
+             -A FORWARD -m icmp6 --icmpv6-type 128 -j DROP\nCOMMIT\n",
+        );
+        let at = |p: Packet| match run(&t, &p, "x", &BTreeMap::new()).decided_by {
+            DecidedBy::Rule(r) => Some(r.position),
+            _ => None,
+        };
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        assert_eq!(at(Packet::ping(a, b)), Some(1));
+        assert_eq!(at(Packet::ping(a, b).reply()), None);
+        assert_eq!(at(Packet::icmp(a, b, 3, 1)), Some(2));
+        assert_eq!(at(Packet::icmp(a, b, 3, 0)), None);
+        assert_eq!(at(Packet::ping(ip("fd00::1"), ip("fd00::2"))), Some(3));
+        assert_eq!(at(tcp(8)), None);
+    }
+
+    #[test]
+    fn a_jump_loop_ends_as_a_drop() {
+        let t = table(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:a - [0:0]\n-A FORWARD -j a\n-A a -g a\nCOMMIT\n",
+        );
+        let d = run(&t, &tcp(1), "x", &BTreeMap::new());
+        assert_eq!(d.verdict, Verdict::Drop);
+        assert!(matches!(d.decided_by, DecidedBy::Broken { .. }));
+    }
+}

@@ -694,3 +694,259 @@ fn parse_icmp_type(text: &str, line: usize) -> Result<(u8, Option<u8>), Dataplan
         None => Ok((num(text)?, None)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_rule(args: &str) -> Rule {
+        let text = format!(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:c - [0:0]\n:d - [0:0]\n-A c {args}\nCOMMIT\n"
+        );
+        let blocks = parse_restore(&text).unwrap();
+        blocks[0].chains[1].chain.rules[0].clone()
+    }
+
+    fn parse_line_error(text: &str) -> (usize, String) {
+        match parse_restore(text) {
+            Err(DataplaneError::Parse { line, reason, .. }) => (line, reason),
+            other => panic!("expected a parse error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_basic_match() {
+        let rule = one_rule(
+            "! -s 10.0.0.0/8 -d 192.168.1.1 ! -i cali+ -o eth0 ! -p tcp -m comment --comment \"cali:0123 text here\" -j ACCEPT",
+        );
+        assert_eq!(
+            rule.matches,
+            vec![
+                Match::Source {
+                    net: "10.0.0.0/8".parse().unwrap(),
+                    negate: true
+                },
+                Match::Destination {
+                    net: "192.168.1.1/32".parse().unwrap(),
+                    negate: false
+                },
+                Match::InInterface {
+                    name: "cali+".into(),
+                    negate: true
+                },
+                Match::OutInterface {
+                    name: "eth0".into(),
+                    negate: false
+                },
+                Match::Protocol {
+                    protocol: Protocol::Tcp,
+                    negate: true
+                },
+            ]
+        );
+        assert_eq!(rule.comment.as_deref(), Some("text here"));
+        assert_eq!(rule.target, Target::Accept);
+    }
+
+    #[test]
+    fn parses_protocol_spellings() {
+        for (text, want) in [
+            ("icmp", Protocol::Icmp),
+            ("icmpv6", Protocol::Icmpv6),
+            ("ipv6-icmp", Protocol::Icmpv6),
+            ("sctp", Protocol::Sctp),
+            ("udplite", Protocol::Udplite),
+            ("47", Protocol::Number(47)),
+        ] {
+            let rule = one_rule(&format!("-p {text} -j DROP"));
+            assert_eq!(
+                rule.matches,
+                vec![Match::Protocol {
+                    protocol: want,
+                    negate: false
+                }],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_every_module() {
+        let rule = one_rule(
+            "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED -m mark --mark 0x1000000/0x1000000 \
+             -m mac ! --mac-source EE:EE:EE:EE:EE:01 -m set ! --match-set cali4-t-X src \
+             -m set --match-set s2 dst -m multiport --sports 1,2:3 -m multiport --destination-ports 80,8000:8080 \
+             -m icmp --icmp-type 3/1 -m icmp6 --icmpv6-type 128 -j RETURN",
+        );
+        let all = [
+            CtState::Invalid,
+            CtState::New,
+            CtState::Related,
+            CtState::Established,
+        ];
+        assert_eq!(
+            rule.matches,
+            vec![
+                Match::ConntrackState {
+                    states: all.into_iter().collect()
+                },
+                Match::Mark {
+                    value: 0x100_0000,
+                    mask: 0x100_0000
+                },
+                Match::MacSource {
+                    mac: "ee:ee:ee:ee:ee:01".parse().unwrap(),
+                    negate: true
+                },
+                Match::Set {
+                    name: "cali4-t-X".into(),
+                    direction: SetDirection::Src,
+                    negate: true
+                },
+                Match::Set {
+                    name: "s2".into(),
+                    direction: SetDirection::Dst,
+                    negate: false
+                },
+                Match::SourcePorts {
+                    ports: vec![PortRange::single(1), PortRange { first: 2, last: 3 }]
+                },
+                Match::DestinationPorts {
+                    ports: vec![
+                        PortRange::single(80),
+                        PortRange {
+                            first: 8000,
+                            last: 8080
+                        }
+                    ]
+                },
+                Match::IcmpType {
+                    icmp_type: 3,
+                    code: Some(1)
+                },
+                Match::Icmpv6Type {
+                    icmp_type: 128,
+                    code: None
+                },
+            ]
+        );
+        assert_eq!(rule.comment, None);
+        assert_eq!(rule.target, Target::Return);
+    }
+
+    #[test]
+    fn parses_every_target() {
+        assert_eq!(one_rule("-j DROP").target, Target::Drop);
+        assert_eq!(one_rule("-j d").target, Target::Jump("d".into()));
+        assert_eq!(one_rule("-g d").target, Target::Goto("d".into()));
+        assert_eq!(one_rule("--goto d").target, Target::Goto("d".into()));
+        assert_eq!(one_rule("-j MASQUERADE").target, Target::Masquerade);
+        assert_eq!(
+            one_rule("-j MARK --set-xmark 0x1/0xff").target,
+            Target::SetMark {
+                value: 1,
+                mask: 0xff
+            }
+        );
+        assert_eq!(
+            one_rule("-j MARK --set-mark 0x4").target,
+            Target::SetMark {
+                value: 4,
+                mask: u32::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn comments_keep_the_human_part() {
+        assert_eq!(
+            one_rule("-m comment --comment \"cali:abc\" -j DROP").comment,
+            None
+        );
+        assert_eq!(
+            one_rule("-m comment --comment \"not ours \\\"quoted\\\"\" -j DROP")
+                .comment
+                .as_deref(),
+            Some("not ours \"quoted\"")
+        );
+    }
+
+    #[test]
+    fn accepts_iptables_save_forms() {
+        let text = "# Generated by iptables-save v1.8.9\n*nat\n:PREROUTING ACCEPT [12:345]\n\
+                    :POSTROUTING ACCEPT [0:0]\n:cali-nat - [0:0]\n\
+                    -A POSTROUTING -j cali-nat\n\
+                    -A cali-nat -p tcp -m tcp --dport 80 -m udp --sport 1:2 -j MASQUERADE\n\
+                    COMMIT\n# Completed\n";
+        let blocks = parse_restore(text).unwrap();
+        assert_eq!(blocks[0].table, Table::Nat);
+        let names: Vec<&str> = blocks[0]
+            .chains
+            .iter()
+            .map(|c| c.chain.name.as_str())
+            .collect();
+        assert_eq!(names, ["PREROUTING", "POSTROUTING", "cali-nat"]);
+        assert_eq!(
+            blocks[0].chains[2].chain.rules[0].matches[1..],
+            [
+                Match::DestinationPorts {
+                    ports: vec![PortRange::single(80)]
+                },
+                Match::SourcePorts {
+                    ports: vec![PortRange { first: 1, last: 2 }]
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_things_naming_the_line() {
+        let head = "*filter\n:FORWARD ACCEPT [0:0]\n:c - [0:0]\n";
+        for (rule, want) in [
+            ("-A c --frob 1 -j DROP", "unknown option --frob"),
+            (
+                "-A c -m limit --limit 5 -j DROP",
+                "unknown match module limit",
+            ),
+            ("-A c -j LOG", "unknown target or undeclared chain LOG"),
+            ("-A c -j nowhere", "undeclared chain nowhere"),
+            (
+                "-A c -m comment --comment bare -j DROP",
+                "unquoted comment bare",
+            ),
+            ("-A c -m comment --comment \"open -j DROP", "unterminated"),
+            (
+                "-A c -m mark --mark 0x1 --frob -j DROP",
+                "unknown option --frob for module mark",
+            ),
+            (
+                "-A c -m multiport --ports 1 -j DROP",
+                "unknown option --ports",
+            ),
+            ("-A c -p tcp", "rule without a target"),
+            ("-A c -j ACCEPT -j DROP", "more than one target"),
+            ("-A c ! -m mark --mark 1 -j DROP", "cannot be negated"),
+            ("-A c -j MARK --and-mark 1", "unknown MARK option"),
+            (
+                "-A c -j MASQUERADE --to-ports 1",
+                "unknown option --to-ports",
+            ),
+            ("-A nope -j DROP", "undeclared chain nope"),
+            ("-A c -s 10.0.0.300 -j DROP", "bad address"),
+            ("-A c -m icmp --icmp-type echo -j DROP", "bad icmp type"),
+            ("-I c -j DROP", "unsupported command -I"),
+        ] {
+            let (line, reason) = parse_line_error(&format!("{head}{rule}\nCOMMIT\n"));
+            assert_eq!(line, 4, "{rule}");
+            assert!(reason.contains(want), "{rule}: {reason}");
+        }
+        assert_eq!(parse_line_error("*raw\nCOMMIT\n").0, 1);
+        assert_eq!(parse_line_error("*filter\n:c ACCEPT\nCOMMIT\n").0, 2);
+        assert_eq!(parse_line_error("*filter\n:FORWARD -\nCOMMIT\n").0, 2);
+        assert_eq!(parse_line_error("*filter\n:c -\n:c -\nCOMMIT\n").0, 3);
+        assert_eq!(parse_line_error("-A c -j DROP\n").0, 1);
+        let (line, reason) = parse_line_error("*filter\n:c - [0:0]\n");
+        assert_eq!(line, 2);
+        assert!(reason.contains("no COMMIT"), "{reason}");
+    }
+}
