@@ -6,11 +6,16 @@
 //! - [`probe`], [`verdict`]: what a reachability check sends and what it finds.
 //! - [`oracle`]: reachability from the data model alone.
 //! - [`gen`]: proptest strategies for random clusters.
+//! - [`ops`]: what calicoctl writes and plumbs, until the CLI drives the world.
+//! - [`world`]: hosts, workloads, `settle()`; [`agent`]: the per-host agent seam.
+//! - [`bgp`]: sessions and route exchange from each host's BIRD config.
+//! - [`walk`]: the cross-host packet walk and its explanation.
 //!
 //! Data flow: writes to the `Store` → each host's agent (a `Calculator`) → `DesiredState` →
 //! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
 //! packet host to host over the wire.
 
+pub mod agent;
 pub mod bgp;
 mod error;
 pub mod gen;
@@ -18,8 +23,12 @@ pub mod ops;
 pub mod oracle;
 pub mod probe;
 pub mod verdict;
+pub mod walk;
+pub mod world;
 
 pub use error::SimError;
 pub use oracle::{Decision, Oracle};
 pub use probe::Probe;
 pub use verdict::Verdict;
+pub use walk::Walk;
+pub use world::{SettleReport, SimHost, World};

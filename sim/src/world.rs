@@ -1,0 +1,341 @@
+//! `World`: N simulated hosts on one wire sharing one datastore. Each host is a
+//! [`SimDataplane`] (its kernel, and the `WorkloadPlumbing` calicoctl uses on it) plus an
+//! optional running [`SimAgent`]; [`World::settle`] runs agents and BGP until nothing changes.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use calico_backends::{MemStore, Store};
+use calico_core::desired::BirdConfig;
+use calico_dataplane::sim::{SimDataplane, WireConfig};
+use calico_dataplane::WorkloadPlumbing;
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::agent::SimAgent;
+use crate::bgp::{BgpFabric, PeerStatus, Speaker};
+use crate::SimError;
+
+/// Rounds `settle` runs before it gives up.
+pub const MAX_SETTLE_ROUNDS: usize = 50;
+
+/// Prefix length of every host's wire address (all hosts share one /24-style subnet).
+pub const WIRE_PREFIX_LEN: u8 = 24;
+
+/// One host of the world.
+#[derive(Debug)]
+pub struct SimHost {
+    name: String,
+    ip: Ipv4Addr,
+    dataplane: SimDataplane,
+    agent: Option<SimAgent>,
+}
+
+impl SimHost {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address of its `eth0` (and its BGP address once registered).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Its kernel.
+    pub fn dataplane(&self) -> &SimDataplane {
+        &self.dataplane
+    }
+
+    /// What `calicoctl container add` on this host plumbs workloads with.
+    pub fn plumbing(&self) -> &dyn WorkloadPlumbing {
+        &self.dataplane
+    }
+
+    pub fn agent_running(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    /// The running agent, if any.
+    pub fn agent(&self) -> Option<&SimAgent> {
+        self.agent.as_ref()
+    }
+}
+
+/// What a settle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    /// Rounds run, the last one being the quiet one.
+    pub rounds: usize,
+    /// Datastore events the agents consumed.
+    pub events: usize,
+    /// Changes the agents made to dataplanes.
+    pub dataplane_changes: usize,
+    /// BGP routes installed or withdrawn.
+    pub bgp_changes: usize,
+}
+
+/// The simulated world.
+#[derive(Debug)]
+pub struct World {
+    store: Arc<dyn Store>,
+    hosts: BTreeMap<String, SimHost>,
+    /// Wire address → host.
+    by_ip: BTreeMap<IpAddr, String>,
+    /// Workload (namespace) name → host.
+    workloads: BTreeMap<String, String>,
+    bgp: BgpFabric,
+}
+
+impl World {
+    /// An empty world over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        World {
+            store,
+            hosts: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
+            workloads: BTreeMap::new(),
+            bgp: BgpFabric::default(),
+        }
+    }
+
+    /// An empty world over a fresh `MemStore`.
+    pub fn with_mem_store() -> Self {
+        World::new(Arc::new(MemStore::new()))
+    }
+
+    /// The shared datastore.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Adds host `name` whose `eth0` holds `ip/24` on the shared wire. Its agent is stopped.
+    ///
+    /// # Errors
+    /// `HostExists`, `AddressInUse`.
+    pub fn add_host(&mut self, name: &str, ip: Ipv4Addr) -> Result<&SimHost, SimError> {
+        if self.hosts.contains_key(name) {
+            return Err(SimError::HostExists {
+                host: name.to_string(),
+            });
+        }
+        if let Some(owner) = self.by_ip.get(&IpAddr::V4(ip)) {
+            return Err(SimError::AddressInUse {
+                ip: IpAddr::V4(ip),
+                host: owner.clone(),
+            });
+        }
+        let addr = Ipv4Net::new(ip, WIRE_PREFIX_LEN).map_err(|_| SimError::NoAddress {
+            what: format!("host {name}"),
+        })?;
+        let dataplane = SimDataplane::new(name, WireConfig::eth0([IpNet::V4(addr)]));
+        self.by_ip.insert(IpAddr::V4(ip), name.to_string());
+        let host = SimHost {
+            name: name.to_string(),
+            ip,
+            dataplane,
+            agent: None,
+        };
+        Ok(self.hosts.entry(name.to_string()).or_insert(host))
+    }
+
+    /// Adds a workload with no network on `host` (`docker run --net=none`): a namespace named
+    /// after the workload.
+    ///
+    /// # Errors
+    /// `UnknownHost`, `WorkloadExists`, or the dataplane refusing the namespace.
+    pub fn add_workload(&mut self, host: &str, name: &str) -> Result<(), SimError> {
+        if self.workloads.contains_key(name) {
+            return Err(SimError::WorkloadExists {
+                workload: name.to_string(),
+            });
+        }
+        self.host(host)?
+            .dataplane
+            .add_namespace(name)
+            .map_err(SimError::dataplane(
+                host,
+                format!("adding namespace {name}"),
+            ))?;
+        self.workloads.insert(name.to_string(), host.to_string());
+        Ok(())
+    }
+
+    /// The host a workload runs on.
+    pub fn workload_host(&self, workload: &str) -> Option<&str> {
+        self.workloads.get(workload).map(String::as_str)
+    }
+
+    /// Workload names → host, sorted.
+    pub fn workloads(&self) -> &BTreeMap<String, String> {
+        &self.workloads
+    }
+
+    /// One host.
+    ///
+    /// # Errors
+    /// `UnknownHost`.
+    pub fn host(&self, name: &str) -> Result<&SimHost, SimError> {
+        self.hosts.get(name).ok_or_else(|| SimError::UnknownHost {
+            host: name.to_string(),
+        })
+    }
+
+    fn host_mut(&mut self, name: &str) -> Result<&mut SimHost, SimError> {
+        self.hosts
+            .get_mut(name)
+            .ok_or_else(|| SimError::UnknownHost {
+                host: name.to_string(),
+            })
+    }
+
+    /// Every host, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = &SimHost> {
+        self.hosts.values()
+    }
+
+    /// The host whose wire address is `ip`.
+    pub fn host_by_ip(&self, ip: IpAddr) -> Option<&SimHost> {
+        self.by_ip.get(&ip).and_then(|h| self.hosts.get(h))
+    }
+
+    /// Starts `host`'s agent (a fresh one: it loads a snapshot on its first step).
+    ///
+    /// # Errors
+    /// `UnknownHost`.
+    pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
+        let h = self.host_mut(host)?;
+        if h.agent.is_none() {
+            h.agent = Some(SimAgent::new(host));
+        }
+        Ok(())
+    }
+
+    /// Stops `host`'s agent; its kernel keeps what was programmed.
+    ///
+    /// # Errors
+    /// `UnknownHost`.
+    pub fn stop_agent(&mut self, host: &str) -> Result<(), SimError> {
+        self.host_mut(host)?.agent = None;
+        Ok(())
+    }
+
+    /// Takes the BGP session between `a` and `b` down.
+    pub fn cut_session(&mut self, a: &str, b: &str) {
+        self.bgp.cut_session(a, b);
+    }
+
+    /// Lets the BGP session between `a` and `b` come back.
+    pub fn heal_session(&mut self, a: &str, b: &str) {
+        self.bgp.heal_session(a, b);
+    }
+
+    /// Runs every running agent, then BGP, round after round until a whole round changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// `NotSettled` after [`MAX_SETTLE_ROUNDS`]; agent errors as they happen.
+    pub async fn settle(&mut self) -> Result<SettleReport, SimError> {
+        let mut report = SettleReport::default();
+        for round in 1..=MAX_SETTLE_ROUNDS {
+            let mut changing = Vec::new();
+            for host in self.hosts.values_mut() {
+                let Some(agent) = host.agent.as_mut() else {
+                    continue;
+                };
+                let step = agent.step(self.store.as_ref(), &host.dataplane).await?;
+                report.events += step.events;
+                report.dataplane_changes += step.dataplane_changes;
+                if step.events > 0 || step.dataplane_changes > 0 {
+                    changing.push(host.name.clone());
+                }
+            }
+            let bgp = self.run_bgp()?;
+            report.bgp_changes += bgp;
+            if bgp > 0 {
+                changing.push("bgp".to_string());
+            }
+            report.rounds = round;
+            if changing.is_empty() {
+                return Ok(report);
+            }
+            if round == MAX_SETTLE_ROUNDS {
+                return Err(SimError::NotSettled {
+                    rounds: round,
+                    changing: changing.join(", "),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// The BIRD configs and exportable routes of every host, as the BGP model sees them.
+    fn bgp_inputs(&self) -> Vec<(&str, bool, [Option<BirdConfig>; 2], Vec<IpNet>)> {
+        self.hosts
+            .values()
+            .map(|h| {
+                let (v4, v6) = h.dataplane.bird_configs();
+                let exports = h
+                    .dataplane
+                    .routes_for_export()
+                    .into_iter()
+                    .map(|r| r.dst)
+                    .collect();
+                (h.name.as_str(), h.agent.is_some(), [v4, v6], exports)
+            })
+            .collect()
+    }
+
+    /// One BGP exchange: every running host's kernel gets exactly the routes its established
+    /// peers advertise. Returns the number of routes installed, replaced or withdrawn.
+    fn run_bgp(&mut self) -> Result<usize, SimError> {
+        let inputs = self.bgp_inputs();
+        let speakers = speakers(&inputs);
+        let learned = self.bgp.learned(&speakers);
+        let mut changes = 0;
+        for host in self.hosts.values().filter(|h| h.agent.is_some()) {
+            let want = learned.get(&host.name).cloned().unwrap_or_default();
+            let have = host.dataplane.bgp_routes();
+            for dst in have.keys().filter(|dst| !want.contains_key(dst)) {
+                if host.dataplane.remove_bgp_route(*dst) {
+                    changes += 1;
+                }
+            }
+            for (dst, via) in &want {
+                if have.get(dst) != Some(via) {
+                    host.dataplane
+                        .add_bgp_route(*dst, *via)
+                        .map_err(SimError::dataplane(
+                            &host.name,
+                            format!("adding route {dst} via {via}"),
+                        ))?;
+                    changes += 1;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// `host`'s BGP sessions, as `calicoctl status` shows them.
+    ///
+    /// # Errors
+    /// `UnknownHost`.
+    pub fn bgp_peers(&self, host: &str) -> Result<Vec<PeerStatus>, SimError> {
+        self.host(host)?;
+        let inputs = self.bgp_inputs();
+        Ok(self.bgp.peer_table(&speakers(&inputs), host))
+    }
+}
+
+fn speakers<'a>(
+    inputs: &'a [(&'a str, bool, [Option<BirdConfig>; 2], Vec<IpNet>)],
+) -> Vec<Speaker<'a>> {
+    inputs
+        .iter()
+        .map(|(host, running, bird, exports)| Speaker {
+            host,
+            running: *running,
+            bird: [bird[0].as_ref(), bird[1].as_ref()],
+            exports: exports.clone(),
+        })
+        .collect()
+}
