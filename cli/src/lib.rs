@@ -4,4 +4,5 @@
 //! - [`ctl`]: calicoctl — argument grammar, one module per command, output tables/JSON.
 //! - `agent`: calico-node — snapshot, in-sync, compute, apply, watch, resync.
 
+pub mod agent;
 pub mod ctl;

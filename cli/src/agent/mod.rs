@@ -1,0 +1,459 @@
+//! calico-node's reconcile loop (Felix's role), level-triggered: wait for `Ready`, list
+//! `/calico/`, compute this host's desired state, apply it (only the difference: nothing is
+//! flushed, so traffic keeps flowing across a restart), then follow the watch in batches,
+//! resync against the dataplane periodically, and take a fresh snapshot whenever the watch
+//! breaks (`Compacted`, a lost connection).
+//!
+//! - `engine`: raw updates → `DesiredState`.
+//! - [`sync`]: snapshot, watch draining, backoff.
+//! - `status`: liveness reports to the datastore.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`launcher`]: the process-based `NodeControl` calicoctl uses to start/stop the agent.
+//!
+//! The loop is steppable ([`Agent::start`], [`Agent::poll_once`], [`Agent::resync`]) so the
+//! simulator can run many agents in one thread and settle deterministically; [`Agent::run`]
+//! is the long-running loop built from those steps.
+
+mod engine;
+mod error;
+pub mod launcher;
+pub mod metrics;
+mod status;
+pub mod sync;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use calico_backends::{Revision, Store, StoreError, WatchStream};
+use calico_core::cluster::ClusterState;
+use calico_core::desired::DesiredState;
+use calico_dataplane::Dataplane;
+use futures::StreamExt;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use engine::Engine;
+pub use error::AgentError;
+pub use metrics::{Metrics, MetricsSnapshot};
+use status::StatusReporter;
+pub use status::REPORTING_INTERVAL_KEY;
+use sync::{Backoff, Batch, WatchBroken};
+
+/// How the agent paces itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// How often `observe()` is compared with the desired state to repair drift.
+    pub resync_interval: Duration,
+    /// First delay after a failed step; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// How often to re-check `/calico/v1/Ready` before the first snapshot.
+    pub ready_poll: Duration,
+    /// Most watch events folded into one apply.
+    pub max_batch: usize,
+    /// Status report interval when the datastore does not set `ReportingIntervalSecs`
+    /// (zero disables).
+    pub reporting_interval: Duration,
+    /// Compute and print the plan instead of applying it.
+    pub dry_run: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            ready_poll: Duration::from_secs(1),
+            max_batch: 1000,
+            reporting_interval: Duration::from_secs(30),
+            dry_run: false,
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepOutcome {
+    /// Watch events consumed (including the in-sync marker).
+    pub events: usize,
+    /// The dataplane changes made (or, in a dry run, planned).
+    pub changes: Vec<String>,
+    /// Whether a fresh snapshot was taken (first start, broken watch).
+    pub resnapshot: bool,
+}
+
+impl StepOutcome {
+    /// Whether the dataplane changed (or would have, in a dry run).
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// The node agent of one host.
+pub struct Agent<D: Dataplane> {
+    store: Arc<dyn Store>,
+    dataplane: D,
+    hostname: String,
+    config: AgentConfig,
+    engine: Option<Engine>,
+    watch: Option<WatchStream>,
+    /// The revision the agent's view is consistent at.
+    revision: Revision,
+    /// The last apply failed: apply again at the next step even without new events.
+    dirty: bool,
+    metrics: Arc<Metrics>,
+    status: StatusReporter,
+}
+
+impl<D: Dataplane> std::fmt::Debug for Agent<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("hostname", &self.hostname)
+            .field("revision", &self.revision)
+            .field("watching", &self.watch.is_some())
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dataplane> Agent<D> {
+    /// An agent that has not read anything yet; call [`Agent::start`] or [`Agent::run`].
+    pub fn new(store: Arc<dyn Store>, dataplane: D, hostname: String, config: AgentConfig) -> Self {
+        Self {
+            store,
+            dataplane,
+            hostname,
+            config,
+            engine: None,
+            watch: None,
+            revision: 0,
+            dirty: false,
+            metrics: Arc::new(Metrics::default()),
+            status: StatusReporter::new(),
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The shared metrics (serve them with [`metrics::serve`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
+    /// For the simulator's tamper methods and packet walks.
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// Stops the agent and hands back its dataplane, as it is.
+    pub fn into_dataplane(self) -> D {
+        self.dataplane
+    }
+
+    /// The desired state of the last snapshot/batch, `None` before [`Agent::start`].
+    pub fn desired(&self) -> Option<&DesiredState> {
+        self.engine.as_ref().map(Engine::desired)
+    }
+
+    /// The cluster state as the agent sees it, `None` before [`Agent::start`].
+    pub fn cluster_state(&self) -> Option<&ClusterState> {
+        self.engine.as_ref().map(Engine::state)
+    }
+
+    /// The revision the agent's view is consistent at.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Whether `/calico/v1/Ready` is `true`.
+    ///
+    /// # Errors
+    /// The datastore read failed.
+    pub async fn is_ready(&self) -> Result<bool, AgentError> {
+        sync::is_ready(self.store.as_ref())
+            .await
+            .map_err(|e| store_error("reading /calico/v1/Ready", e))
+    }
+
+    /// Takes a fresh snapshot of `/calico/` into a new engine, applies its desired state
+    /// (only the difference reaches the kernel) and opens the watch from the snapshot's
+    /// revision. Does not check `Ready`; [`Agent::run`] waits for it first.
+    ///
+    /// # Errors
+    /// The listing, the watch or the apply failed; the next step starts over.
+    pub async fn start(&mut self) -> Result<StepOutcome, AgentError> {
+        self.watch = None;
+        self.engine = None;
+        let (updates, revision) = sync::snapshot(self.store.as_ref())
+            .await
+            .map_err(|e| store_error("listing /calico/", e))?;
+        let mut engine = Engine::new(&self.hostname);
+        let keys = updates.len();
+        engine.apply_batch(updates);
+        self.metrics.set_endpoints(engine.local_endpoints());
+        self.engine = Some(engine);
+        self.revision = revision;
+        tracing::info!(host = %self.hostname, revision, keys, "snapshot loaded");
+        let changes = self.apply_desired().await?;
+        let watch = self
+            .store
+            .watch(sync::PREFIX, revision + 1)
+            .await
+            .map_err(|e| store_error("watching /calico/", e))?;
+        self.watch = Some(watch);
+        Ok(StepOutcome {
+            events: 0,
+            changes,
+            resnapshot: true,
+        })
+    }
+
+    /// Takes every watch event that is ready now (without waiting, at most `max_batch`),
+    /// feeds them as one batch and applies when this host's desired state changed. Starts
+    /// (or restarts, after a broken watch) with a fresh snapshot when there is no watch.
+    ///
+    /// # Errors
+    /// A datastore or dataplane failure; the agent stays consistent and the next step
+    /// retries (a failed apply is retried even without new events).
+    pub async fn poll_once(&mut self) -> Result<StepOutcome, AgentError> {
+        self.step(None).await
+    }
+
+    /// Compares what the dataplane holds with the desired state and re-applies when they
+    /// differ (drift made behind the agent's back).
+    ///
+    /// # Errors
+    /// Observing or applying failed.
+    pub async fn resync(&mut self) -> Result<StepOutcome, AgentError> {
+        let Some(engine) = &self.engine else {
+            return self.start().await;
+        };
+        self.metrics.record_resync();
+        let observed = self
+            .dataplane
+            .observe()
+            .await
+            .map_err(|source| AgentError::Observe {
+                host: self.hostname.clone(),
+                source,
+            })?;
+        let drift = engine::drift(engine.desired(), &observed);
+        if drift.is_empty() {
+            return Ok(StepOutcome::default());
+        }
+        tracing::warn!(host = %self.hostname, drift = ?drift, "dataplane drifted; repairing");
+        let changes = self.apply_desired().await?;
+        Ok(StepOutcome {
+            changes,
+            ..StepOutcome::default()
+        })
+    }
+
+    /// Writes this host's status records now.
+    ///
+    /// # Errors
+    /// The datastore write failed.
+    pub async fn report_status(&mut self) -> Result<(), AgentError> {
+        self.status
+            .report(self.store.as_ref(), &self.hostname)
+            .await
+            .map_err(|e| store_error(&format!("reporting status of host {}", self.hostname), e))
+    }
+
+    /// The long-running loop: waits for `Ready`, starts, then applies watch batches as they
+    /// arrive, resyncs every `resync_interval`, reports status, retries failures with capped
+    /// exponential backoff, and returns when `shutdown` resolves, leaving the dataplane as
+    /// it is.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        loop {
+            match self.is_ready().await {
+                Ok(true) => break,
+                Ok(false) => tracing::info!(host = %self.hostname, "waiting for /calico/v1/Ready"),
+                Err(e) => tracing::warn!(host = %self.hostname, error = %e, "checking readiness"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(self.config.ready_poll) => {}
+            }
+        }
+        let period = self.config.resync_interval.max(Duration::from_millis(1));
+        let mut resync = tokio::time::interval_at(Instant::now() + period, period);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut status: Option<tokio::time::Interval> = None;
+        loop {
+            if self.watch.is_none() {
+                if let Err(e) = self.start().await {
+                    self.metrics.record_error();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(host = %self.hostname, error = %e, ?delay, "snapshot failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+                backoff.reset();
+            }
+            if status.is_none() {
+                status = self.status_interval();
+            }
+            let result = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                event = next_event(&mut self.watch) => self.step(Some(event)).await,
+                _ = resync.tick() => self.resync().await,
+                _ = tick(&mut status) => self.report_status().await.map(|()| StepOutcome::default()),
+            };
+            match result {
+                Ok(_) => backoff.reset(),
+                Err(e) => {
+                    self.metrics.record_error();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(host = %self.hostname, error = %e, ?delay, "reconcile step failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(host = %self.hostname, "shutting down; the dataplane is left as it is");
+    }
+
+    /// The status timer, from the datastore's `ReportingIntervalSecs` (read once, as Felix
+    /// reads config once); `None` when disabled.
+    fn status_interval(&self) -> Option<tokio::time::Interval> {
+        let state = self.engine.as_ref()?.state();
+        let period =
+            status::reporting_interval(state, &self.hostname, self.config.reporting_interval)?;
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Some(interval)
+    }
+
+    /// One batch: `first` (already received by `run`) plus everything ready now.
+    async fn step(
+        &mut self,
+        first: Option<Option<Result<calico_backends::WatchEvent, StoreError>>>,
+    ) -> Result<StepOutcome, AgentError> {
+        let Some(watch) = self.watch.as_mut() else {
+            return self.start().await;
+        };
+        let mut batch = Batch::default();
+        let drained = match first {
+            Some(event) => batch.push(event),
+            None => Ok(()),
+        }
+        .and_then(|()| batch.drain_ready(watch, self.config.max_batch));
+        if let Err(broken) = drained {
+            self.metrics.record_resync();
+            match &broken {
+                WatchBroken::Failed(e) => {
+                    tracing::warn!(host = %self.hostname, error = %e, "watch broke; taking a new snapshot")
+                }
+                WatchBroken::Ended => {
+                    tracing::warn!(host = %self.hostname, "watch ended; taking a new snapshot")
+                }
+            }
+            let mut outcome = self.start().await?;
+            outcome.events = batch.events;
+            return Ok(outcome);
+        }
+        let Some(engine) = self.engine.as_mut() else {
+            return self.start().await;
+        };
+        let events = batch.events;
+        self.revision = self.revision.max(batch.revision);
+        let changed = engine.apply_batch(batch.updates);
+        self.metrics.set_endpoints(engine.local_endpoints());
+        let changes = if changed || self.dirty {
+            self.apply_desired().await?
+        } else {
+            Vec::new()
+        };
+        Ok(StepOutcome {
+            events,
+            changes,
+            resnapshot: false,
+        })
+    }
+
+    /// Applies the engine's desired state (or, in a dry run, prints the plan against what
+    /// is observed) and returns the changes.
+    async fn apply_desired(&mut self) -> Result<Vec<String>, AgentError> {
+        let Some(engine) = &self.engine else {
+            return Ok(Vec::new());
+        };
+        let desired = engine.desired();
+        if self.config.dry_run {
+            let observed =
+                self.dataplane
+                    .observe()
+                    .await
+                    .map_err(|source| AgentError::Observe {
+                        host: self.hostname.clone(),
+                        source,
+                    })?;
+            let plan = engine::drift(desired, &observed);
+            for change in &plan {
+                println!("{}: would {change}", self.hostname);
+            }
+            tracing::info!(host = %self.hostname, changes = plan.len(), "dry run: plan computed, nothing applied");
+            return Ok(plan);
+        }
+        let started = Instant::now();
+        let result = self.dataplane.apply(desired).await;
+        self.metrics.record_apply(started.elapsed());
+        match result {
+            Ok(report) => {
+                self.dirty = false;
+                if !report.changes.is_empty() {
+                    tracing::info!(host = %self.hostname, changes = ?report.changes, "applied");
+                }
+                Ok(report.changes)
+            }
+            Err(source) => {
+                self.dirty = true;
+                Err(AgentError::Apply {
+                    host: self.hostname.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// The next event of the watch; pending forever when there is none.
+async fn next_event(
+    watch: &mut Option<WatchStream>,
+) -> Option<Result<calico_backends::WatchEvent, StoreError>> {
+    match watch {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of an optional interval; pending forever when disabled.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn store_error(action: &str, source: StoreError) -> AgentError {
+    AgentError::Store {
+        action: action.to_owned(),
+        source,
+    }
+}

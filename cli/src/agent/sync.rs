@@ -1,0 +1,129 @@
+//! Snapshot, watch and resync plumbing: list `/calico/`, follow it from the listing's
+//! revision, and drain whatever events are ready into one batch without waiting.
+
+use std::time::Duration;
+
+use calico_backends::{Revision, Store, StoreError, WatchEvent, WatchStream};
+use futures::{FutureExt, StreamExt};
+
+/// Everything the agent reads lives under this prefix.
+pub const PREFIX: &str = "/calico/";
+
+/// The key calicoctl sets to `true` once the global defaults are written.
+pub const READY_KEY: &str = "/calico/v1/Ready";
+
+/// Raw updates in arrival order (`None` = deleted).
+pub(crate) type Updates = Vec<(String, Option<Vec<u8>>)>;
+
+/// A consistent listing of `/calico/` and the revision it was taken at.
+pub(crate) async fn snapshot(store: &dyn Store) -> Result<(Updates, Revision), StoreError> {
+    let (kvs, revision) = store.list(PREFIX).await?;
+    let updates = kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
+    Ok((updates, revision))
+}
+
+/// Whether `/calico/v1/Ready` holds `true`.
+pub(crate) async fn is_ready(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(store
+        .get(READY_KEY)
+        .await?
+        .is_some_and(|kv| String::from_utf8_lossy(&kv.value).trim() == "true"))
+}
+
+/// Why a watch can no longer be followed: the caller takes a new snapshot.
+#[derive(Debug)]
+pub(crate) enum WatchBroken {
+    Failed(StoreError),
+    Ended,
+}
+
+/// One drained batch of watch events.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) updates: Updates,
+    /// Number of events taken from the stream (including `InSync`).
+    pub(crate) events: usize,
+    /// The highest revision seen.
+    pub(crate) revision: Revision,
+}
+
+impl Batch {
+    /// Adds one event; `Err` when the watch broke.
+    pub(crate) fn push(
+        &mut self,
+        event: Option<Result<WatchEvent, StoreError>>,
+    ) -> Result<(), WatchBroken> {
+        let event = match event {
+            None => return Err(WatchBroken::Ended),
+            Some(Err(e)) => return Err(WatchBroken::Failed(e)),
+            Some(Ok(event)) => event,
+        };
+        self.events += 1;
+        self.revision = self.revision.max(event.revision());
+        match event {
+            WatchEvent::Put(kv) => self.updates.push((kv.key, Some(kv.value))),
+            WatchEvent::Delete { key, .. } => self.updates.push((key, None)),
+            WatchEvent::InSync { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Adds every event already queued on `stream`, up to `max` in total, without waiting.
+    pub(crate) fn drain_ready(
+        &mut self,
+        stream: &mut WatchStream,
+        max: usize,
+    ) -> Result<(), WatchBroken> {
+        while self.events < max {
+            match stream.next().now_or_never() {
+                None => break,
+                Some(event) => self.push(event)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff between failed steps, capped.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next retry; doubles each time up to the cap.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// After a success, start again from the initial delay.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}
