@@ -1,7 +1,8 @@
 //! Conntrack-lite: 5-tuple flows. The first packet of a flow is NEW; once a flow is confirmed
 //! (its first packet got through), packets of its reply direction are ESTABLISHED, and after a
-//! reply so are later packets of the original direction. ICMP flows are keyed without type, so
-//! an echo reply matches its request. Masquerade is recorded in the reply tuple.
+//! reply so are later packets of the original direction. ICMP flows are keyed by type (in the
+//! destination-port slot), so an echo reply matches its request but a request the other way
+//! does not. Masquerade is recorded in the reply tuple.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,7 +25,8 @@ impl FlowKey {
     pub fn of(packet: &Packet) -> Self {
         let (src_port, dst_port) = match packet.l4 {
             L4::Ports { src, dst } => (src, dst),
-            L4::Icmp { .. } | L4::Opaque => (0, 0),
+            L4::Icmp { icmp_type, .. } => (0, u16::from(icmp_type)),
+            L4::Opaque => (0, 0),
         };
         FlowKey {
             src: packet.src,
@@ -35,14 +37,28 @@ impl FlowKey {
         }
     }
 
-    /// The tuple of the answer.
+    /// The tuple of the answer (for ICMP queries, the matching reply type).
     pub fn reversed(self) -> Self {
+        let (src_port, dst_port) = if matches!(self.protocol, 1 | 58) {
+            let reply = match self.dst_port {
+                8 => 0,
+                0 => 8,
+                13 => 14,
+                14 => 13,
+                128 => 129,
+                129 => 128,
+                other => other,
+            };
+            (0, reply)
+        } else {
+            (self.dst_port, self.src_port)
+        };
         FlowKey {
             src: self.dst,
             dst: self.src,
             protocol: self.protocol,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
+            src_port,
+            dst_port,
         }
     }
 }

@@ -17,7 +17,8 @@ pub enum NeighSource {
     Static,
     /// Learned earlier by ARP/NDP.
     Cached,
-    /// Answered by the interface that owns the address.
+    /// Answered normally: the address is local to the namespace behind the link (with
+    /// `arp_ignore=0` Linux answers for any local address, e.g. the host IP as gateway).
     Arp { answered_by: String },
     /// Answered by proxy ARP on the host end of a veth.
     ProxyArp { iface: String },

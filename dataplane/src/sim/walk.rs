@@ -218,6 +218,7 @@ impl Walk<'_> {
         if !peer.up {
             return Err(format!("{} is down", peer.name));
         }
+        // arp_ignore=0: a namespace answers for any of its addresses on any interface.
         if self.k.local_link(&peer.ns, ip).is_some() {
             return Ok(NeighSource::Arp {
                 answered_by: peer.name.clone(),

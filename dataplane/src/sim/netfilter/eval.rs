@@ -107,12 +107,7 @@ impl fmt::Display for Decision {
             self.verdict
         )?;
         match &self.decided_by {
-            DecidedBy::Rule(rule) => {
-                write!(f, " by {rule}")?;
-                if let Some(comment) = &rule.comment {
-                    write!(f, " ({comment})")?;
-                }
-            }
+            DecidedBy::Rule(rule) => write!(f, " by {rule}")?,
             DecidedBy::Policy { chain, returned_by } => {
                 write!(f, " by policy of {chain}")?;
                 if let Some(rule) = returned_by {
