@@ -51,6 +51,12 @@ pub enum DatastoreError {
     PoolsExhausted { pools: Vec<IpNet> },
     #[error("no enabled IPv{version} pool to assign from")]
     NoPool { version: u8 },
+    #[error("rule {rule} not found in the {direction} rules of profile {profile}")]
+    RuleNotFound {
+        profile: String,
+        direction: &'static str,
+        rule: String,
+    },
     #[error("BGP peer {ip} not found")]
     PeerNotFound { ip: IpAddr },
     #[error("gave up {what} after {attempts} conflicting attempts")]

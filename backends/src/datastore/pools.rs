@@ -51,12 +51,21 @@ impl Datastore {
     /// Writes (or overwrites) a pool. An IPIP pool also sets global `IpInIpEnabled=true` in the
     /// same transaction (it never reverts on its own, as in the original).
     pub async fn put_pool(&self, pool: &IpPool) -> Result<(), DatastoreError> {
-        let mut pool = pool.clone();
-        pool.cidr = pool.cidr.trunc();
-        pool.validate()?;
+        self.put_pools(std::slice::from_ref(pool)).await
+    }
+
+    /// Writes (or overwrites) several pools in one transaction (see [`Self::put_pool`]).
+    pub async fn put_pools(&self, pools: &[IpPool]) -> Result<(), DatastoreError> {
         let mut plan = TxnPlan::default();
-        plan.put(&Key::Pool { cidr: pool.cidr }, &Value::Pool(pool.clone()));
-        if pool.ipip.is_some() {
+        let mut ipip = false;
+        for pool in pools {
+            let mut pool = pool.clone();
+            pool.cidr = pool.cidr.trunc();
+            pool.validate()?;
+            ipip |= pool.ipip.is_some();
+            plan.put(&Key::Pool { cidr: pool.cidr }, &Value::Pool(pool));
+        }
+        if ipip {
             plan.put(
                 &Key::GlobalConfig {
                     name: "IpInIpEnabled".into(),

@@ -1,1 +1,108 @@
-fn main() {}
+//! `calicoctl`: builds the real [`Ctl`] from the environment and runs one command.
+//!
+//! Global options before the command: `--datastore sled|etcd` (or `CALICO_DATASTORE`; etcd is
+//! the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled under `CALICO_DATA_DIR`,
+//! default `/var/lib/calico`, otherwise) and `--hostname` (else `HOSTNAME`, else the kernel's).
+//! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use calico_backends::{EtcdStore, SledStore, Store};
+use calico_cli::ctl::host_env::{hostname, NetnsResolver, UnavailableNode, UnavailablePlumbing};
+use calico_cli::ctl::{run_with_input, Ctl};
+
+/// Options only the binary understands, taken from before the command word.
+#[derive(Debug, Default)]
+struct Globals {
+    datastore: Option<String>,
+    hostname: Option<String>,
+}
+
+fn split_globals(args: Vec<String>) -> anyhow::Result<(Globals, Vec<String>)> {
+    let mut g = Globals::default();
+    let mut it = args.into_iter().peekable();
+    let mut rest = Vec::new();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let slot = match name.as_str() {
+            "--datastore" => &mut g.datastore,
+            "--hostname" => &mut g.hostname,
+            _ => {
+                rest.push(arg);
+                rest.extend(it);
+                break;
+            }
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .with_context(|| format!("option {name} needs a value"))?,
+        };
+        *slot = Some(value);
+    }
+    Ok((g, rest))
+}
+
+async fn open_store(choice: Option<String>) -> anyhow::Result<Arc<dyn Store>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let choice = choice
+        .or_else(|| env("CALICO_DATASTORE"))
+        .unwrap_or_else(|| {
+            if env("ETCD_ENDPOINTS").is_some() || env("ETCD_AUTHORITY").is_some() {
+                "etcd".into()
+            } else {
+                "sled".into()
+            }
+        });
+    match choice.as_str() {
+        "etcd" => Ok(Arc::new(EtcdStore::connect_from_env().await?)),
+        "sled" => {
+            let dir =
+                PathBuf::from(env("CALICO_DATA_DIR").unwrap_or_else(|| "/var/lib/calico".into()));
+            let path = dir.join("datastore");
+            let store = SledStore::open(&path)
+                .with_context(|| format!("opening datastore {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        other => bail!("unknown datastore {other:?}: expected sled or etcd"),
+    }
+}
+
+async fn real_main() -> anyhow::Result<String> {
+    let (globals, args) = split_globals(std::env::args().skip(1).collect())?;
+    let needs_stdin = args.iter().any(|a| a == "rule") && args.iter().any(|a| a == "update");
+    let mut stdin = String::new();
+    if needs_stdin {
+        std::io::stdin()
+            .read_to_string(&mut stdin)
+            .context("reading rules JSON from stdin")?;
+    }
+    let host = hostname(globals.hostname.as_deref())
+        .context("cannot determine the hostname; pass --hostname")?;
+    let ctl = Ctl {
+        store: open_store(globals.datastore).await?,
+        hostname: host,
+        plumbing: Arc::new(UnavailablePlumbing),
+        resolver: Arc::new(NetnsResolver::default()),
+        node: Arc::new(UnavailableNode),
+    };
+    Ok(run_with_input(&ctl, &args, &stdin).await?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    match real_main().await {
+        Ok(out) => print!("{out}"),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

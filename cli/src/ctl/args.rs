@@ -1,0 +1,164 @@
+//! The argument vector of one calicoctl invocation, split docopt-style into positionals and
+//! `--options` (which may appear anywhere), so commands can match on the positionals.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::CtlError;
+
+/// Options that take a value (`--ip=1.2.3.4` or `--ip 1.2.3.4`).
+const VALUED: &[&str] = &[
+    "ip",
+    "ip6",
+    "as",
+    "interface",
+    "at",
+    "output",
+    "hostname",
+    "host",
+    "orchestrator",
+    "workload",
+    "endpoint",
+    "node-image",
+    "log-dir",
+    "detach",
+    "runtime",
+    "backend",
+    "libnetwork-image",
+    "kube-plugin-version",
+];
+
+/// Parsed arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    pub pos: Vec<String>,
+    values: BTreeMap<String, String>,
+    flags: BTreeSet<String>,
+}
+
+impl Args {
+    /// Splits `args`. `-o json` is `--output=json`; `--` ends option parsing; a single-dash
+    /// word other than `-o` is a positional (so a bad name like `-j ACCEPT` reaches the name
+    /// validation and is reported as such).
+    ///
+    /// # Errors
+    /// A valued option at the end without its value.
+    pub fn parse(args: &[String]) -> Result<Args, CtlError> {
+        let mut out = Args::default();
+        let mut it = args.iter();
+        let mut only_pos = false;
+        while let Some(arg) = it.next() {
+            if only_pos {
+                out.pos.push(arg.clone());
+                continue;
+            }
+            if arg == "--" {
+                only_pos = true;
+                continue;
+            }
+            let long = if arg == "-o" {
+                Some("output")
+            } else {
+                arg.strip_prefix("--").filter(|s| !s.is_empty())
+            };
+            let Some(long) = long else {
+                out.pos.push(arg.clone());
+                continue;
+            };
+            if let Some((name, value)) = long.split_once('=') {
+                out.values.insert(name.to_string(), value.to_string());
+            } else if VALUED.contains(&long) {
+                let value = it.next().ok_or_else(|| CtlError::MissingOptionValue {
+                    option: long.to_string(),
+                })?;
+                out.values.insert(long.to_string(), value.clone());
+            } else {
+                out.flags.insert(long.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fails on any option not in `allowed` (`output` is always allowed).
+    pub fn allow(&self, allowed: &[&str]) -> Result<(), CtlError> {
+        for name in self.values.keys().chain(&self.flags) {
+            if name != "output" && !allowed.contains(&name.as_str()) {
+                return Err(CtlError::UnknownOption {
+                    option: format!("--{name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.contains(name)
+    }
+
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Whether `-o json` / `--output=json` was given.
+    ///
+    /// # Errors
+    /// Any other output format.
+    pub fn json(&self) -> Result<bool, CtlError> {
+        match self.value("output") {
+            None | Some("table") => Ok(false),
+            Some("json") => Ok(true),
+            Some(other) => Err(CtlError::BadArgument {
+                what: "output format",
+                value: other.to_string(),
+                reason: "expected json or table".into(),
+            }),
+        }
+    }
+
+    /// The positionals as `&str`s, for slice patterns.
+    pub fn words(&self) -> Vec<&str> {
+        self.pos.iter().map(String::as_str).collect()
+    }
+}
+
+/// Parses `value` or reports it as a bad `what`.
+pub fn parse_as<T: std::str::FromStr>(what: &'static str, value: &str) -> Result<T, CtlError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| CtlError::BadArgument {
+        what,
+        value: value.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[&str]) -> Args {
+        Args::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn options_anywhere_and_both_value_forms() {
+        let a = parse(&[
+            "container",
+            "add",
+            "w",
+            "1.2.3.4",
+            "--interface",
+            "eth0",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(a.words(), ["container", "add", "w", "1.2.3.4"]);
+        assert_eq!(a.value("interface"), Some("eth0"));
+        assert!(a.json().unwrap());
+        let a = parse(&["profile", "add", "-j ACCEPT", "--no-check"]);
+        assert_eq!(a.words(), ["profile", "add", "-j ACCEPT"]);
+        assert!(a.flag("no-check"));
+        let err = a.allow(&[]).unwrap_err();
+        assert!(err.to_string().contains("--no-check"), "{err}");
+    }
+}

@@ -1,0 +1,453 @@
+//! `calicoctl container` (reference 2.5): add/remove a workload's endpoint, its addresses and
+//! its profiles.
+//!
+//! `container add` reserves the address and writes the endpoint in one transaction. The
+//! workload-side MAC is only known after plumbing, so it plumbs first and commits second; a
+//! failed commit removes the veth again, a conflicting one re-plans and retries (up to 100
+//! times). Whatever fails, nothing is left behind: no reservation, no endpoint, no veth.
+
+use std::net::IpAddr;
+
+use calico_backends::{
+    retry_on_conflict, AssignRequest, Datastore, DatastoreError, EndpointFilter, TxnPlan,
+    MAX_RETRIES,
+};
+use calico_core::codec::Value;
+use calico_core::keys::{IpVersion, Key};
+use calico_core::model::{EndpointId, EndpointState, WorkloadEndpoint};
+use calico_dataplane::VethSpec;
+use ipnet::IpNet;
+
+use super::args::parse_as;
+use super::endpoint::{detailed, profile_cmd};
+use super::ids::new_endpoint_id;
+use super::{no_more, Args, Ctl, CtlError, Workload};
+
+pub(crate) async fn run(
+    ctl: &Ctl,
+    ds: &Datastore,
+    a: &Args,
+    rest: &[&str],
+) -> Result<String, CtlError> {
+    match rest {
+        ["add", container, ip, more @ ..] => {
+            no_more(more)?;
+            a.allow(&["interface"])?;
+            add(
+                ctl,
+                ds,
+                container,
+                ip,
+                a.value("interface").unwrap_or("eth1"),
+            )
+            .await
+        }
+        ["remove", container, more @ ..] => {
+            no_more(more)?;
+            a.allow(&[])?;
+            remove(ctl, ds, container).await
+        }
+        [container, "ip", op @ ("add" | "remove"), ip, more @ ..] => {
+            no_more(more)?;
+            a.allow(&["interface"])?;
+            let iface = a.value("interface").unwrap_or("eth1");
+            let ip: IpAddr = parse_as("IP address", ip)?;
+            if *op == "add" {
+                ip_add(ctl, ds, container, ip, iface).await
+            } else {
+                ip_remove(ctl, ds, container, ip, iface).await
+            }
+        }
+        [container, "endpoint", "show", more @ ..]
+        | [container, "endpoint-id", "show", more @ ..] => {
+            no_more(more)?;
+            a.allow(&[])?;
+            let (_, list) = endpoints_of(ctl, ds, container).await?;
+            Ok(detailed(&list, a.json()?))
+        }
+        [container, "profile", more @ ..] => {
+            a.allow(&[])?;
+            let (id, _) = the_endpoint(ctl, ds, container).await?;
+            profile_cmd(ds, a, &id, more).await
+        }
+        ["add"] | ["add", _] => Err(CtlError::MissingArgument {
+            what: "<CONTAINER> <IP> for container add",
+        }),
+        [] => Err(CtlError::MissingArgument {
+            what: "container subcommand",
+        }),
+        [_, other, ..] | [other] => Err(CtlError::UnexpectedArgument {
+            arg: (*other).to_string(),
+        }),
+    }
+}
+
+async fn resolve(ctl: &Ctl, container: &str) -> Result<Workload, CtlError> {
+    let unknown = || CtlError::UnknownContainer {
+        name: container.to_string(),
+    };
+    let workload = ctl.resolver.resolve(container).await.ok_or_else(unknown)?;
+    calico_core::names::validate_name("orchestrator id", &workload.orchestrator)?;
+    calico_core::names::validate_name("workload id", &workload.workload_id)?;
+    Ok(workload)
+}
+
+type EndpointList = Vec<(EndpointId, calico_backends::Versioned<WorkloadEndpoint>)>;
+
+/// The container's workload and its endpoints on this host.
+async fn endpoints_of(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+) -> Result<(Workload, EndpointList), CtlError> {
+    let workload = resolve(ctl, container).await?;
+    let list = ds
+        .list_endpoints(&EndpointFilter {
+            host: Some(ctl.hostname.clone()),
+            orchestrator: Some(workload.orchestrator.clone()),
+            workload: Some(workload.workload_id.clone()),
+            endpoint: None,
+        })
+        .await?;
+    Ok((workload, list))
+}
+
+/// The container's single endpoint (the original assumed one per container).
+async fn the_endpoint(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+) -> Result<(EndpointId, Workload), CtlError> {
+    let (workload, mut list) = endpoints_of(ctl, ds, container).await?;
+    match list.len() {
+        0 => Err(CtlError::NoEndpoint {
+            container: container.to_string(),
+        }),
+        1 => Ok((list.remove(0).0, workload)),
+        count => Err(CtlError::MultipleEndpoints {
+            what: format!("container {container}"),
+            count,
+        }),
+    }
+}
+
+fn parse_request(ip: &str) -> Result<AssignRequest, CtlError> {
+    Ok(match ip {
+        "ipv4" => AssignRequest::Auto(IpVersion::V4),
+        "ipv6" => AssignRequest::Auto(IpVersion::V6),
+        s if s.contains('/') => AssignRequest::Pool(parse_as::<IpNet>("pool CIDR", s)?),
+        s => AssignRequest::Ip(parse_as::<IpAddr>("IP address", s)?),
+    })
+}
+
+async fn add(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+    ip: &str,
+    iface: &str,
+) -> Result<String, CtlError> {
+    calico_core::names::validate_iface(iface)?;
+    let request = parse_request(ip)?;
+    let (workload, existing) = endpoints_of(ctl, ds, container).await?;
+    if !existing.is_empty() {
+        return Err(CtlError::AlreadyHasEndpoint {
+            container: container.to_string(),
+        });
+    }
+    let exists = ctl
+        .plumbing
+        .namespace_exists(&workload.netns)
+        .await
+        .map_err(|e| dataplane("checking the workload namespace", e))?;
+    if !exists {
+        return Err(CtlError::UnknownContainer {
+            name: container.to_string(),
+        });
+    }
+    let version = match request {
+        AssignRequest::Ip(ip) => IpVersion::of_addr(&ip),
+        AssignRequest::Auto(v) => v,
+        AssignRequest::Pool(net) => IpVersion::of(&net),
+    };
+    let (gw4, gw6) = ds.host_ips(&ctl.hostname).await?;
+    let missing = |v| CtlError::NoHostIp {
+        host: ctl.hostname.clone(),
+        version: v,
+    };
+    match version {
+        IpVersion::V4 if gw4.is_none() => return Err(missing(4)),
+        IpVersion::V6 if gw6.is_none() => return Err(missing(6)),
+        _ => {}
+    }
+    let endpoint_id = new_endpoint_id();
+    let id = EndpointId {
+        host: ctl.hostname.clone(),
+        orchestrator: workload.orchestrator.clone(),
+        workload: workload.workload_id.clone(),
+        endpoint: endpoint_id.clone(),
+    };
+    let host_iface = format!("cali{}", &endpoint_id[..11]);
+    for _ in 0..MAX_RETRIES {
+        let (ip, mut plan) = ds.plan_assign(request, &endpoint_id, &ctl.hostname).await?;
+        let net = IpNet::from(ip);
+        let spec = VethSpec {
+            netns: workload.netns.clone(),
+            host_iface: host_iface.clone(),
+            temp_iface: format!("tmp{}", &endpoint_id[..11]),
+            workload_iface: iface.to_string(),
+            addrs: vec![net],
+            gateway_v4: if version == IpVersion::V4 { gw4 } else { None },
+            gateway_v6: if version == IpVersion::V6 { gw6 } else { None },
+        };
+        let mac = ctl
+            .plumbing
+            .add_veth(&spec)
+            .await
+            .map_err(|e| dataplane(&format!("creating veth {host_iface}"), e))?;
+        let endpoint = WorkloadEndpoint {
+            state: EndpointState::Active,
+            name: host_iface.clone(),
+            mac,
+            profile_ids: Vec::new(),
+            ipv4_nets: match net {
+                IpNet::V4(n) => vec![n],
+                IpNet::V6(_) => vec![],
+            },
+            ipv6_nets: match net {
+                IpNet::V6(n) => vec![n],
+                IpNet::V4(_) => vec![],
+            },
+            ipv4_gateway: gw4,
+            ipv6_gateway: gw6,
+        };
+        let committed = match ds.plan_create_endpoint(&id, &endpoint) {
+            Ok(create) => {
+                plan.extend(create);
+                ds.commit(plan).await.map_err(CtlError::from)
+            }
+            Err(e) => Err(e.into()),
+        };
+        match committed {
+            Ok(_) => {
+                return Ok(format!(
+                "IP {ip} added to {container}\nEndpoint {endpoint_id} on interface {host_iface}\n"
+            ))
+            }
+            Err(e) => {
+                let conflict = matches!(&e, CtlError::Datastore(d) if d.is_conflict());
+                if let Err(undo) = ctl.plumbing.remove_veth(&host_iface).await {
+                    return Err(CtlError::RollbackFailed {
+                        action: Box::new(e),
+                        undo: format!("removing veth {host_iface}: {undo}"),
+                    });
+                }
+                if !conflict {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(CtlError::Datastore(DatastoreError::TooManyConflicts {
+        what: format!("adding container {container}"),
+        attempts: MAX_RETRIES,
+    }))
+}
+
+fn dataplane(action: &str, e: calico_dataplane::DataplaneError) -> CtlError {
+    CtlError::Dataplane {
+        action: action.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+async fn remove(ctl: &Ctl, ds: &Datastore, container: &str) -> Result<String, CtlError> {
+    let (workload, list) = endpoints_of(ctl, ds, container).await?;
+    if list.is_empty() {
+        return Err(CtlError::NoEndpoint {
+            container: container.to_string(),
+        });
+    }
+    retry_on_conflict(&format!("removing container {container}"), || async {
+        let list = ds
+            .list_endpoints(&EndpointFilter {
+                host: Some(ctl.hostname.clone()),
+                orchestrator: Some(workload.orchestrator.clone()),
+                workload: Some(workload.workload_id.clone()),
+                endpoint: None,
+            })
+            .await?;
+        let ips: Vec<IpAddr> = list
+            .iter()
+            .flat_map(|(_, ep)| ep.value.nets().map(|n| n.addr()).collect::<Vec<_>>())
+            .collect();
+        let mut plan: TxnPlan = ds.plan_release(&ips).await?;
+        for (id, ep) in &list {
+            let key = Key::Endpoint(id.clone());
+            plan.require_revision(&key, ep.revision);
+            plan.delete(&key);
+        }
+        ds.commit(plan).await?;
+        Ok(())
+    })
+    .await?;
+    let mut problems = Vec::new();
+    for (_, ep) in &list {
+        if let Err(e) = ctl.plumbing.remove_veth(&ep.value.name).await {
+            problems.push(format!("removing veth {}: {e}", ep.value.name));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CtlError::Dataplane {
+            action: format!("removing container {container} (its endpoints are deleted)"),
+            reason: problems.join("; "),
+        });
+    }
+    Ok(format!("Removed Calico from {container}\n"))
+}
+
+/// Adds `ip` to the endpoint's nets in a plan (compare on the endpoint's revision).
+async fn plan_endpoint_nets(
+    ds: &Datastore,
+    id: &EndpointId,
+    change: impl Fn(&mut WorkloadEndpoint) -> Result<(), CtlError>,
+) -> Result<TxnPlan, CtlError> {
+    let current = ds.get_endpoint(id).await?.ok_or_else(|| {
+        CtlError::Datastore(DatastoreError::EndpointNotFound {
+            endpoint: id.to_string(),
+        })
+    })?;
+    let mut ep = current.value;
+    change(&mut ep)?;
+    let key = Key::Endpoint(id.clone());
+    let mut plan = TxnPlan::default();
+    plan.require_revision(&key, current.revision);
+    plan.put(&key, &Value::Endpoint(ep));
+    Ok(plan)
+}
+
+fn has_net(ep: &WorkloadEndpoint, ip: IpAddr) -> bool {
+    ep.nets().any(|n| n == IpNet::from(ip))
+}
+
+fn push_net(ep: &mut WorkloadEndpoint, ip: IpAddr) {
+    match IpNet::from(ip) {
+        IpNet::V4(n) => ep.ipv4_nets.push(n),
+        IpNet::V6(n) => ep.ipv6_nets.push(n),
+    }
+}
+
+fn drop_net(ep: &mut WorkloadEndpoint, ip: IpAddr) {
+    let net = IpNet::from(ip);
+    ep.ipv4_nets.retain(|n| IpNet::V4(*n) != net);
+    ep.ipv6_nets.retain(|n| IpNet::V6(*n) != net);
+}
+
+/// Retries a whole plan-and-commit on conflict, keeping non-datastore errors as they are.
+async fn commit_retrying<F, Fut>(ds: &Datastore, what: &str, mut plan: F) -> Result<(), CtlError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<TxnPlan, CtlError>>,
+{
+    for _ in 0..MAX_RETRIES {
+        let p = plan().await?;
+        match ds.commit(p).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CtlError::Datastore(DatastoreError::TooManyConflicts {
+        what: what.to_string(),
+        attempts: MAX_RETRIES,
+    }))
+}
+
+async fn ip_add(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+    ip: IpAddr,
+    iface: &str,
+) -> Result<String, CtlError> {
+    let (id, workload) = the_endpoint(ctl, ds, container).await?;
+    commit_retrying(ds, &format!("adding {ip} to {container}"), || async {
+        let (_, mut plan) = ds
+            .plan_assign(AssignRequest::Ip(ip), &id.endpoint, &ctl.hostname)
+            .await?;
+        plan.extend(
+            plan_endpoint_nets(ds, &id, |ep| {
+                push_net(ep, ip);
+                Ok(())
+            })
+            .await?,
+        );
+        Ok(plan)
+    })
+    .await?;
+    if let Err(e) = ctl
+        .plumbing
+        .add_addr(&workload.netns, iface, IpNet::from(ip))
+        .await
+    {
+        let err = dataplane(&format!("adding {ip} to {iface} in {container}"), e);
+        let undo = commit_retrying(ds, &format!("undoing {ip} on {container}"), || async {
+            let mut plan = ds.plan_release(&[ip]).await?;
+            plan.extend(
+                plan_endpoint_nets(ds, &id, |ep| {
+                    drop_net(ep, ip);
+                    Ok(())
+                })
+                .await?,
+            );
+            Ok(plan)
+        })
+        .await;
+        return Err(match undo {
+            Ok(()) => err,
+            Err(u) => CtlError::RollbackFailed {
+                action: Box::new(err),
+                undo: u.to_string(),
+            },
+        });
+    }
+    Ok(format!("IP {ip} added to {container}\n"))
+}
+
+async fn ip_remove(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+    ip: IpAddr,
+    iface: &str,
+) -> Result<String, CtlError> {
+    let (id, workload) = the_endpoint(ctl, ds, container).await?;
+    commit_retrying(ds, &format!("removing {ip} from {container}"), || async {
+        let mut plan = ds.plan_release(&[ip]).await?;
+        plan.extend(
+            plan_endpoint_nets(ds, &id, |ep| {
+                if !has_net(ep, ip) {
+                    return Err(CtlError::AddressNotOnEndpoint {
+                        address: ip.to_string(),
+                        endpoint: id.endpoint.clone(),
+                    });
+                }
+                drop_net(ep, ip);
+                Ok(())
+            })
+            .await?,
+        );
+        Ok(plan)
+    })
+    .await?;
+    ctl.plumbing
+        .remove_addr(&workload.netns, iface, IpNet::from(ip))
+        .await
+        .map_err(|e| {
+            dataplane(
+                &format!("removing {ip} from {iface} in {container} (released in the datastore)"),
+                e,
+            )
+        })?;
+    Ok(format!("IP {ip} removed from {container}\n"))
+}

@@ -1,0 +1,152 @@
+//! `calicoctl pool` (reference 2.4).
+
+use std::net::IpAddr;
+
+use calico_backends::Datastore;
+use calico_core::keys::IpVersion;
+use calico_core::model::IpPool;
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use serde_json::json;
+
+use super::args::parse_as;
+use super::output::{self, Table};
+use super::{no_more, Args, CtlError};
+
+pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<String, CtlError> {
+    match rest {
+        ["add", cidrs @ ..] if !cidrs.is_empty() => {
+            a.allow(&["ipip", "nat-outgoing"])?;
+            let pools = cidrs
+                .iter()
+                .map(|c| make_pool(a, parse_as("pool CIDR", c)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            ds.put_pools(&pools).await?;
+            Ok(pools
+                .iter()
+                .map(|p| format!("Added pool {}\n", p.cidr))
+                .collect())
+        }
+        ["range", "add", start, end, more @ ..] => {
+            no_more(more)?;
+            a.allow(&["ipip", "nat-outgoing"])?;
+            let start: IpAddr = parse_as("range start", start)?;
+            let end: IpAddr = parse_as("range end", end)?;
+            let cidrs = range_cidrs(start, end)?;
+            let existing = ds.list_pools(None).await?;
+            for c in &cidrs {
+                if let Some(p) = existing
+                    .iter()
+                    .find(|p| p.cidr.contains(&c.network()) || c.contains(&p.cidr.network()))
+                {
+                    return Err(CtlError::BadArgument {
+                        what: "range",
+                        value: format!("{start}-{end}"),
+                        reason: format!("overlaps existing pool {}", p.cidr),
+                    });
+                }
+            }
+            let pools = cidrs
+                .into_iter()
+                .map(|c| make_pool(a, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            ds.put_pools(&pools).await?;
+            Ok(pools
+                .iter()
+                .map(|p| format!("Added pool {}\n", p.cidr))
+                .collect())
+        }
+        ["remove", cidrs @ ..] if !cidrs.is_empty() => {
+            a.allow(&[])?;
+            let mut out = String::new();
+            for c in cidrs {
+                let cidr: IpNet = parse_as("pool CIDR", c)?;
+                ds.remove_pool(cidr).await?;
+                out.push_str(&format!("Removed pool {}\n", cidr.trunc()));
+            }
+            Ok(out)
+        }
+        ["show", more @ ..] => {
+            no_more(more)?;
+            a.allow(&["ipv4", "ipv6"])?;
+            let versions: Vec<IpVersion> = match (a.flag("ipv4"), a.flag("ipv6")) {
+                (true, false) => vec![IpVersion::V4],
+                (false, true) => vec![IpVersion::V6],
+                _ => vec![IpVersion::V4, IpVersion::V6],
+            };
+            let mut out = String::new();
+            let mut all = Vec::new();
+            for v in versions {
+                let pools = ds.list_pools(Some(v)).await?;
+                let title = if v == IpVersion::V4 { "IPv4 CIDR" } else { "IPv6 CIDR" };
+                let mut t = Table::new(&[title, "Options"]);
+                for p in &pools {
+                    t.row(vec![p.cidr.to_string(), options(p)]);
+                }
+                out.push_str(&t.render());
+                all.extend(pools);
+            }
+            if a.json()? {
+                let items: Vec<_> = all
+                    .iter()
+                    .map(|p| json!({"cidr": p.cidr, "ipip": p.ipip.is_some(), "nat_outgoing": p.masquerade, "disabled": p.disabled}))
+                    .collect();
+                return Ok(output::json(&items));
+            }
+            Ok(out)
+        }
+        _ => Err(CtlError::MissingArgument {
+            what: "pool subcommand: add <CIDRS>... | range add <START> <END> | remove <CIDRS>... | show",
+        }),
+    }
+}
+
+fn make_pool(a: &Args, cidr: IpNet) -> Result<IpPool, CtlError> {
+    let mut pool = IpPool::new(cidr);
+    if a.flag("ipip") {
+        if matches!(cidr, IpNet::V6(_)) {
+            return Err(CtlError::BadArgument {
+                what: "pool",
+                value: cidr.to_string(),
+                reason: "--ipip is only supported on IPv4 pools".into(),
+            });
+        }
+        pool.ipip = Some("tunl0".into());
+    }
+    pool.masquerade = a.flag("nat-outgoing");
+    Ok(pool)
+}
+
+fn options(p: &IpPool) -> String {
+    let mut o = Vec::new();
+    if p.ipip.is_some() {
+        o.push("ipip");
+    }
+    if p.masquerade {
+        o.push("nat-outgoing");
+    }
+    if p.disabled {
+        o.push("disabled");
+    }
+    o.join(",")
+}
+
+/// The smallest list of CIDRs covering `start..=end`.
+fn range_cidrs(start: IpAddr, end: IpAddr) -> Result<Vec<IpNet>, CtlError> {
+    let bad = |reason: &str| CtlError::BadArgument {
+        what: "range",
+        value: format!("{start}-{end}"),
+        reason: reason.to_string(),
+    };
+    match (start, end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) if s <= e => {
+            Ok(Ipv4Subnets::new(s, e, 0).map(IpNet::V4).collect())
+        }
+        (IpAddr::V6(s), IpAddr::V6(e)) if s <= e => {
+            Ok(Ipv6Subnets::new(s, e, 0).map(IpNet::V6).collect())
+        }
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            Err(bad("start is after end"))
+        }
+        _ => Err(bad("start and end are of different IP versions")),
+    }
+}
