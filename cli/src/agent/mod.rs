@@ -28,6 +28,7 @@ use std::time::Duration;
 use calico_backends::{Revision, Store, StoreError, WatchStream};
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
+use calico_core::plan::plan;
 use calico_dataplane::Dataplane;
 use futures::StreamExt;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -244,11 +245,11 @@ impl<D: Dataplane> Agent<D> {
                 host: self.hostname.clone(),
                 source,
             })?;
-        let drift = engine::drift(engine.desired(), &observed);
+        let drift = plan(engine.desired(), &observed);
         if drift.is_empty() {
             return Ok(StepOutcome::default());
         }
-        tracing::warn!(host = %self.hostname, drift = ?drift, "dataplane drifted; repairing");
+        tracing::warn!(host = %self.hostname, drift = %drift, "dataplane drifted; repairing");
         let changes = self.apply_desired().await?;
         Ok(StepOutcome {
             changes,
@@ -275,7 +276,9 @@ impl<D: Dataplane> Agent<D> {
         tokio::pin!(shutdown);
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         loop {
-            match self.is_ready().await {
+            // A field borrow, not `self.is_ready()`: the loop's future must stay `Send`, and
+            // `&Agent` is not (its watch stream is not `Sync`).
+            match sync::is_ready(self.store.as_ref()).await {
                 Ok(true) => break,
                 Ok(false) => tracing::info!(host = %self.hostname, "waiting for /calico/v1/Ready"),
                 Err(e) => tracing::warn!(host = %self.hostname, error = %e, "checking readiness"),
@@ -402,12 +405,16 @@ impl<D: Dataplane> Agent<D> {
                         host: self.hostname.clone(),
                         source,
                     })?;
-            let plan = engine::drift(desired, &observed);
-            for change in &plan {
+            let planned: Vec<String> = plan(desired, &observed)
+                .changes
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            for change in &planned {
                 println!("{}: would {change}", self.hostname);
             }
-            tracing::info!(host = %self.hostname, changes = plan.len(), "dry run: plan computed, nothing applied");
-            return Ok(plan);
+            tracing::info!(host = %self.hostname, changes = planned.len(), "dry run: plan computed, nothing applied");
+            return Ok(planned);
         }
         let started = Instant::now();
         let result = self.dataplane.apply(desired).await;
