@@ -29,7 +29,7 @@ pub struct Speaker<'a> {
     /// BIRD configs as applied to the host (v4, v6).
     pub bird: [Option<&'a BirdConfig>; 2],
     /// Routes the kernel holds that BIRD may originate (not those BIRD itself learned).
-    pub exports: Vec<IpNet>,
+    pub exports: &'a [IpNet],
 }
 
 /// A route one host should hold because a peer advertised it.
@@ -321,19 +321,21 @@ mod tests {
     #[test]
     fn mesh_carries_pool_routes_only_while_established() {
         let (c1, c2) = (config(2, &[3], 64511), config(3, &[2], 64511));
+        let exports1 = [net("192.168.1.1/32"), net("10.9.0.0/16")];
+        let exports2 = [net("192.168.1.2/32")];
         let speakers = |running2: bool| {
             vec![
                 Speaker {
                     host: "host1",
                     running: true,
                     bird: [Some(&c1), None],
-                    exports: vec![net("192.168.1.1/32"), net("10.9.0.0/16")],
+                    exports: &exports1,
                 },
                 Speaker {
                     host: "host2",
                     running: running2,
                     bird: [Some(&c2), None],
-                    exports: vec![net("192.168.1.2/32")],
+                    exports: &exports2,
                 },
             ]
         };
@@ -374,13 +376,13 @@ mod tests {
                     host: "host1",
                     running: true,
                     bird: [Some(&c1), None],
-                    exports: vec![],
+                    exports: &[],
                 },
                 Speaker {
                     host: "host2",
                     running: true,
                     bird: [Some(other), None],
-                    exports: exports.clone(),
+                    exports: &exports,
                 },
             ];
             let fabric = BgpFabric::default();

@@ -172,37 +172,76 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
         )
 }
 
-/// A profile named `name`: its own name as a tag or not, 0-2 pool tags, 0-4 rules each way.
+/// A catch-all closing a rule list: none, allow everything, or allow from a tag.
+fn closing_rule(names: Vec<String>) -> impl Strategy<Value = Option<Rule>> {
+    let mut tags: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
+    tags.extend(names);
+    prop_oneof![
+        2 => Just(None),
+        2 => Just(Some(Rule::default())),
+        1 => select(tags).prop_map(|t| Some(Rule {
+            src_tag: Some(t),
+            ..Rule::default()
+        })),
+    ]
+}
+
+/// A profile named `name`: its own name as a tag or not, 0-2 pool tags, 0-4 random rules each
+/// way, often closed by a catch-all allow so that a good share of probes get through.
 fn profile(name: String, names: Vec<String>) -> impl Strategy<Value = ProfileSpec> {
     let pool: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
     (
         any::<bool>(),
         subsequence(pool, 0..=2),
-        prop::collection::vec(rule(names.clone()), 0..=4),
-        prop::collection::vec(rule(names), 0..=4),
+        (
+            prop::collection::vec(rule(names.clone()), 0..=4),
+            closing_rule(names.clone()),
+        ),
+        (
+            prop::collection::vec(rule(names.clone()), 0..=4),
+            closing_rule(names),
+        ),
     )
-        .prop_map(move |(own, mut tags, inbound_rules, outbound_rules)| {
-            if own {
-                tags.insert(0, name.clone());
-            }
-            ProfileSpec {
-                name: name.clone(),
-                tags,
-                rules: Rules {
-                    id: Some(name.clone()),
-                    inbound_rules,
-                    outbound_rules,
-                },
-            }
-        })
+        .prop_map(
+            move |(
+                own,
+                mut tags,
+                (mut inbound_rules, close_in),
+                (mut outbound_rules, close_out),
+            )| {
+                if own {
+                    tags.insert(0, name.clone());
+                }
+                inbound_rules.extend(close_in);
+                outbound_rules.extend(close_out);
+                ProfileSpec {
+                    name: name.clone(),
+                    tags,
+                    rules: Rules {
+                        id: Some(name.clone()),
+                        inbound_rules,
+                        outbound_rules,
+                    },
+                }
+            },
+        )
 }
 
-/// A profile list: 0-3 distinct names, possibly of a profile that does not exist, any order.
+/// A profile list: 0-3 distinct names in any order (mostly not empty), now and then naming a profile that does
+/// not exist.
 fn profile_list(names: Vec<String>) -> impl Strategy<Value = Vec<String>> {
-    let mut all = names;
-    all.push(GHOST_PROFILE.to_string());
-    let max = all.len().min(3);
-    subsequence(all, 0..=max).prop_shuffle()
+    let max = names.len().min(3);
+    let ghost = prop_oneof![5 => Just(None), 1 => Just(Some(GHOST_PROFILE.to_string()))];
+    let some = prop_oneof![1 => Just(vec![]), 4 => subsequence(names, 1..=max)];
+    (some, ghost, any::<Index>())
+        .prop_map(|(mut list, ghost, at)| {
+            if let Some(ghost) = ghost {
+                let at = at.index(list.len() + 1);
+                list.insert(at, ghost);
+            }
+            list
+        })
+        .prop_shuffle()
 }
 
 /// 1-8 workloads on `hosts` hosts with unique addresses in 192.168.0.0/16.

@@ -292,3 +292,92 @@ pub async fn remove_endpoint(store: &dyn Store, id: &EndpointId) -> Result<(), S
         .map_err(SimError::store(format!("deleting {path}")))?;
     Ok(())
 }
+
+/// Builds a generated cluster on an empty world: hosts registered (`calicoctl node`), agents
+/// started, profiles written, workloads created, plumbed and given their endpoints and profile
+/// lists. Returns the endpoint id of each workload, in spec order. Does not settle.
+///
+/// # Errors
+/// Any datastore, plumbing or world error.
+pub async fn build_cluster(
+    world: &mut crate::World,
+    spec: &crate::gen::ClusterSpec,
+) -> Result<Vec<EndpointId>, SimError> {
+    let store = world.store().clone();
+    for i in 0..spec.hosts {
+        let (name, ip) = (crate::gen::host_name(i), crate::gen::host_ip(i));
+        world.add_host(&name, ip)?;
+        node_start(store.as_ref(), &name, ip).await?;
+        world.start_agent(&name)?;
+    }
+    for p in &spec.profiles {
+        write_profile(store.as_ref(), &p.name, &p.tags, &p.rules).await?;
+    }
+    let mut ids = Vec::with_capacity(spec.workloads.len());
+    for w in &spec.workloads {
+        let host_name = crate::gen::host_name(w.host);
+        world.add_workload(&host_name, &w.name)?;
+        let host = world.host(&host_name)?;
+        let id = container_add(
+            store.as_ref(),
+            host.plumbing(),
+            &host_name,
+            host.ip(),
+            &w.name,
+            w.addr,
+        )
+        .await?;
+        if !w.profiles.is_empty() {
+            set_profiles(store.as_ref(), &id, &w.profiles).await?;
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Applies one generated operation; removing an already removed endpoint is a no-op.
+///
+/// # Errors
+/// Any datastore error.
+pub async fn apply_op(
+    store: &dyn Store,
+    ids: &[EndpointId],
+    op: &crate::gen::Op,
+) -> Result<(), SimError> {
+    use crate::gen::Op;
+    let (Op::SetProfiles { workload, .. } | Op::RemoveEndpoint { workload }) = *op;
+    let Some(id) = ids.get(workload) else {
+        return Ok(());
+    };
+    let exists = store
+        .get(&Key::Endpoint(id.clone()).to_string())
+        .await
+        .map_err(SimError::store(format!(
+            "reading endpoint of {}",
+            id.workload
+        )))?
+        .is_some();
+    match op {
+        _ if !exists => Ok(()),
+        Op::SetProfiles { profiles, .. } => set_profiles(store, id, profiles).await,
+        Op::RemoveEndpoint { .. } => remove_endpoint(store, id).await,
+    }
+}
+
+/// The cluster state the datastore holds now (what every agent converges to).
+///
+/// # Errors
+/// The store failing to list.
+pub async fn cluster_state(
+    store: &dyn Store,
+) -> Result<calico_core::cluster::ClusterState, SimError> {
+    let (kvs, _) = store
+        .list(calico_core::keys::CALICO)
+        .await
+        .map_err(SimError::store("listing /calico/"))?;
+    let mut state = calico_core::cluster::ClusterState::default();
+    for kv in kvs {
+        state.apply(&kv.key, Some(&kv.value));
+    }
+    Ok(state)
+}

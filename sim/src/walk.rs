@@ -198,11 +198,30 @@ impl World {
     }
 
     /// Sends `probe` from `src` to `dst` (workload names or addresses) and, if it arrives,
-    /// its reply back.
+    /// its reply back, as an independent probe: afterwards the conntrack of every host it
+    /// visited is flushed, as a new ping or connection would use a fresh ICMP id or source
+    /// port (the simulated conntrack keys ICMP without the echo id, so a kept flow would let a
+    /// later ping the other way through as ESTABLISHED).
     ///
     /// # Errors
     /// When `src` or `dst` cannot be resolved to a place with an address.
     pub fn send(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
+        let walk = self.send_stateful(src, dst, probe)?;
+        let visited: std::collections::BTreeSet<&str> =
+            walk.legs.iter().map(|leg| leg.host.as_str()).collect();
+        for host in visited {
+            if let Ok(h) = self.host(host) {
+                h.dataplane().flush_conntrack();
+            }
+        }
+        Ok(walk)
+    }
+
+    /// Like [`World::send`] but keeps the flows the probe created in conntrack.
+    ///
+    /// # Errors
+    /// When `src` or `dst` cannot be resolved to a place with an address.
+    pub fn send_stateful(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
         let src = self.resolve(src, None)?;
         let dst = self.resolve(dst, Some(src.addr))?;
         let request = probe_packet(probe, src.addr, dst.addr);

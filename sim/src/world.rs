@@ -269,7 +269,7 @@ impl World {
     }
 
     /// The BIRD configs and exportable routes of every host, as the BGP model sees them.
-    fn bgp_inputs(&self) -> Vec<(&str, bool, [Option<BirdConfig>; 2], Vec<IpNet>)> {
+    fn bgp_inputs(&self) -> Vec<BgpInput<'_>> {
         self.hosts
             .values()
             .map(|h| {
@@ -280,7 +280,12 @@ impl World {
                     .into_iter()
                     .map(|r| r.dst)
                     .collect();
-                (h.name.as_str(), h.agent.is_some(), [v4, v6], exports)
+                BgpInput {
+                    host: &h.name,
+                    running: h.agent.is_some(),
+                    bird: [v4, v6],
+                    exports,
+                }
             })
             .collect()
     }
@@ -326,16 +331,22 @@ impl World {
     }
 }
 
-fn speakers<'a>(
-    inputs: &'a [(&'a str, bool, [Option<BirdConfig>; 2], Vec<IpNet>)],
-) -> Vec<Speaker<'a>> {
+/// One host's BGP-relevant state, owned, so [`Speaker`]s can borrow it.
+struct BgpInput<'a> {
+    host: &'a str,
+    running: bool,
+    bird: [Option<BirdConfig>; 2],
+    exports: Vec<IpNet>,
+}
+
+fn speakers<'a>(inputs: &'a [BgpInput<'a>]) -> Vec<Speaker<'a>> {
     inputs
         .iter()
-        .map(|(host, running, bird, exports)| Speaker {
-            host,
-            running: *running,
-            bird: [bird[0].as_ref(), bird[1].as_ref()],
-            exports: exports.clone(),
+        .map(|i| Speaker {
+            host: i.host,
+            running: i.running,
+            bird: [i.bird[0].as_ref(), i.bird[1].as_ref()],
+            exports: &i.exports,
         })
         .collect()
 }

@@ -1,0 +1,56 @@
+//! THE property: for random clusters and changes, every probe between every ordered pair of
+//! workloads gets the verdict from the packet walk through the simulated kernels (rules as
+//! rendered, routes as BGP carried them) that the policy oracle predicts from the data model.
+
+use calico_core::iptables::IpFamily;
+use calico_sim::gen::{self, ClusterSpec};
+use calico_sim::{ops, Oracle, Probe, World};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+async fn check(spec: &ClusterSpec) -> Result<(), TestCaseError> {
+    let fail = |e: calico_sim::SimError| TestCaseError::fail(format!("{e}: {e:?}"));
+    let mut world = World::with_mem_store();
+    let ids = ops::build_cluster(&mut world, spec).await.map_err(fail)?;
+    world.settle().await.map_err(fail)?;
+    let store = world.store().clone();
+    for op in &spec.ops {
+        ops::apply_op(store.as_ref(), &ids, op)
+            .await
+            .map_err(fail)?;
+    }
+    world.settle().await.map_err(fail)?;
+
+    let state = ops::cluster_state(store.as_ref()).await.map_err(fail)?;
+    let oracle = Oracle::new(&state);
+    for src in &spec.workloads {
+        for dst in &spec.workloads {
+            if src.name == dst.name {
+                continue;
+            }
+            for probe in Probe::standard() {
+                let walk = world.send(&src.name, &dst.name, probe).map_err(fail)?;
+                let expected = oracle.decide_workloads(&src.name, &dst.name, probe, IpFamily::V4);
+                prop_assert_eq!(
+                    walk.verdict,
+                    expected.verdict,
+                    "\n{}\noracle: {}\ncluster: {:#?}",
+                    walk,
+                    expected,
+                    spec
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn packet_walk_agrees_with_the_oracle(spec in gen::cluster()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(check(&spec))?;
+    }
+}
