@@ -195,3 +195,27 @@ async fn dry_run_plans_but_changes_nothing() {
     assert_eq!(sim.observe_now(), untouched);
     assert_eq!(agent.metrics().snapshot().applies, 0);
 }
+
+#[tokio::test]
+async fn deleting_ready_drops_the_watch_and_leaves_the_dataplane_alone() {
+    let (store, sim) = seeded().await;
+    let mut agent = agent(store.clone(), sim.clone());
+    agent.start().await.unwrap();
+    let installed = sim.observe_now();
+
+    store.delete("/calico/v1/Ready", None).await.unwrap();
+    store.delete(&endpoint_key(HOST, "A"), None).await.unwrap();
+    let outcome = agent.poll_once().await.unwrap();
+    assert_eq!(outcome.changes, Vec::<String>::new());
+    assert_eq!(sim.observe_now(), installed, "nothing is torn down");
+
+    // The next step snapshots again and converges on what the datastore now says.
+    set_ready(store.as_ref()).await;
+    let outcome = agent.poll_once().await.unwrap();
+    assert!(outcome.resnapshot && outcome.changed(), "{outcome:?}");
+    assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
+    assert!(!sim
+        .observe_now()
+        .routes
+        .contains(&route_to("192.168.1.1", "A")));
+}

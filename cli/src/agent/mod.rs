@@ -185,7 +185,9 @@ impl<D: Dataplane> Agent<D> {
 
     /// Takes a fresh snapshot of `/calico/` into a new engine, applies its desired state
     /// (only the difference reaches the kernel) and opens the watch from the snapshot's
-    /// revision. Does not check `Ready`; [`Agent::run`] waits for it first.
+    /// revision. Does not check `Ready`; [`Agent::run`] waits for it first. A batch that
+    /// deletes `Ready` drops the watch without touching the dataplane; the next step
+    /// snapshots again.
     ///
     /// # Errors
     /// The listing, the watch or the apply failed; the next step starts over.
@@ -275,25 +277,32 @@ impl<D: Dataplane> Agent<D> {
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
-        loop {
-            // A field borrow, not `self.is_ready()`: the loop's future must stay `Send`, and
-            // `&Agent` is not (its watch stream is not `Sync`).
-            match sync::is_ready(self.store.as_ref()).await {
-                Ok(true) => break,
-                Ok(false) => tracing::info!(host = %self.hostname, "waiting for /calico/v1/Ready"),
-                Err(e) => tracing::warn!(host = %self.hostname, error = %e, "checking readiness"),
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(self.config.ready_poll) => {}
-            }
-        }
         let period = self.config.resync_interval.max(Duration::from_millis(1));
         let mut resync = tokio::time::interval_at(Instant::now() + period, period);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut status: Option<tokio::time::Interval> = None;
         loop {
             if self.watch.is_none() {
+                // Felix's rule: no snapshot until `/calico/v1/Ready` is true (also after it
+                // was deleted). A field borrow, not `self.is_ready()`: this future must stay
+                // `Send`, and `&Agent` is not (its watch stream is not `Sync`).
+                match sync::is_ready(self.store.as_ref()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(host = %self.hostname, "waiting for /calico/v1/Ready");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(self.config.ready_poll) => continue,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %self.hostname, error = %e, "checking readiness");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(backoff.next_delay()) => continue,
+                        }
+                    }
+                }
                 if let Err(e) = self.start().await {
                     self.metrics.record_error();
                     let delay = backoff.next_delay();
@@ -308,12 +317,17 @@ impl<D: Dataplane> Agent<D> {
             if status.is_none() {
                 status = self.status_interval();
             }
-            let result = tokio::select! {
+            // A failed apply is retried without waiting for new events.
+            let result = if self.dirty {
+                self.poll_once().await
+            } else {
+                tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 event = next_event(&mut self.watch) => self.step(Some(event)).await,
                 _ = resync.tick() => self.resync().await,
                 _ = tick(&mut status) => self.report_status().await.map(|()| StepOutcome::default()),
+                }
             };
             match result {
                 Ok(_) => backoff.reset(),
@@ -375,8 +389,19 @@ impl<D: Dataplane> Agent<D> {
         };
         let events = batch.events;
         self.revision = self.revision.max(batch.revision);
+        let was_ready = engine.state().ready;
         let changed = engine.apply_batch(batch.updates);
         self.metrics.set_endpoints(engine.local_endpoints());
+        if was_ready && !engine.state().ready {
+            // Felix's rule: Ready deleted (or false) means the datastore is being rebuilt;
+            // stop following it, leave the dataplane alone, snapshot again later.
+            tracing::warn!(host = %self.hostname, "/calico/v1/Ready is no longer true; dropping the watch");
+            self.watch = None;
+            return Ok(StepOutcome {
+                events,
+                ..StepOutcome::default()
+            });
+        }
         let changes = if changed || self.dirty {
             self.apply_desired().await?
         } else {

@@ -113,6 +113,12 @@ pub async fn add_local_endpoint(
     ip: &str,
     profiles: &[&str],
 ) {
+    plumb(sim, workload, ip).await;
+    add_endpoint(store, HOST, workload, ip, profiles).await;
+}
+
+/// Creates the workload's namespace and veth pair (`cali<workload>` on the host side).
+pub async fn plumb(sim: &SimDataplane, workload: &str, ip: &str) {
     sim.add_namespace(workload).unwrap();
     let spec = VethSpec {
         netns: workload.to_owned(),
@@ -124,7 +130,6 @@ pub async fn add_local_endpoint(
         gateway_v6: None,
     };
     sim.add_veth(&spec).await.unwrap();
-    add_endpoint(store, HOST, workload, ip, profiles).await;
 }
 
 /// A simulated host1 with its wire addressed.
