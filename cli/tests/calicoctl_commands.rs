@@ -315,13 +315,19 @@ async fn container_endpoint_profile_and_ipam_commands() {
         .ok("container w_pool endpoint show")
         .await
         .contains("10.7.0.9/32"));
-    assert_eq!(h1.plumbing.addrs.lock().unwrap().len(), 1);
+    assert!(h1
+        .plumbing
+        .addrs("w_pool", "eth1")
+        .contains(&"10.7.0.9/32".parse().unwrap()));
     h1.ok("container w_pool ip remove 10.7.0.9").await;
     assert!(h1
         .ok("ipam info 10.7.0.9")
         .await
         .contains("not currently assigned"));
-    assert!(h1.plumbing.addrs.lock().unwrap().is_empty());
+    assert_eq!(
+        h1.plumbing.addrs("w_pool", "eth1"),
+        vec!["10.7.0.0/32".parse().unwrap()]
+    );
 
     h1.ok("profile remove P1 --no-check").await;
     assert_eq!(

@@ -132,7 +132,7 @@ async fn seed_lifecycle_on_two_hosts() {
         json!({
             "state": "active",
             "name": format!("cali{}", &ep_id[..11]),
-            "mac": "ee:ee:ee:ee:ee:00",
+            "mac": host1.plumbing.mac("workload_A", "eth1").unwrap().to_string(),
             "profile_ids": [],
             "ipv4_nets": ["192.168.1.1/32"],
             "ipv6_nets": [],
@@ -146,6 +146,11 @@ async fn seed_lifecycle_on_two_hosts() {
     assert_eq!(spec.temp_iface, format!("tmp{}", &ep_id[..11]));
     assert_eq!(spec.addrs, vec!["192.168.1.1/32".parse().unwrap()]);
     assert_eq!(spec.gateway_v4, Some("172.31.250.1".parse().unwrap()));
+    assert_eq!(
+        host1.plumbing.addrs("workload_A", "eth1"),
+        vec!["192.168.1.1/32".parse().unwrap()]
+    );
+    assert_eq!(host1.veth_count(), 1);
     // The address is reserved in IPAM under the endpoint's handle, in host1's block.
     let block = json_at(
         &store,

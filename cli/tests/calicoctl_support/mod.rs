@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -14,26 +14,67 @@ use calico_cli::ctl::{
     WorkloadResolver,
 };
 use calico_core::model::MacAddr;
+use calico_dataplane::sim::{SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::{DataplaneError, VethSpec, WorkloadPlumbing};
 use ipnet::IpNet;
 
-/// A host's kernel as far as plumbing goes: namespaces, veths, addresses.
-#[derive(Debug, Default)]
+/// The simulator's host kernel (`SimDataplane`) behind a switch that injects failures, and a
+/// record of the veth specs it was asked for.
+#[derive(Debug)]
 pub struct RecordingPlumbing {
-    pub namespaces: Mutex<BTreeSet<String>>,
+    pub sim: SimDataplane,
     pub veths: Mutex<BTreeMap<String, VethSpec>>,
-    pub addrs: Mutex<Vec<(String, String, IpNet)>>,
     /// Make the next `add_veth` fail.
     pub fail_add: AtomicBool,
     /// Make the next `add_addr` fail.
     pub fail_addr: AtomicBool,
-    next_mac: AtomicU8,
+}
+
+impl RecordingPlumbing {
+    pub fn new(host: &str) -> Self {
+        RecordingPlumbing {
+            sim: SimDataplane::new(host, WireConfig::eth0([])),
+            veths: Mutex::default(),
+            fail_add: AtomicBool::new(false),
+            fail_addr: AtomicBool::new(false),
+        }
+    }
+
+    /// Every link of the host and its workloads, as `ns/name`.
+    pub fn all_links(&self) -> Vec<String> {
+        let mut namespaces = self.sim.namespaces();
+        namespaces.push(ROOT_NS.to_string());
+        namespaces
+            .iter()
+            .flat_map(|ns| self.sim.links(ns))
+            .map(|l| format!("{}/{}", l.ns, l.name))
+            .collect()
+    }
+
+    /// The addresses of `iface` inside workload namespace `ns`.
+    pub fn addrs(&self, ns: &str, iface: &str) -> Vec<IpNet> {
+        self.sim
+            .links(ns)
+            .into_iter()
+            .find(|l| l.name == iface)
+            .map(|l| l.addrs.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The MAC of `iface` inside workload namespace `ns`.
+    pub fn mac(&self, ns: &str, iface: &str) -> Option<MacAddr> {
+        self.sim
+            .links(ns)
+            .into_iter()
+            .find(|l| l.name == iface)
+            .map(|l| l.mac)
+    }
 }
 
 #[async_trait]
 impl WorkloadPlumbing for RecordingPlumbing {
     async fn namespace_exists(&self, netns: &str) -> Result<bool, DataplaneError> {
-        Ok(self.namespaces.lock().unwrap().contains(netns))
+        self.sim.namespace_exists(netns).await
     }
 
     async fn add_veth(&self, spec: &VethSpec) -> Result<MacAddr, DataplaneError> {
@@ -43,20 +84,17 @@ impl WorkloadPlumbing for RecordingPlumbing {
                 reason: "injected failure".into(),
             });
         }
-        let mut veths = self.veths.lock().unwrap();
-        if veths.contains_key(&spec.host_iface) {
-            return Err(DataplaneError::InterfaceExists {
-                iface: spec.host_iface.clone(),
-            });
-        }
-        veths.insert(spec.host_iface.clone(), spec.clone());
-        let n = self.next_mac.fetch_add(1, Ordering::SeqCst);
-        Ok(MacAddr([0xee, 0xee, 0xee, 0xee, 0xee, n]))
+        let mac = self.sim.add_veth(spec).await?;
+        self.veths
+            .lock()
+            .unwrap()
+            .insert(spec.host_iface.clone(), spec.clone());
+        Ok(mac)
     }
 
     async fn remove_veth(&self, host_iface: &str) -> Result<(), DataplaneError> {
         self.veths.lock().unwrap().remove(host_iface);
-        Ok(())
+        self.sim.remove_veth(host_iface).await
     }
 
     async fn add_addr(&self, netns: &str, iface: &str, addr: IpNet) -> Result<(), DataplaneError> {
@@ -65,11 +103,7 @@ impl WorkloadPlumbing for RecordingPlumbing {
                 iface: iface.to_string(),
             });
         }
-        self.addrs
-            .lock()
-            .unwrap()
-            .push((netns.to_string(), iface.to_string(), addr));
-        Ok(())
+        self.sim.add_addr(netns, iface, addr).await
     }
 
     async fn remove_addr(
@@ -78,16 +112,12 @@ impl WorkloadPlumbing for RecordingPlumbing {
         iface: &str,
         addr: IpNet,
     ) -> Result<(), DataplaneError> {
-        self.addrs
-            .lock()
-            .unwrap()
-            .retain(|a| *a != (netns.to_string(), iface.to_string(), addr));
-        Ok(())
+        self.sim.remove_addr(netns, iface, addr).await
     }
 }
 
 /// Resolves the workloads created on this host (orchestrator `docker`, id = name).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MapResolver {
     pub plumbing: Arc<RecordingPlumbing>,
 }
@@ -96,10 +126,10 @@ pub struct MapResolver {
 impl WorkloadResolver for MapResolver {
     async fn resolve(&self, container: &str) -> Option<Workload> {
         self.plumbing
-            .namespaces
-            .lock()
-            .unwrap()
-            .contains(container)
+            .sim
+            .namespaces()
+            .iter()
+            .any(|n| n == container)
             .then(|| Workload {
                 netns: container.to_string(),
                 orchestrator: "docker".into(),
@@ -147,7 +177,7 @@ pub struct Host {
 
 impl Host {
     pub fn new(store: Arc<dyn Store>, name: &str) -> Host {
-        let plumbing = Arc::new(RecordingPlumbing::default());
+        let plumbing = Arc::new(RecordingPlumbing::new(name));
         let node = Arc::new(RecordingNode::default());
         let ctl = Ctl {
             store,
@@ -167,11 +197,7 @@ impl Host {
 
     /// `docker run --net=none --name=<name>`: a namespace with no network.
     pub fn workload(&self, name: &str) {
-        self.plumbing
-            .namespaces
-            .lock()
-            .unwrap()
-            .insert(name.to_string());
+        self.plumbing.sim.add_namespace(name).unwrap();
     }
 
     /// Runs a command line split on whitespace.
@@ -233,8 +259,14 @@ impl Host {
         err
     }
 
+    /// Host-side `cali*` veths in the simulated kernel.
     pub fn veth_count(&self) -> usize {
-        self.plumbing.veths.lock().unwrap().len()
+        self.plumbing
+            .sim
+            .links(ROOT_NS)
+            .iter()
+            .filter(|l| l.name.starts_with("cali"))
+            .count()
     }
 }
 
