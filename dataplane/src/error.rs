@@ -8,7 +8,25 @@ pub enum DataplaneError {
     #[error("interface {iface} not found")]
     InterfaceNotFound { iface: String },
     #[error("parsing {what} line {line}: {reason}")]
-    Parse { what: &'static str, line: usize, reason: String },
+    Parse {
+        what: &'static str,
+        line: usize,
+        reason: String,
+    },
     #[error("{operation}: {reason}")]
     Kernel { operation: String, reason: String },
+    /// A tool (`iptables-restore`, `ipset`, `ip`, `bird`) exited with an error.
+    #[error("{operation}: {command} failed: {stderr}")]
+    Command {
+        operation: String,
+        command: String,
+        stderr: String,
+    },
+    /// A tool could not be started, or a file could not be read or written.
+    #[error("{operation}: {source}")]
+    Io {
+        operation: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

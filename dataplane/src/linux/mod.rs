@@ -1,0 +1,311 @@
+//! `LinuxDataplane`: desired state onto the network namespace this process runs in.
+//!
+//! - [`cmd`]: running a tool with stdin, capturing errors; the [`CommandLog`] tests read.
+//! - [`iptables`]: `iptables-save` parsing and one `iptables-restore --noflush` per table.
+//! - [`ipset`]: `ipset save` parsing, `ipset restore` (incremental or swap).
+//! - [`route`]: routes (protocol [`RTPROT_CALICO`]) and static neighbours via `ip -batch`.
+//! - [`sysctl`]: `/proc/sys` reads and writes.
+//! - [`bird`]: the BIRD daemons, their configs and `show protocols`.
+//! - [`plumbing`]: [`LinuxPlumbing`], `calicoctl container add/remove` on iproute2.
+//!
+//! Apply order as on the simulator: ipsets we want, then each table, then stale ipsets (once
+//! no rule uses them), routes and neighbours, sysctls, BIRD. Everything is read back first and
+//! only differences are written, so applying the same state twice starts no writing process.
+//!
+//! The tools are run synchronously: an apply is a handful of short processes, and the agent
+//! calls it from one task.
+
+pub mod bird;
+pub mod cmd;
+pub mod ipset;
+pub mod iptables;
+pub mod plumbing;
+pub mod route;
+pub mod sysctl;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use calico_core::desired::{DesiredState, Neighbour, TableId};
+use calico_core::iptables::IpFamily;
+
+pub use bird::{BgpProtocol, BirdManager};
+pub use cmd::{CommandLog, Invocation, Runner};
+pub use plumbing::LinuxPlumbing;
+pub use route::RTPROT_CALICO;
+pub use sysctl::{SysctlWrite, Sysctls};
+
+use crate::{ApplyReport, Dataplane, DataplaneError};
+
+/// The Linux dataplane of one host (the namespace of the calling process).
+#[derive(Debug)]
+pub struct LinuxDataplane {
+    runner: Runner,
+    bird: BirdManager,
+    sysctls: Sysctls,
+    /// Neighbours this process installed (see [`route`] for what counts as ours).
+    owned_neighbours: BTreeSet<Neighbour>,
+    /// Sysctls we set; `observe` reports these.
+    owned_sysctls: BTreeSet<String>,
+}
+
+/// What the kernel holds of ours, read in one go.
+struct Installed {
+    tables: BTreeMap<TableId, iptables::InstalledTable>,
+    ipsets: BTreeMap<String, calico_core::desired::IpSet>,
+}
+
+const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
+impl LinuxDataplane {
+    /// A dataplane keeping BIRD's config, socket and pid files in `run_dir`.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        LinuxDataplane {
+            runner: Runner::default(),
+            bird: BirdManager::new(run_dir),
+            sysctls: Sysctls::default(),
+            owned_neighbours: BTreeSet::new(),
+            owned_sysctls: BTreeSet::new(),
+        }
+    }
+
+    /// The log of every tool started; call `enable()` on it to start recording.
+    pub fn command_log(&self) -> &CommandLog {
+        self.runner.log()
+    }
+
+    /// BGP sessions as `birdc show protocols` reports them, for `calicoctl status`.
+    ///
+    /// # Errors
+    /// When `birdc` fails on a running daemon.
+    pub fn bgp_status(&self) -> Result<Vec<BgpProtocol>, DataplaneError> {
+        self.bird.status(&self.runner)
+    }
+
+    /// Stops the BIRD daemons (shutdown, tests); every error is returned.
+    pub fn stop_bird(&mut self) -> Vec<DataplaneError> {
+        self.bird.stop(&self.runner)
+    }
+
+    fn read_tables(&self) -> Result<BTreeMap<TableId, iptables::InstalledTable>, DataplaneError> {
+        let mut out = BTreeMap::new();
+        for family in FAMILIES {
+            let tool = iptables::save_tool(family);
+            let text = self
+                .runner
+                .run(&format!("reading {tool}"), tool, &[], None)?;
+            for (table, installed) in iptables::parse_save(&text) {
+                out.insert(TableId { family, table }, installed);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_ipsets(&self) -> Result<BTreeMap<String, calico_core::desired::IpSet>, DataplaneError> {
+        let text = self
+            .runner
+            .run("reading ipsets", "ipset", &["save"], None)?;
+        ipset::parse_save(&text)
+    }
+
+    fn read(&self) -> Result<Installed, DataplaneError> {
+        Ok(Installed {
+            tables: self.read_tables()?,
+            ipsets: self.read_ipsets()?,
+        })
+    }
+
+    fn ipset_restore(&self, operation: &str, input: &str) -> Result<(), DataplaneError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.runner
+            .run(operation, "ipset", &["restore", "-exist"], Some(input))?;
+        Ok(())
+    }
+
+    /// Step 2: one restore per table with changes. Returns whether every table applied.
+    fn apply_tables(
+        &self,
+        desired: &DesiredState,
+        installed: &Installed,
+        changes: &mut Vec<String>,
+        first_error: &mut Option<DataplaneError>,
+    ) -> bool {
+        let mut ok = true;
+        let empty = iptables::InstalledTable::default();
+        for family in FAMILIES {
+            for table in iptables::TABLES {
+                let id = TableId { family, table };
+                let have = installed.tables.get(&id).unwrap_or(&empty);
+                let plan = iptables::plan_table(id, desired.tables.get(&id), have);
+                if plan.input.is_empty() {
+                    continue;
+                }
+                let tool = iptables::restore_tool(family);
+                let operation = format!("restoring {}", crate::sim::netfilter::table_label(id));
+                match self
+                    .runner
+                    .run(&operation, tool, &["--noflush", "-w"], Some(&plan.input))
+                {
+                    Ok(_) => changes.extend(plan.changes),
+                    Err(e) => {
+                        ok = false;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        ok
+    }
+
+    fn apply_routes(
+        &mut self,
+        desired: &DesiredState,
+        changes: &mut Vec<String>,
+    ) -> Result<(), DataplaneError> {
+        let links: BTreeSet<String> = route::read_links(&self.runner, None)?.into_keys().collect();
+        let have_routes = route::read_routes(&self.runner)?;
+        let all_neigh = route::read_permanent_neighbours(&self.runner)?;
+        let mut owned = self.owned_neighbours.clone();
+        owned.extend(desired.neighbours.iter().cloned());
+        let have_neigh = route::our_neighbours(&all_neigh, &have_routes, &owned);
+        let plan = route::plan_routes(
+            &desired.routes,
+            &desired.neighbours,
+            &have_routes,
+            &have_neigh,
+            &links,
+        );
+        changes.extend(
+            plan.skipped
+                .iter()
+                .map(|s| format!("skip {s} (retried next apply)")),
+        );
+        self.owned_neighbours = desired
+            .neighbours
+            .iter()
+            .filter(|n| links.contains(&n.dev))
+            .cloned()
+            .collect();
+        if plan.input.is_empty() {
+            return Ok(());
+        }
+        self.runner.run(
+            "programming routes and neighbours",
+            "ip",
+            &["-force", "-batch", "-"],
+            Some(&plan.input),
+        )?;
+        changes.extend(plan.changes);
+        Ok(())
+    }
+
+    fn apply_sysctls(
+        &mut self,
+        desired: &DesiredState,
+        changes: &mut Vec<String>,
+        first_error: &mut Option<DataplaneError>,
+    ) {
+        self.owned_sysctls
+            .retain(|k| desired.sysctls.contains_key(k));
+        for (key, value) in &desired.sysctls {
+            match self.sysctls.set(key, value) {
+                Ok(SysctlWrite::Unchanged) => {
+                    self.owned_sysctls.insert(key.clone());
+                }
+                Ok(SysctlWrite::Written) => {
+                    self.owned_sysctls.insert(key.clone());
+                    changes.push(format!("sysctl {key}={value}"));
+                }
+                Ok(SysctlWrite::Missing) => {
+                    changes.push(format!(
+                        "skip sysctl {key}: not present (retried next apply)"
+                    ));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Dataplane for LinuxDataplane {
+    async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let mut changes = Vec::new();
+        let mut first_error = None;
+        let installed = self.read()?;
+
+        // 1. Sets the rules will match on.
+        let sets = ipset::plan_update(&desired.ipsets, &installed.ipsets);
+        self.ipset_restore("updating ipsets", &sets.input)?;
+        changes.extend(sets.changes);
+
+        // 2. Tables; 3. stale sets, only once every table stopped using them.
+        if self.apply_tables(desired, &installed, &mut changes, &mut first_error) {
+            let stale = ipset::plan_destroy(&desired.ipsets, &installed.ipsets);
+            match self.ipset_restore("destroying stale ipsets", &stale.input) {
+                Ok(()) => changes.extend(stale.changes),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+
+        // 4. Routes and neighbours.
+        if let Err(e) = self.apply_routes(desired, &mut changes) {
+            first_error.get_or_insert(e);
+        }
+
+        // 5. Sysctls.
+        self.apply_sysctls(desired, &mut changes, &mut first_error);
+
+        // 6. BIRD.
+        match self.bird.apply(
+            &self.runner,
+            desired.bird_v4.as_ref(),
+            desired.bird_v6.as_ref(),
+        ) {
+            Ok(c) => changes.extend(c),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(ApplyReport { changes }),
+        }
+    }
+
+    async fn observe(&mut self) -> Result<DesiredState, DataplaneError> {
+        let installed = self.read()?;
+        let mut tables = BTreeMap::new();
+        for (id, have) in &installed.tables {
+            if let Some(state) = iptables::observe_table(id.table, have)? {
+                tables.insert(*id, state);
+            }
+        }
+        let routes = route::read_routes(&self.runner)?;
+        let all_neigh = route::read_permanent_neighbours(&self.runner)?;
+        let neighbours = route::our_neighbours(&all_neigh, &routes, &self.owned_neighbours);
+        let sysctls = self
+            .owned_sysctls
+            .iter()
+            .filter_map(|k| self.sysctls.get(k).map(|v| (k.clone(), v)))
+            .collect();
+        let (bird_v4, bird_v6) = self.bird.observe();
+        Ok(DesiredState {
+            tables,
+            ipsets: installed.ipsets,
+            routes,
+            neighbours,
+            sysctls,
+            bird_v4,
+            bird_v6,
+        })
+    }
+}
