@@ -1,1 +1,135 @@
-fn main() {}
+//! World benchmarks (a plain `fn main`, run with `cargo bench -p calico-sim --bench world`):
+//!
+//! - packet walks per second on a 100-host world (request + reply, cross-host);
+//! - time and peak memory (VmHWM) to settle worlds of N hosts with 10 workloads each.
+//!
+//! Arguments: host counts to settle (default `100 300`). Peak memory is per process, so run
+//! one size per invocation for a clean number: `cargo bench -p calico-sim --bench world -- 1000`.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use calico_sim::{ops, Probe, Verdict, World};
+
+const WORKLOADS_PER_HOST: usize = 10;
+const PROFILE: &str = "PROF_ALL";
+
+/// Hosts share 172.16.0.0/16 so that up to 65k of them are on-link with each other.
+fn host_ip(i: usize) -> Ipv4Addr {
+    let [_, _, b, c] = u32::try_from(i + 2).unwrap_or(0).to_be_bytes();
+    Ipv4Addr::new(172, 16, b, c)
+}
+
+fn workload_ip(i: usize) -> Ipv4Addr {
+    let [_, _, a, b] = u32::try_from(i + 1).unwrap_or(0).to_be_bytes();
+    Ipv4Addr::new(192, 168, a, b)
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Builds `hosts` hosts with `per_host` workloads each, all in one profile, writes everything
+/// to the store, then starts every agent (each loads one snapshot). Returns (world, names).
+async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
+    let mut world = World::with_mem_store().with_wire_prefix_len(16);
+    let store = world.store().clone();
+    let mut names = Vec::new();
+    ops::profile_add(store.as_ref(), PROFILE).await.unwrap();
+    let profiles = vec![PROFILE.to_string()];
+    for h in 0..hosts {
+        let (host, ip) = (format!("host{h}"), host_ip(h));
+        world.add_host(&host, ip).unwrap();
+        ops::node_start(store.as_ref(), &host, ip).await.unwrap();
+        for w in 0..per_host {
+            let name = format!("w{h}_{w}");
+            world.add_workload(&host, &name).unwrap();
+            let plumbing = world.host(&host).unwrap().plumbing();
+            let addr = workload_ip(h * per_host + w);
+            let id = ops::container_add(store.as_ref(), plumbing, &host, ip, &name, addr)
+                .await
+                .unwrap();
+            ops::set_profiles(store.as_ref(), &id, &profiles)
+                .await
+                .unwrap();
+            names.push(name);
+        }
+    }
+    for h in 0..hosts {
+        world.start_agent(&format!("host{h}")).unwrap();
+    }
+    (world, names)
+}
+
+async fn bench_walks() {
+    let (mut world, names) = build(100, 2).await;
+    world.settle().await.unwrap();
+    let n = 20_000;
+    let start = Instant::now();
+    let mut allowed = 0;
+    for i in 0..n {
+        let src = &names[i % names.len()];
+        let dst = &names[(i * 7919 + 13) % names.len()];
+        if src == dst {
+            continue;
+        }
+        let probe = if i % 2 == 0 {
+            Probe::ping()
+        } else {
+            Probe::tcp(80)
+        };
+        if world.send(src, dst, probe).unwrap().verdict == Verdict::Allow {
+            allowed += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "walks: 100 hosts, 200 workloads: {n} walks in {secs:.2} s = {:.0} walks/s ({allowed} allowed)",
+        n as f64 / secs
+    );
+}
+
+async fn bench_settle(hosts: usize) {
+    let start = Instant::now();
+    let (mut world, _) = build(hosts, WORKLOADS_PER_HOST).await;
+    let built = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let report = world.settle().await.unwrap();
+    let settled = start.elapsed().as_secs_f64();
+    let routes: usize = world
+        .hosts()
+        .map(|h| h.dataplane().bgp_routes().len())
+        .sum();
+    let hwm = vm_hwm_kib().map_or("?".to_string(), |k| format!("{} MiB", k / 1024));
+    println!(
+        "settle: {hosts} hosts x {WORKLOADS_PER_HOST} workloads: build {built:.2} s, settle {settled:.2} s \
+         ({} rounds, {} events, {} dataplane changes, {} bgp changes, {routes} bgp routes), peak RSS {hwm}",
+        report.rounds, report.events, report.dataplane_changes, report.bgp_changes
+    );
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if sizes.is_empty() {
+            bench_walks().await;
+            for hosts in [100, 300] {
+                bench_settle(hosts).await;
+            }
+        } else {
+            for hosts in sizes {
+                bench_settle(hosts).await;
+            }
+        }
+    });
+}

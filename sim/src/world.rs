@@ -19,7 +19,7 @@ use crate::SimError;
 /// Rounds `settle` runs before it gives up.
 pub const MAX_SETTLE_ROUNDS: usize = 50;
 
-/// Prefix length of every host's wire address (all hosts share one /24-style subnet).
+/// Default prefix length of every host's wire address (all hosts share one /24 subnet).
 pub const WIRE_PREFIX_LEN: u8 = 24;
 
 /// One host of the world.
@@ -84,6 +84,7 @@ pub struct World {
     /// Workload (namespace) name → host.
     workloads: BTreeMap<String, String>,
     bgp: BgpFabric,
+    wire_prefix_len: u8,
 }
 
 impl World {
@@ -95,7 +96,15 @@ impl World {
             by_ip: BTreeMap::new(),
             workloads: BTreeMap::new(),
             bgp: BgpFabric::default(),
+            wire_prefix_len: WIRE_PREFIX_LEN,
         }
+    }
+
+    /// Puts hosts added from now on in a wire subnet of this prefix length (e.g. 16 for worlds
+    /// of more than 250 hosts, which must share one subnet to reach each other on-link).
+    pub fn with_wire_prefix_len(mut self, len: u8) -> Self {
+        self.wire_prefix_len = len;
+        self
     }
 
     /// An empty world over a fresh `MemStore`.
@@ -108,7 +117,8 @@ impl World {
         &self.store
     }
 
-    /// Adds host `name` whose `eth0` holds `ip/24` on the shared wire. Its agent is stopped.
+    /// Adds host `name` whose `eth0` holds `ip/24` (or the world's wire prefix) on the shared
+    /// wire. Its agent is stopped.
     ///
     /// # Errors
     /// `HostExists`, `AddressInUse`.
@@ -124,7 +134,7 @@ impl World {
                 host: owner.clone(),
             });
         }
-        let addr = Ipv4Net::new(ip, WIRE_PREFIX_LEN).map_err(|_| SimError::NoAddress {
+        let addr = Ipv4Net::new(ip, self.wire_prefix_len).map_err(|_| SimError::NoAddress {
             what: format!("host {name}"),
         })?;
         let dataplane = SimDataplane::new(name, WireConfig::eth0([IpNet::V4(addr)]));
@@ -349,4 +359,94 @@ fn speakers<'a>(inputs: &'a [BgpInput<'a>]) -> Vec<Speaker<'a>> {
             exports: &i.exports,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops;
+
+    const IP1: Ipv4Addr = Ipv4Addr::new(172, 31, 250, 2);
+    const IP2: Ipv4Addr = Ipv4Addr::new(172, 31, 250, 3);
+
+    async fn two_hosts_one_workload_each() -> World {
+        let mut world = World::with_mem_store();
+        let store = world.store().clone();
+        for (host, ip, workload, addr) in [
+            ("host1", IP1, "a", Ipv4Addr::new(192, 168, 0, 1)),
+            ("host2", IP2, "b", Ipv4Addr::new(192, 168, 0, 2)),
+        ] {
+            world.add_host(host, ip).unwrap();
+            ops::node_start(store.as_ref(), host, ip).await.unwrap();
+            world.start_agent(host).unwrap();
+            world.add_workload(host, workload).unwrap();
+            let plumbing = world.host(host).unwrap().plumbing();
+            ops::container_add(store.as_ref(), plumbing, host, ip, workload, addr)
+                .await
+                .unwrap();
+        }
+        world.settle().await.unwrap();
+        world
+    }
+
+    #[tokio::test]
+    async fn duplicate_hosts_addresses_and_workloads_are_refused() {
+        let mut world = World::with_mem_store();
+        world.add_host("host1", IP1).unwrap();
+        assert!(matches!(
+            world.add_host("host1", IP2),
+            Err(SimError::HostExists { .. })
+        ));
+        assert!(matches!(
+            world.add_host("host2", IP1),
+            Err(SimError::AddressInUse { .. })
+        ));
+        world.add_workload("host1", "w").unwrap();
+        assert!(matches!(
+            world.add_workload("host1", "w"),
+            Err(SimError::WorkloadExists { .. })
+        ));
+        assert!(matches!(
+            world.add_workload("nohost", "x"),
+            Err(SimError::UnknownHost { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_agent_loses_its_peers_routes_and_a_restarted_one_converges() {
+        let mut world = two_hosts_one_workload_each().await;
+        let learned =
+            |world: &World, host: &str| world.host(host).unwrap().dataplane().bgp_routes().len();
+        assert_eq!((learned(&world, "host1"), learned(&world, "host2")), (1, 1));
+
+        world.stop_agent("host2").unwrap();
+        let report = world.settle().await.unwrap();
+        assert_eq!(report.bgp_changes, 1, "{report:?}");
+        // host1 withdrew host2's route; host2's kernel keeps what BIRD wrote (persist).
+        assert_eq!((learned(&world, "host1"), learned(&world, "host2")), (0, 1));
+        let peers = world.bgp_peers("host1").unwrap();
+        assert_eq!(peers[0].info(), "Active (agent on host2 stopped)");
+
+        world.start_agent("host2").unwrap();
+        world.settle().await.unwrap();
+        assert_eq!((learned(&world, "host1"), learned(&world, "host2")), (1, 1));
+        // A settled world stays settled.
+        let again = world.settle().await.unwrap();
+        assert_eq!(again.rounds, 1, "{again:?}");
+        assert_eq!(again.dataplane_changes + again.bgp_changes, 0);
+    }
+
+    #[tokio::test]
+    async fn mesh_off_removes_learned_routes() {
+        let mut world = two_hosts_one_workload_each().await;
+        ops::set_node_mesh(world.store().as_ref(), false)
+            .await
+            .unwrap();
+        world.settle().await.unwrap();
+        for host in ["host1", "host2"] {
+            let h = world.host(host).unwrap();
+            assert!(h.dataplane().bgp_routes().is_empty());
+            assert!(world.bgp_peers(host).unwrap().is_empty());
+        }
+    }
 }
