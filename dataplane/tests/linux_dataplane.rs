@@ -1,0 +1,449 @@
+//! `LinuxDataplane` and `LinuxPlumbing` on a real kernel (root), each test in namespaces of its
+//! own: a "host" namespace running the dataplane and one namespace per workload.
+//!
+//! Every outer test creates the namespaces (deleted on drop, even on panic) and re-runs its
+//! `inner_*` twin inside the host namespace; the inner twins do nothing in a normal run.
+//!
+//! The cluster: host 172.31.250.1 (on a veth standing in for the wire), workloads A and B with profile
+//! PROF_A_B (inbound: from tag PROF_A_B; outbound: all) and C with PROF_C (inbound: all;
+//! outbound: nothing).
+
+mod linux_common;
+
+use std::collections::BTreeSet;
+
+use calico_core::cluster::ClusterState;
+use calico_core::compute::compute;
+use calico_core::compute::names::{from_wl_chain, to_wl_chain};
+use calico_core::desired::{DesiredState, TableId};
+use calico_core::iptables::{IpFamily, Table};
+use calico_core::model::MacAddr;
+use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
+use calico_dataplane::{Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
+use futures::executor::block_on;
+use linux_common::{arg, can_run, is_inner, must, run_inside, succeeds, Netns, RunDir};
+
+const HOST: &str = "calico-01";
+const HOST_IP: &str = "172.31.250.1";
+
+struct Workload {
+    ns: String,
+    id: &'static str,
+    ip: &'static str,
+    profile: &'static str,
+}
+
+impl Workload {
+    fn host_iface(&self) -> String {
+        format!("cali{}", &self.id[..11])
+    }
+
+    fn spec(&self) -> VethSpec {
+        VethSpec {
+            netns: self.ns.clone(),
+            host_iface: self.host_iface(),
+            temp_iface: format!("tmp{}", &self.id[..11]),
+            workload_iface: "eth1".to_string(),
+            addrs: vec![format!("{}/32", self.ip).parse().unwrap()],
+            gateway_v4: Some(HOST_IP.parse().unwrap()),
+            gateway_v6: None,
+        }
+    }
+
+    fn endpoint_key(&self, profile: &str, mac: MacAddr) -> (String, String) {
+        let key = format!(
+            "/calico/v1/host/{HOST}/workload/docker/{}/endpoint/{}",
+            self.ns, self.id
+        );
+        let value = format!(
+            r#"{{"state":"active","name":"{}","mac":"{mac}","profile_ids":["{profile}"],"ipv4_nets":["{}/32"],"ipv6_nets":[],"ipv4_gateway":"{HOST_IP}","ipv6_gateway":null}}"#,
+            self.host_iface(),
+            self.ip
+        );
+        (key, value)
+    }
+}
+
+fn workloads() -> [Workload; 3] {
+    [
+        Workload {
+            ns: arg("NS_A"),
+            id: "1f0e3a5c6d70",
+            ip: "192.168.1.1",
+            profile: "PROF_A_B",
+        },
+        Workload {
+            ns: arg("NS_B"),
+            id: "8a9b0c1d2e3f",
+            ip: "192.168.1.2",
+            profile: "PROF_A_B",
+        },
+        Workload {
+            ns: arg("NS_C"),
+            id: "c0c0c0c0c0c0",
+            ip: "192.168.1.3",
+            profile: "PROF_C",
+        },
+    ]
+}
+
+fn base_keys() -> Vec<(String, String)> {
+    [
+        ("/calico/v1/Ready", "true"),
+        ("/calico/v1/config/InterfacePrefix", "cali"),
+        ("/calico/bgp/v1/global/as_num", "64511"),
+        ("/calico/bgp/v1/global/node_mesh", r#"{"enabled": true}"#),
+        ("/calico/v1/ipam/v4/pool/192.168.0.0-16", r#"{"cidr": "192.168.0.0/16"}"#),
+        ("/calico/v1/host/calico-01/bird_ip", HOST_IP),
+        ("/calico/v1/host/calico-01/config/marker", "created"),
+        ("/calico/bgp/v1/host/calico-01/ip_addr_v4", HOST_IP),
+        ("/calico/v1/policy/profile/PROF_A_B/tags", r#"["PROF_A_B"]"#),
+        (
+            "/calico/v1/policy/profile/PROF_A_B/rules",
+            r#"{"inbound_rules": [{"action": "allow", "src_tag": "PROF_A_B"}], "outbound_rules": [{"action": "allow"}]}"#,
+        ),
+        ("/calico/v1/policy/profile/PROF_C/tags", r#"["PROF_C"]"#),
+        (
+            "/calico/v1/policy/profile/PROF_C/rules",
+            r#"{"inbound_rules": [{"action": "allow"}], "outbound_rules": []}"#,
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The inner side: the host namespace's dataplane with the three workloads plumbed.
+struct World {
+    dp: LinuxDataplane,
+    wls: [Workload; 3],
+    macs: Vec<MacAddr>,
+}
+
+impl World {
+    fn new() -> Self {
+        // The host's "wire": a veth pair (no dummy module needed) holding the host address.
+        must(
+            "ip",
+            &[
+                "link", "add", "wire0", "type", "veth", "peer", "name", "wire1",
+            ],
+        );
+        must(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", "wire0"],
+        );
+        must("ip", &["link", "set", "wire0", "up"]);
+        must("ip", &["link", "set", "wire1", "up"]);
+        must("ip", &["link", "set", "lo", "up"]);
+        let plumbing = LinuxPlumbing::new();
+        let wls = workloads();
+        let macs = wls
+            .iter()
+            .map(|w| block_on(plumbing.add_veth(&w.spec())).unwrap())
+            .collect();
+        World {
+            dp: LinuxDataplane::new(arg("RUN_DIR")),
+            wls,
+            macs,
+        }
+    }
+
+    /// The desired state with `profiles[i]` for workload i.
+    fn desired(&self, profiles: [&str; 3]) -> DesiredState {
+        let mut state = ClusterState::default();
+        let mut keys = base_keys();
+        for ((w, mac), profile) in self.wls.iter().zip(&self.macs).zip(profiles) {
+            keys.push(w.endpoint_key(profile, *mac));
+        }
+        for (k, v) in &keys {
+            state.apply(k, Some(v.as_bytes()));
+        }
+        compute(&state, HOST)
+    }
+
+    fn default_desired(&self) -> DesiredState {
+        self.desired([
+            self.wls[0].profile,
+            self.wls[1].profile,
+            self.wls[2].profile,
+        ])
+    }
+}
+
+/// Creates the host and workload namespaces and runs `inner` in the host one.
+fn outer(test: &str, inner: &str) {
+    if !can_run(test) {
+        return;
+    }
+    let host = Netns::new();
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    let run = RunDir::new();
+    run_inside(
+        &host.name,
+        inner,
+        &[
+            ("NS_A", a.name.clone()),
+            ("NS_B", b.name.clone()),
+            ("NS_C", c.name.clone()),
+            ("RUN_DIR", run.path().to_string_lossy().into_owned()),
+        ],
+    );
+}
+
+const FILTER4: TableId = TableId {
+    family: IpFamily::V4,
+    table: Table::Filter,
+};
+
+/// The chains declared (`:name`) in a restore input.
+fn declared(input: &str) -> BTreeSet<String> {
+    input
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn apply_reads_back_is_idempotent_incremental_and_repairs_drift() {
+    outer(
+        "apply_reads_back_is_idempotent_incremental_and_repairs_drift",
+        "inner_apply",
+    );
+}
+
+#[test]
+fn inner_apply() {
+    if !is_inner("inner_apply") {
+        return;
+    }
+    let mut w = World::new();
+    let desired = w.default_desired();
+    assert!(desired.tables.contains_key(&FILTER4));
+
+    // First apply: everything is installed and visible to the usual tools.
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert!(!report.changes.is_empty());
+    let save = must("iptables-save", &["-t", "filter"]);
+    assert!(save.contains(":cali-FORWARD - [0:0]"), "{save}");
+    assert!(
+        save.lines()
+            .any(|l| l.starts_with("-A FORWARD -m comment --comment \"cali:")
+                && l.ends_with("-j cali-FORWARD")),
+        "{save}"
+    );
+    let sets = must("ipset", &["list", "-n"]);
+    assert!(
+        sets.lines().any(|l| l.starts_with("cali4-t-PROF_A_B")),
+        "{sets}"
+    );
+    let routes = must("ip", &["route", "show", "proto", "80"]);
+    for wl in &w.wls {
+        assert!(
+            routes.contains(&format!("{} dev {}", wl.ip, wl.host_iface())),
+            "{routes}"
+        );
+    }
+    assert_eq!(must("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+    let observed = block_on(w.dp.observe()).unwrap();
+    assert_eq!(observed, desired);
+
+    // BIRD runs with the rendered config and reports its protocols.
+    let rows = w.dp.bgp_status().unwrap();
+    assert!(rows.iter().any(|r| r.proto == "Kernel"), "{rows:?}");
+
+    // Second apply: nothing to change, no writing process.
+    w.dp.command_log().enable();
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(report.changes, Vec::<String>::new());
+    let log = w.dp.command_log().take();
+    let writers: Vec<String> = log
+        .iter()
+        .filter(|i| i.stdin.is_some() || i.program == "bird" || i.program == "birdc")
+        .map(|i| i.command_line())
+        .collect();
+    assert_eq!(writers, Vec::<String>::new());
+
+    // A moves to PROF_C: exactly A's chains are rewritten in the filter restore.
+    let moved = w.desired(["PROF_C", "PROF_A_B", "PROF_C"]);
+    let report = block_on(w.dp.apply(&moved)).unwrap();
+    let log = w.dp.command_log().take();
+    let restores: Vec<&str> = log
+        .iter()
+        .filter(|i| i.program == "iptables-restore")
+        .filter_map(|i| i.stdin.as_deref())
+        .collect();
+    assert_eq!(restores.len(), 1, "{log:?}");
+    let a = w.wls[0].host_iface();
+    assert_eq!(
+        declared(restores[0]),
+        BTreeSet::from([from_wl_chain(&a), to_wl_chain(&a)]),
+        "{}",
+        restores[0]
+    );
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.starts_with("update ipset cali4-t-PROF_A_B")),
+        "{report:?}"
+    );
+    assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
+
+    // Drift: a route deleted and a chain flushed by hand are seen and repaired.
+    let b = &w.wls[1];
+    must(
+        "ip",
+        &[
+            "route",
+            "del",
+            &format!("{}/32", b.ip),
+            "dev",
+            &b.host_iface(),
+        ],
+    );
+    must("iptables", &["-w", "-F", "cali-FORWARD"]);
+    let drifted = block_on(w.dp.observe()).unwrap();
+    assert_ne!(drifted, moved);
+    assert_eq!(drifted.routes.len(), moved.routes.len() - 1);
+    let report = block_on(w.dp.apply(&moved)).unwrap();
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.starts_with("rewrite chain cali-FORWARD")),
+        "{report:?}"
+    );
+    assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
+
+    // Nothing wanted: every chain, set and route of ours goes; foreign state stays.
+    must("iptables", &["-w", "-N", "FOREIGN"]);
+    let report = block_on(w.dp.apply(&DesiredState::default())).unwrap();
+    assert!(!report.changes.is_empty());
+    let save = must("iptables-save", &[]);
+    assert!(!save.contains("cali"), "{save}");
+    assert!(save.contains(":FOREIGN"), "{save}");
+    assert!(!must("ipset", &["list", "-n"]).contains("cali"));
+    assert_eq!(must("ip", &["route", "show", "proto", "80"]).trim(), "");
+    assert!(w.dp.stop_bird().is_empty());
+}
+
+#[test]
+fn plumbed_workloads_ping_when_policy_allows_and_not_otherwise() {
+    outer(
+        "plumbed_workloads_ping_when_policy_allows_and_not_otherwise",
+        "inner_ping",
+    );
+}
+
+fn ping(from: &Workload, to: &Workload) -> bool {
+    succeeds(
+        "ip",
+        &["netns", "exec", &from.ns, "ping", "-c1", "-W1", to.ip],
+    )
+}
+
+#[test]
+fn inner_ping() {
+    if !is_inner("inner_ping") {
+        return;
+    }
+    let mut w = World::new();
+    let desired = w.default_desired();
+    block_on(w.dp.apply(&desired)).unwrap();
+    let [a, b, c] = &w.wls;
+    assert!(ping(a, b), "A -> B should be allowed (same profile)");
+    assert!(ping(b, a), "B -> A should be allowed (same profile)");
+    assert!(ping(a, c), "A -> C should be allowed (C accepts all)");
+    assert!(!ping(c, a), "C -> A should be denied (C may send nothing)");
+    assert!(!ping(c, b), "C -> B should be denied (C may send nothing)");
+
+    // B moves to PROF_C: it may no longer send, but still accepts everything.
+    let moved = w.desired(["PROF_A_B", "PROF_C", "PROF_C"]);
+    block_on(w.dp.apply(&moved)).unwrap();
+    assert!(!ping(b, a), "B -> A should be denied once B has PROF_C");
+    assert!(ping(a, b), "A -> B should stay allowed (B accepts all)");
+    assert!(w.dp.stop_bird().is_empty());
+}
+
+#[test]
+fn plumbing_adds_and_removes_a_workload_all_or_nothing() {
+    outer(
+        "plumbing_adds_and_removes_a_workload_all_or_nothing",
+        "inner_plumbing",
+    );
+}
+
+#[test]
+fn inner_plumbing() {
+    if !is_inner("inner_plumbing") {
+        return;
+    }
+    let plumbing = LinuxPlumbing::new();
+    let [a, b, _] = workloads();
+    assert!(block_on(plumbing.namespace_exists(&a.ns)).unwrap());
+    assert!(block_on(plumbing.namespace_exists(&format!("/var/run/netns/{}", a.ns))).unwrap());
+    assert!(!block_on(plumbing.namespace_exists("calirs-no-such-ns")).unwrap());
+
+    let mac = block_on(plumbing.add_veth(&a.spec())).unwrap();
+    let link = must("ip", &["-n", &a.ns, "link", "show", "eth1"]);
+    assert!(link.contains(&mac.to_string()), "{link}");
+    let addrs = must("ip", &["-n", &a.ns, "addr", "show", "eth1"]);
+    assert!(addrs.contains("192.168.1.1/32"), "{addrs}");
+    let routes = must("ip", &["-n", &a.ns, "route"]);
+    assert!(
+        routes.contains(&format!("default via {HOST_IP} dev eth1")),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("{HOST_IP} dev eth1 scope link")),
+        "{routes}"
+    );
+    assert!(must("ip", &["link", "show", &a.host_iface()]).contains("UP"));
+
+    // A second address, then its removal.
+    let extra = "192.168.1.11/32".parse().unwrap();
+    block_on(plumbing.add_addr(&a.ns, "eth1", extra)).unwrap();
+    assert!(must("ip", &["-n", &a.ns, "addr", "show", "eth1"]).contains("192.168.1.11/32"));
+    block_on(plumbing.remove_addr(&a.ns, "eth1", extra)).unwrap();
+    assert!(!must("ip", &["-n", &a.ns, "addr", "show", "eth1"]).contains("192.168.1.11/32"));
+
+    // Adding the same host interface again is refused before anything is created.
+    let err = block_on(plumbing.add_veth(&a.spec())).unwrap_err();
+    assert!(
+        matches!(&err, DataplaneError::InterfaceExists { iface } if *iface == a.host_iface()),
+        "{err}"
+    );
+
+    // B's namespace already has an eth1: the rename fails and no veth is left behind.
+    must(
+        "ip",
+        &[
+            "-n", &b.ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+        ],
+    );
+    let err = block_on(plumbing.add_veth(&b.spec())).unwrap_err();
+    assert!(matches!(err, DataplaneError::Command { .. }), "{err}");
+    let host_links = must("ip", &["link", "show"]);
+    assert!(!host_links.contains(&b.host_iface()), "{host_links}");
+    assert!(!host_links.contains("tmp8a9b0c1d2e3"), "{host_links}");
+    let ns_links = must("ip", &["-n", &b.ns, "link", "show"]);
+    assert!(!ns_links.contains("tmp8a9b0c1d2e3"), "{ns_links}");
+
+    // A namespace that does not exist is named.
+    let mut gone = b.spec();
+    gone.netns = "calirs-no-such-ns".to_string();
+    let err = block_on(plumbing.add_veth(&gone)).unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::NamespaceNotFound { .. }),
+        "{err}"
+    );
+
+    // Removal takes both ends; removing again is not an error.
+    block_on(plumbing.remove_veth(&a.host_iface())).unwrap();
+    assert!(!must("ip", &["link", "show"]).contains(&a.host_iface()));
+    assert!(!must("ip", &["-n", &a.ns, "link", "show"]).contains("eth1"));
+    block_on(plumbing.remove_veth(&a.host_iface())).unwrap();
+}
