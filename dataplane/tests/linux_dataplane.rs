@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use calico_core::cluster::ClusterState;
 use calico_core::compute::compute;
 use calico_core::compute::names::{from_wl_chain, to_wl_chain};
-use calico_core::desired::{DesiredState, TableId};
+use calico_core::desired::{BirdPeer, DesiredState, PeerKind, Route, TableId};
 use calico_core::iptables::{IpFamily, Table};
 use calico_core::model::MacAddr;
 use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
@@ -446,4 +446,98 @@ fn inner_plumbing() {
     assert!(!must("ip", &["link", "show"]).contains(&a.host_iface()));
     assert!(!must("ip", &["-n", &a.ns, "link", "show"]).contains("eth1"));
     block_on(plumbing.remove_veth(&a.host_iface())).unwrap();
+}
+
+#[test]
+fn bird_is_reloaded_restarted_and_missing_interfaces_are_retried() {
+    outer(
+        "bird_is_reloaded_restarted_and_missing_interfaces_are_retried",
+        "inner_bird",
+    );
+}
+
+#[test]
+fn inner_bird() {
+    if !is_inner("inner_bird") {
+        return;
+    }
+    let mut w = World::new();
+    let mut desired = w.default_desired();
+    let a = w.wls[0].host_iface();
+    block_on(w.dp.apply(&desired)).unwrap();
+    let proxy_arp = format!("/proc/sys/net/ipv4/conf/{a}/proxy_arp");
+    assert_eq!(must("cat", &[&proxy_arp]).trim(), "1");
+
+    // A new mesh peer: the config is rewritten and BIRD reloaded, and it shows the session.
+    let cfg = desired.bird_v4.as_mut().expect("a v4 BIRD config");
+    cfg.peers.insert(BirdPeer {
+        kind: PeerKind::Mesh,
+        ip: "172.31.250.2".parse().unwrap(),
+        as_num: cfg.local_as,
+    });
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(
+        report.changes,
+        vec!["write bird config".to_string(), "reload bird".to_string()]
+    );
+    let rows = w.dp.bgp_status().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.name == "Mesh_172_31_250_2" && r.proto == "BGP"),
+        "{rows:?}"
+    );
+
+    // BIRD killed: observe no longer reports its config, and apply starts it again.
+    let pid_file = std::path::Path::new(&arg("RUN_DIR")).join("bird.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    must("kill", &["-9", pid.trim()]);
+    // SIGKILL is delivered asynchronously: wait (bounded) until the process is gone or a zombie.
+    let status = format!("/proc/{}/status", pid.trim());
+    for _ in 0..100 {
+        match std::fs::read_to_string(&status) {
+            Ok(s) if !s.contains("zombie") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(block_on(w.dp.observe()).unwrap().bird_v4, None);
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(report.changes, vec!["start bird".to_string()]);
+    assert_eq!(block_on(w.dp.observe()).unwrap(), desired);
+
+    // A workload whose interface is not there yet is skipped, not an error, and retried.
+    let mut later = desired.clone();
+    later.routes.insert(Route {
+        dst: "192.168.1.99/32".parse().unwrap(),
+        dev: "calinotyet0".to_string(),
+    });
+    let report = block_on(w.dp.apply(&later)).unwrap();
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.starts_with("skip route 192.168.1.99/32 dev calinotyet0")),
+        "{report:?}"
+    );
+    must(
+        "ip",
+        &[
+            "link",
+            "add",
+            "calinotyet0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "calinotyet1",
+        ],
+    );
+    must("ip", &["link", "set", "calinotyet0", "up"]);
+    let report = block_on(w.dp.apply(&later)).unwrap();
+    assert_eq!(
+        report.changes,
+        vec!["replace route 192.168.1.99/32 dev calinotyet0".to_string()]
+    );
+    assert!(w.dp.stop_bird().is_empty());
 }
