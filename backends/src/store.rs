@@ -32,19 +32,29 @@ pub enum Compare {
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
     /// Deleting an absent key is not an error inside a transaction (etcd semantics).
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 /// What a watch delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     Put(KeyValue),
-    Delete { key: String, revision: Revision },
+    Delete {
+        key: String,
+        revision: Revision,
+    },
     /// Every event up to and including `revision` has been delivered: the replay from
     /// `from_revision` is complete and what follows is live. Sent exactly once per watch.
-    InSync { revision: Revision },
+    InSync {
+        revision: Revision,
+    },
 }
 
 impl WatchEvent {
@@ -89,8 +99,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// `NotFound` when absent, `Conflict` when the revision differs.
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision)
-        -> Result<Revision, StoreError>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError>;
 
     /// Writes `key` whatever it holds (for config keys the original wrote blindly).
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError>;
@@ -112,5 +126,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// `Compacted` when `from_revision` is older than the history the backend still holds.
-    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError>;
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+        -> Result<WatchStream, StoreError>;
 }

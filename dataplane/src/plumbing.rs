@@ -47,6 +47,10 @@ pub trait WorkloadPlumbing: Send + Sync {
     async fn add_addr(&self, netns: &str, iface: &str, addr: IpNet) -> Result<(), DataplaneError>;
 
     /// Like `ip addr del <addr> dev <iface>` inside the namespace.
-    async fn remove_addr(&self, netns: &str, iface: &str, addr: IpNet)
-        -> Result<(), DataplaneError>;
+    async fn remove_addr(
+        &self,
+        netns: &str,
+        iface: &str,
+        addr: IpNet,
+    ) -> Result<(), DataplaneError>;
 }
