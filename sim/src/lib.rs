@@ -10,6 +10,7 @@
 //! - [`world`]: hosts, workloads, `settle()`; [`agent`]: the per-host agent seam.
 //! - [`bgp`]: sessions and route exchange from each host's BIRD config.
 //! - [`walk`]: the cross-host packet walk and its explanation.
+//! - [`scenario`]: scenario files run with calicoctl's own command code; [`demo`]: the seed, narrated.
 //!
 //! Data flow: writes to the `Store` → each host's agent (a `Calculator`) → `DesiredState` →
 //! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
@@ -17,11 +18,13 @@
 
 pub mod agent;
 pub mod bgp;
+pub mod demo;
 mod error;
 pub mod gen;
 pub mod ops;
 pub mod oracle;
 pub mod probe;
+pub mod scenario;
 pub mod verdict;
 pub mod walk;
 pub mod world;

@@ -1,50 +1,34 @@
 //! The scenario-file grammar (`shared/SCENARIOS.md`): one [`Step`] per meaningful line.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
-/// A protocol probe of an `expect` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    Icmp,
-    Tcp(u16),
-    Udp(u16),
-}
-
-impl std::fmt::Display for Probe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Probe::Icmp => f.write_str("icmp"),
-            Probe::Tcp(port) => write!(f, "tcp/{port}"),
-            Probe::Udp(port) => write!(f, "udp/{port}"),
-        }
-    }
-}
-
-/// A packet end of an `expect` line: a workload name or an IP address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Workload(String),
-    Ip(IpAddr),
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Workload(name) => f.write_str(name),
-            Endpoint::Ip(ip) => write!(f, "{ip}"),
-        }
-    }
-}
+use crate::Probe;
 
 /// One scenario line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Host { name: String, ip: Ipv4Addr },
-    Workload { host: String, name: String },
+    Host {
+        name: String,
+        ip: Ipv4Addr,
+    },
+    Workload {
+        host: String,
+        name: String,
+    },
     /// `<host>$ calicoctl ...` (`must_fail` for `$!`); `args` exclude the word `calicoctl`.
-    Calicoctl { host: String, args: Vec<String>, must_fail: bool },
+    Calicoctl {
+        host: String,
+        args: Vec<String>,
+        must_fail: bool,
+    },
     Settle,
-    Expect { src: Endpoint, dst: Endpoint, probe: Probe, allow: bool },
+    /// `expect <src> -> <dst> <probe> allow|deny`; `src`/`dst` are workload names or addresses.
+    Expect {
+        src: String,
+        dst: String,
+        probe: Probe,
+        allow: bool,
+    },
 }
 
 /// A step with the 1-based line it came from, for error messages.
@@ -78,7 +62,11 @@ pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
             reason: reason.to_string(),
         };
         let step = parse_line(trimmed).map_err(|reason| fail(&reason))?;
-        lines.push(Line { number: index + 1, text: trimmed.to_string(), step });
+        lines.push(Line {
+            number: index + 1,
+            text: trimmed.to_string(),
+            step,
+        });
     }
     Ok(lines)
 }
@@ -93,19 +81,31 @@ fn parse_line(line: &str) -> Result<Step, String> {
         let Some(("calicoctl", args)) = words.split_first().map(|(w, a)| (w.as_str(), a)) else {
             return Err("only calicoctl commands can be run on a host".into());
         };
-        return Ok(Step::Calicoctl { host: host.to_string(), args: args.to_vec(), must_fail });
+        return Ok(Step::Calicoctl {
+            host: host.to_string(),
+            args: args.to_vec(),
+            must_fail,
+        });
     }
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["host", name, ip] => {
-            let ip = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-            Ok(Step::Host { name: name.to_string(), ip })
+            let ip = ip
+                .parse()
+                .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+            Ok(Step::Host {
+                name: name.to_string(),
+                ip,
+            })
         }
-        ["workload", host, name] => Ok(Step::Workload { host: host.to_string(), name: name.to_string() }),
+        ["workload", host, name] => Ok(Step::Workload {
+            host: host.to_string(),
+            name: name.to_string(),
+        }),
         ["settle"] => Ok(Step::Settle),
         ["expect", src, "->", dst, probe, verdict] => Ok(Step::Expect {
-            src: endpoint(src),
-            dst: endpoint(dst),
+            src: src.to_string(),
+            dst: dst.to_string(),
             probe: parse_probe(probe)?,
             allow: match *verdict {
                 "allow" => true,
@@ -121,25 +121,20 @@ fn parse_line(line: &str) -> Result<Step, String> {
 fn split_prompt(line: &str) -> Option<(&str, &str)> {
     let (host, rest) = line.split_once('$')?;
     let valid = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     valid.then_some((host, rest))
 }
 
-fn endpoint(word: &str) -> Endpoint {
-    match word.parse() {
-        Ok(ip) => Endpoint::Ip(ip),
-        Err(_) => Endpoint::Workload(word.to_string()),
-    }
-}
-
+/// `icmp` (an echo request), `tcp/<port>` or `udp/<port>`; the simulator's richer probe
+/// forms (`icmp/<type>/<code>`, ...) are accepted too, a compatible extension.
 fn parse_probe(word: &str) -> Result<Probe, String> {
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port"));
-    match word.split_once('/') {
-        None if word == "icmp" => Ok(Probe::Icmp),
-        Some(("tcp", p)) => Ok(Probe::Tcp(port(p)?)),
-        Some(("udp", p)) => Ok(Probe::Udp(port(p)?)),
-        _ => Err(format!("probe {word:?} is not icmp, tcp/<port> or udp/<port>")),
+    if matches!(word, "tcp" | "udp") {
+        return Err(format!("probe {word:?} needs a port: {word}/<port>"));
     }
+    word.parse()
+        .map_err(|e: crate::probe::ProbeParseError| e.to_string())
 }
 
 #[cfg(test)]
@@ -153,12 +148,23 @@ mod tests {
                     host1$! calicoctl profile add \"bad name\"\nsettle\n\
                     expect workload_A -> 192.168.1.2 tcp/80 allow\n";
         let steps: Vec<Step> = parse(text).unwrap().into_iter().map(|l| l.step).collect();
-        assert_eq!(steps[0], Step::Host { name: "host1".into(), ip: Ipv4Addr::new(172, 31, 250, 1) });
+        assert_eq!(
+            steps[0],
+            Step::Host {
+                name: "host1".into(),
+                ip: Ipv4Addr::new(172, 31, 250, 1)
+            }
+        );
         assert_eq!(
             steps[2],
             Step::Calicoctl {
                 host: "host1".into(),
-                args: vec!["container".into(), "add".into(), "workload_A".into(), "192.168.1.1".into()],
+                args: vec![
+                    "container".into(),
+                    "add".into(),
+                    "workload_A".into(),
+                    "192.168.1.1".into()
+                ],
                 must_fail: false
             }
         );
@@ -174,9 +180,9 @@ mod tests {
         assert_eq!(
             steps[5],
             Step::Expect {
-                src: Endpoint::Workload("workload_A".into()),
-                dst: Endpoint::Ip("192.168.1.2".parse().unwrap()),
-                probe: Probe::Tcp(80),
+                src: "workload_A".into(),
+                dst: "192.168.1.2".into(),
+                probe: Probe::tcp(80),
                 allow: true
             }
         );
