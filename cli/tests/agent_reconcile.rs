@@ -219,3 +219,24 @@ async fn deleting_ready_drops_the_watch_and_leaves_the_dataplane_alone() {
         .routes
         .contains(&route_to("192.168.1.1", "A")));
 }
+
+#[tokio::test]
+async fn every_queued_event_is_seen_by_a_stepped_agent() {
+    // Many steps in one task without yielding: tokio's cooperative budget must not make a
+    // queued event look absent (the simulator steps agents exactly like this).
+    let (store, sim) = seeded().await;
+    let mut agent = agent(store.clone(), sim.clone());
+    agent.start().await.unwrap();
+    agent.poll_once().await.unwrap();
+    for i in 0..300 {
+        store
+            .put(
+                "/calico/v1/config/SomethingUnrelated",
+                i.to_string().into_bytes(),
+            )
+            .await
+            .unwrap();
+        let outcome = agent.poll_once().await.unwrap();
+        assert_eq!(outcome.events, 1, "step {i}");
+    }
+}

@@ -75,7 +75,10 @@ impl Batch {
         max: usize,
     ) -> Result<(), WatchBroken> {
         while self.events < max {
-            match stream.next().now_or_never() {
+            // `unconstrained`: tokio's cooperative budget would otherwise make a ready
+            // channel look empty after ~128 polls in one task, and a stepped agent (the
+            // simulator's) would miss events that are already queued.
+            match tokio::task::unconstrained(stream.next()).now_or_never() {
                 None => break,
                 Some(event) => self.push(event)?,
             }
