@@ -2,8 +2,9 @@
 //! detaches it with a pid file, calicoctl's `open_local_store` then reaches the store through
 //! the agent's socket, stop sends SIGTERM and the database is free again.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use calico_backends::proxy::{open_local_store, socket_path};
 use calico_cli::agent::launcher::ProcessNodeControl;
@@ -90,20 +91,58 @@ async fn stop_without_an_agent_is_a_no_op() {
     assert!(!control.pid_file().exists(), "a stale pid file is removed");
 }
 
-#[test]
-fn the_linux_dataplane_is_refused_clearly() {
+#[tokio::test]
+async fn the_binary_prints_a_dry_run_plan_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_calico-node"))
-        .args(["--hostname", "h", "--dataplane", "linux", "--data-dir"])
+    {
+        let store = open_local_store(dir.path()).await.unwrap();
+        for (key, value) in [
+            ("/calico/v1/Ready", "true"),
+            ("/calico/v1/config/InterfacePrefix", "cali"),
+            ("/calico/v1/host/host1/bird_ip", "172.31.250.1"),
+            ("/calico/bgp/v1/host/host1/ip_addr_v4", "172.31.250.1"),
+        ] {
+            store.put(key, value.as_bytes().to_vec()).await.unwrap();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calico-node"))
+        .args([
+            "--hostname",
+            "host1",
+            "--datastore",
+            "sled",
+            "--dataplane",
+            "sim",
+        ])
+        .arg("--dry-run")
+        .arg("--data-dir")
         .arg(dir.path())
-        .output()
+        .arg("--log-file")
+        .arg(dir.path().join("node.log"))
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("linux dataplane not available yet"),
-        "{stderr}"
-    );
+    let stdout = child.stdout.take().unwrap();
+    let first = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    })
+    .join()
+    .unwrap();
+    assert!(first.starts_with("host1: would "), "{first}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
+    assert!(log.contains("dry run"), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
 }
 
 /// Whether `pid` is a live, non-zombie process.

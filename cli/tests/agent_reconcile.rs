@@ -209,7 +209,11 @@ async fn deleting_ready_drops_the_watch_and_leaves_the_dataplane_alone() {
     assert_eq!(outcome.changes, Vec::<String>::new());
     assert_eq!(sim.observe_now(), installed, "nothing is torn down");
 
-    // The next step snapshots again and converges on what the datastore now says.
+    // Until Ready is back, steps idle.
+    let idle = agent.poll_once().await.unwrap();
+    assert_eq!(idle, Default::default());
+
+    // Then the next step snapshots again and converges on what the datastore now says.
     set_ready(store.as_ref()).await;
     let outcome = agent.poll_once().await.unwrap();
     assert!(outcome.resnapshot && outcome.changed(), "{outcome:?}");
@@ -239,4 +243,21 @@ async fn every_queued_event_is_seen_by_a_stepped_agent() {
         let outcome = agent.poll_once().await.unwrap();
         assert_eq!(outcome.events, 1, "step {i}");
     }
+}
+
+#[tokio::test]
+async fn a_stepped_agent_idles_until_ready() {
+    let store = Arc::new(MemStore::new());
+    let sim = sim();
+    seed(store.as_ref()).await;
+    add_local_endpoint(store.as_ref(), &sim, "A", "192.168.1.1", &[]).await;
+    let untouched = sim.observe_now();
+    let mut agent = agent(store.clone(), sim.clone());
+    for _ in 0..3 {
+        assert_eq!(agent.poll_once().await.unwrap(), Default::default());
+    }
+    assert_eq!(sim.observe_now(), untouched);
+    set_ready(store.as_ref()).await;
+    assert!(agent.poll_once().await.unwrap().resnapshot);
+    assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
 }

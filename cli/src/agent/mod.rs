@@ -185,9 +185,8 @@ impl<D: Dataplane> Agent<D> {
 
     /// Takes a fresh snapshot of `/calico/` into a new engine, applies its desired state
     /// (only the difference reaches the kernel) and opens the watch from the snapshot's
-    /// revision. Does not check `Ready`; [`Agent::run`] waits for it first. A batch that
-    /// deletes `Ready` drops the watch without touching the dataplane; the next step
-    /// snapshots again.
+    /// revision. Does not check `Ready` ([`Agent::poll_once`] and [`Agent::run`] wait for
+    /// it). A batch that deletes `Ready` drops the watch without touching the dataplane.
     ///
     /// # Errors
     /// The listing, the watch or the apply failed; the next step starts over.
@@ -219,8 +218,10 @@ impl<D: Dataplane> Agent<D> {
     }
 
     /// Takes every watch event that is ready now (without waiting, at most `max_batch`),
-    /// feeds them as one batch and applies when this host's desired state changed. Starts
-    /// (or restarts, after a broken watch) with a fresh snapshot when there is no watch.
+    /// feeds them as one batch and applies when this host's desired state changed. When
+    /// there is no watch yet (or `Ready` was deleted) it does nothing until
+    /// `/calico/v1/Ready` is true, then starts with a fresh snapshot; a broken watch is
+    /// replaced by a fresh snapshot at once.
     ///
     /// # Errors
     /// A datastore or dataplane failure; the agent stays consistent and the next step
@@ -361,6 +362,16 @@ impl<D: Dataplane> Agent<D> {
         &mut self,
         first: Option<Option<Result<calico_backends::WatchEvent, StoreError>>>,
     ) -> Result<StepOutcome, AgentError> {
+        if self.watch.is_none() {
+            // Like `run`: no snapshot until Ready (a stepped agent just idles).
+            let ready = sync::is_ready(self.store.as_ref())
+                .await
+                .map_err(|e| store_error("reading /calico/v1/Ready", e))?;
+            if !ready {
+                return Ok(StepOutcome::default());
+            }
+            return self.start().await;
+        }
         let Some(watch) = self.watch.as_mut() else {
             return self.start().await;
         };

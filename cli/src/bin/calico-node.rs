@@ -2,16 +2,19 @@
 //! over `<data-dir>/calico.sock`, or etcd), reconciles this host's dataplane until SIGTERM or
 //! SIGINT, and leaves the dataplane as it is on exit.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use calico_backends::proxy::{database_path, socket_path, StoreServer};
 use calico_backends::{EtcdConfig, EtcdStore, SledStore, Store};
 use calico_cli::agent::{metrics, Agent, AgentConfig};
+use calico_dataplane::linux::LinuxDataplane;
 use calico_dataplane::sim::{SimDataplane, WireConfig};
+use calico_dataplane::Dataplane;
 use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
 
@@ -27,7 +30,7 @@ enum DatastoreKind {
 /// Which kernel the agent programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DataplaneKind {
-    /// An in-memory simulated kernel (dry runs, demos).
+    /// An in-memory simulated kernel (dry runs, demos, tests).
     Sim,
     /// The host's kernel: iptables, ipset, routes, BIRD.
     Linux,
@@ -45,7 +48,8 @@ struct Args {
     /// Where the sled database and its socket live.
     #[arg(long, env = "CALICO_DATA_DIR", default_value = "/var/lib/calico")]
     data_dir: PathBuf,
-    #[arg(long, value_enum, default_value = "sim")]
+    /// `linux` programs this host's kernel (needs root); `sim` an in-memory one.
+    #[arg(long, value_enum, default_value = "linux")]
     dataplane: DataplaneKind,
     /// Print the changes the agent would make instead of making them.
     #[arg(long)]
@@ -83,9 +87,6 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Some(h) => h.clone(),
         None => system_hostname()?,
     };
-    if args.dataplane == DataplaneKind::Linux {
-        bail!("linux dataplane not available yet (use --dataplane sim)");
-    }
     if let Some(pid_file) = &args.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing pid file {}", pid_file.display()))?;
@@ -108,13 +109,41 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         tokio::spawn(server.serve(stopped()))
     });
 
-    let dataplane = SimDataplane::new(&hostname, WireConfig::eth0([]));
+    match args.dataplane {
+        DataplaneKind::Sim => {
+            let dataplane = SimDataplane::new(&hostname, WireConfig::eth0([]));
+            run_agent(args, store, dataplane, &hostname, &stopped).await?;
+        }
+        DataplaneKind::Linux => {
+            let dataplane = LinuxDataplane::new(args.data_dir.join("bird"));
+            run_agent(args, store, dataplane, &hostname, &stopped).await?;
+        }
+    }
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Runs the reconcile loop (and the metrics endpoint) until `stopped` resolves.
+async fn run_agent<D, F, Fut>(
+    args: &Args,
+    store: Arc<dyn Store>,
+    dataplane: D,
+    hostname: &str,
+    stopped: &F,
+) -> anyhow::Result<()>
+where
+    D: Dataplane,
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let config = AgentConfig {
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         dry_run: args.dry_run,
         ..AgentConfig::default()
     };
-    let mut agent = Agent::new(store, dataplane, hostname.clone(), config);
+    let mut agent = Agent::new(store, dataplane, hostname.to_owned(), config);
     if let Some(addr) = args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -122,11 +151,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         tracing::info!(%addr, "serving metrics");
         tokio::spawn(metrics::serve(listener, agent.metrics(), stopped()));
     }
-    tracing::info!(host = %hostname, "calico-node starting");
+    tracing::info!(host = %hostname, dataplane = ?args.dataplane, "calico-node starting");
     agent.run(stopped()).await;
-    if let Some(task) = server_task {
-        let _ = task.await;
-    }
     Ok(())
 }
 
