@@ -194,6 +194,9 @@ async fn a_second_server_on_a_live_socket_is_refused_and_a_stale_one_replaced() 
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may connect");
     let server = StoreServer::bind(&stale, Arc::new(MemStore::new()))
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! `StoreServer`: serves any [`Store`] on a Unix socket, one task per connection.
 
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub struct StoreServer {
 }
 
 impl StoreServer {
-    /// Binds `path`, replacing a stale socket file left by a process that died.
+    /// Binds `path` (mode 0600), replacing a stale socket file left by a process that died.
     ///
     /// # Errors
     /// `Unavailable` naming the socket when another server answers on it, or when it cannot
@@ -42,6 +43,10 @@ impl StoreServer {
         }
         let listener =
             UnixListener::bind(&path).map_err(|e| unavailable(format!("binding socket: {e}")))?;
+        // Whoever can connect can rewrite the datastore: owner only (calicoctl runs as the
+        // same user as the agent, root on a real host).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| unavailable(format!("restricting socket permissions: {e}")))?;
         Ok(Self {
             path,
             listener,
