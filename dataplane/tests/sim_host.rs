@@ -259,16 +259,46 @@ fn conntrack_lets_replies_through_that_would_be_dropped_alone() {
     expect_dropped(&w.host.send_from_namespace(C.ns, request.reply()));
 }
 
+/// The conntrack state the packet was classified with on this host.
+fn ct_state(out: &HostOutcome) -> CtState {
+    out.trace()
+        .iter()
+        .find_map(|h| match h {
+            Hop::Conntrack { state, .. } => Some(*state),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no conntrack hop:\n{}", out.explain()))
+}
+
 #[test]
-fn ping_reply_matches_its_request() {
+fn ping_reply_matches_its_request_and_a_ping_back_is_a_new_flow() {
     let w = world();
-    let ping = Packet::ping(ip(A.ip), ip(C.ip));
-    expect_delivered(&w.host.send_from_namespace(A.ns, ping), C.ns);
-    expect_delivered(&w.host.send_from_namespace(C.ns, ping.reply()), A.ns);
-    expect_dropped(
-        &w.host
-            .send_from_namespace(C.ns, Packet::ping(ip(C.ip), ip(A.ip))),
-    );
+    let ping = Packet::ping(ip(A.ip), ip(C.ip), 1);
+    let out = w.host.send_from_namespace(A.ns, ping);
+    expect_delivered(&out, C.ns);
+    assert_eq!(ct_state(&out), CtState::New);
+    let reply = w.host.send_from_namespace(C.ns, ping.reply());
+    expect_delivered(&reply, A.ns);
+    assert_eq!(ct_state(&reply), CtState::Established);
+    // C's outbound policy denies pings it starts: with the A→C flow still tracked, a C→A
+    // ping (a new run with its own id, or even reusing A's) is a NEW flow, and dropped.
+    for id in [2, 1] {
+        let back = w
+            .host
+            .send_from_namespace(C.ns, Packet::ping(ip(C.ip), ip(A.ip), id));
+        expect_dropped(&back);
+        assert_eq!(ct_state(&back), CtState::New, "id {id}");
+        let rule = back.dropping_rule().expect("a rule dropped it");
+        assert_eq!(rule.chain, format!("cali-fw-{}", host_iface(&C)));
+    }
+    // A's next ping run is a new flow of its own; the first one is still ESTABLISHED.
+    let again = w
+        .host
+        .send_from_namespace(A.ns, Packet::ping(ip(A.ip), ip(C.ip), 2));
+    expect_delivered(&again, C.ns);
+    assert_eq!(ct_state(&again), CtState::New);
+    let same = w.host.send_from_namespace(A.ns, ping);
+    assert_eq!(ct_state(&same), CtState::Established);
 }
 
 #[test]
@@ -475,7 +505,7 @@ fn a_namespace_without_network_has_only_lo() {
     let names: Vec<String> = host.links("bare").into_iter().map(|l| l.name).collect();
     assert_eq!(names, ["lo"]);
     let reason = expect_dropped(
-        &host.send_from_namespace("bare", Packet::ping(ip("127.0.0.1"), ip("10.0.0.1"))),
+        &host.send_from_namespace("bare", Packet::ping(ip("127.0.0.1"), ip("10.0.0.1"), 1)),
     );
     assert_eq!(reason, "no route to 10.0.0.1 in namespace bare");
     assert!(block_on(host.namespace_exists("/var/run/netns/bare")).unwrap());

@@ -88,11 +88,13 @@ fn ports() -> impl Strategy<Value = Vec<PortRange>> {
     ]
 }
 
-/// Source ports: mostly none, sometimes a range that holds the probes' ephemeral port.
+/// Source ports: mostly none, sometimes a range that holds every ephemeral port a probe may be
+/// sent from (Linux's default `ip_local_port_range`, a superset of [`crate::probe::EPHEMERAL_PORTS`]),
+/// sometimes one that holds none of them.
 fn src_ports() -> impl Strategy<Value = Vec<PortRange>> {
     let ephemeral = PortRange {
-        first: 30000,
-        last: 50000,
+        first: 32768,
+        last: 60999,
     };
     prop_oneof![
         6 => Just(vec![]),
@@ -318,6 +320,7 @@ pub fn cluster() -> impl Strategy<Value = ClusterSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::EPHEMERAL_PORTS;
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
 
@@ -338,6 +341,17 @@ mod tests {
             for p in &spec.profiles {
                 let mut rules = p.rules.clone();
                 rules.validate().unwrap();
+                let all = p.rules.inbound_rules.iter().chain(&p.rules.outbound_rules);
+                for range in all.flat_map(|r| &r.src_ports) {
+                    let held = EPHEMERAL_PORTS
+                        .clone()
+                        .filter(|&port| range.contains(port))
+                        .count();
+                    assert!(
+                        held == 0 || held == EPHEMERAL_PORTS.len(),
+                        "{range:?} holds {held} ephemeral ports: the oracle would disagree"
+                    );
+                }
             }
             for op in &spec.ops {
                 let (Op::SetProfiles { workload, .. } | Op::RemoveEndpoint { workload }) = *op;

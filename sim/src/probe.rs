@@ -2,13 +2,20 @@
 //! shared by the packet walk and the policy oracle so both judge the same packet.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use calico_core::model::Protocol;
 
-/// The source port of TCP/UDP probes: an ephemeral port, outside every port the generators
-/// put in rules unless a test asks for it explicitly.
+/// The source port of TCP/UDP probes that name none (`tcp/80`): it stands for "an ephemeral
+/// port", and [`crate::World::send`] sends each such probe from a fresh port of
+/// [`EPHEMERAL_PORTS`], so probes are separate connections as in Linux.
 pub const EPHEMERAL_PORT: u16 = 40000;
+
+/// The ephemeral source ports [`crate::World::send`] draws from, one per probe, wrapping. The
+/// oracle judges the probe by [`EPHEMERAL_PORT`], so a source-port rule must hold all of them
+/// or none for the oracle and the walk to agree (the generators' ranges do).
+pub const EPHEMERAL_PORTS: RangeInclusive<u16> = EPHEMERAL_PORT..=59999;
 
 /// ICMP echo request, the `ping` probe.
 pub const ICMP_ECHO_REQUEST: u8 = 8;

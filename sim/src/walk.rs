@@ -11,7 +11,7 @@ use calico_dataplane::sim::{
     DecidedBy, Hop, HostOutcome, Packet, Verdict as NfVerdict, L4, ROOT_NS,
 };
 
-use crate::probe::Probe;
+use crate::probe::{Probe, EPHEMERAL_PORT, EPHEMERAL_PORTS};
 use crate::verdict::Verdict;
 use crate::world::World;
 use crate::SimError;
@@ -69,6 +69,8 @@ pub struct Walk {
     pub src: Place,
     pub dst: Place,
     pub probe: Probe,
+    /// The request as sent: the probe with its echo identifier or ephemeral source port.
+    pub request: Packet,
     pub verdict: Verdict,
     /// Every host visited, request legs then reply legs.
     pub legs: Vec<Leg>,
@@ -108,13 +110,20 @@ impl fmt::Display for Walk {
     }
 }
 
-/// The packet a probe sends between two addresses.
-pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr) -> Packet {
+/// The packet `probe` sends between two addresses as probe number `seq` of a world: an ICMP
+/// probe carries echo identifier `seq` (mod 2^16), and a port probe without a source port of its
+/// own ([`EPHEMERAL_PORT`]) goes out from the `seq`th port of [`EPHEMERAL_PORTS`] (wrapping), as
+/// a new `ping` run or a new connection would.
+pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr, seq: u64) -> Packet {
     let l4 = match probe {
         Probe::Ports {
             src_port, dst_port, ..
         } => L4::Ports {
-            src: src_port,
+            src: if src_port == EPHEMERAL_PORT {
+                ephemeral_port(seq)
+            } else {
+                src_port
+            },
             dst: dst_port,
         },
         Probe::Icmp {
@@ -124,6 +133,7 @@ pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr) -> Packet {
         } => L4::Icmp {
             icmp_type,
             code: icmp_code,
+            id: (seq % (u64::from(u16::MAX) + 1)) as u16,
         },
         Probe::Other { .. } => L4::Opaque,
     };
@@ -133,6 +143,13 @@ pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr) -> Packet {
         protocol: probe.protocol(),
         l4,
     }
+}
+
+/// The `seq`th port of [`EPHEMERAL_PORTS`], wrapping.
+fn ephemeral_port(seq: u64) -> u16 {
+    let (first, last) = (*EPHEMERAL_PORTS.start(), *EPHEMERAL_PORTS.end());
+    let offset = seq % (u64::from(last - first) + 1);
+    first + offset as u16
 }
 
 impl World {
@@ -198,33 +215,19 @@ impl World {
     }
 
     /// Sends `probe` from `src` to `dst` (workload names or addresses) and, if it arrives,
-    /// its reply back, as an independent probe: afterwards the conntrack of every host it
-    /// visited is flushed, as a new ping or connection would use a fresh ICMP id or source
-    /// port (the simulated conntrack keys ICMP without the echo id, so a kept flow would let a
-    /// later ping the other way through as ESTABLISHED).
+    /// its reply back. Every call is a new flow, as a new `ping` run or connection is in Linux:
+    /// an ICMP probe gets a fresh echo identifier and a port probe without a source port a
+    /// fresh ephemeral one (see [`probe_packet`]). Conntrack is left as Linux would leave it:
+    /// the flows stay (so a reply that comes back later, or after an agent restart, is still
+    /// ESTABLISHED), but no later probe belongs to them (until the identifiers wrap, after
+    /// 20,000 port probes or 65,536 pings).
     ///
     /// # Errors
     /// When `src` or `dst` cannot be resolved to a place with an address.
     pub fn send(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
-        let walk = self.send_stateful(src, dst, probe)?;
-        let visited: std::collections::BTreeSet<&str> =
-            walk.legs.iter().map(|leg| leg.host.as_str()).collect();
-        for host in visited {
-            if let Ok(h) = self.host(host) {
-                h.dataplane().flush_conntrack();
-            }
-        }
-        Ok(walk)
-    }
-
-    /// Like [`World::send`] but keeps the flows the probe created in conntrack.
-    ///
-    /// # Errors
-    /// When `src` or `dst` cannot be resolved to a place with an address.
-    pub fn send_stateful(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
         let src = self.resolve(src, None)?;
         let dst = self.resolve(dst, Some(src.addr))?;
-        let request = probe_packet(probe, src.addr, dst.addr);
+        let request = probe_packet(probe, src.addr, dst.addr, self.next_probe());
         let mut legs = Vec::new();
         let delivered = self.carry(&src.host, &src.ns, request, Direction::Request, &mut legs)?;
         let arrived = delivered.filter(|(host, ns, _)| *host == dst.host && *ns == dst.ns);
@@ -245,10 +248,20 @@ impl World {
             src,
             dst,
             probe,
+            request,
             verdict,
             legs,
             deciding,
         })
+    }
+
+    /// The same as [`World::send`], which keeps conntrack's flows (kept for callers from
+    /// when `send` flushed them).
+    ///
+    /// # Errors
+    /// When `src` or `dst` cannot be resolved to a place with an address.
+    pub fn send_stateful(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
+        self.send(src, dst, probe)
     }
 
     /// Walks `packet` from namespace `ns` on `host` across the wire; `Some((host, ns, packet))`
@@ -362,6 +375,136 @@ fn deciding(verdict: Verdict, legs: &[Leg]) -> Option<String> {
                 })
                 .collect();
             (!accepted.is_empty()).then(|| accepted.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use calico_core::iptables::CtState;
+    use calico_core::model::{EndpointId, Rule, Rules};
+
+    use super::*;
+    use crate::ops;
+
+    #[test]
+    fn each_probe_number_gets_its_own_identity() {
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let ping = |seq| probe_packet(Probe::ping(), a, b, seq).l4;
+        assert_ne!(ping(1), ping(2));
+        assert_eq!(ping(1), ping(1 + 65536));
+        let port = |probe, seq| match probe_packet(probe, a, b, seq).l4 {
+            L4::Ports { src, .. } => src,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(port(Probe::tcp(80), 0), EPHEMERAL_PORT);
+        assert_eq!(port(Probe::tcp(80), 7), EPHEMERAL_PORT + 7);
+        let span = u64::from(EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start()) + 1;
+        assert_eq!(port(Probe::udp(53), span - 1), *EPHEMERAL_PORTS.end());
+        assert_eq!(port(Probe::udp(53), span), EPHEMERAL_PORT);
+        // A source port the probe names is kept.
+        let named: Probe = "tcp/22->80".parse().unwrap();
+        assert_eq!(port(named, 7), 22);
+    }
+
+    /// `a` on host1 takes nothing in but may send anything; `b` on host2 takes everything.
+    /// Returns the world and the endpoints of `a` and `b`.
+    async fn one_way_world() -> (World, Vec<EndpointId>) {
+        let mut world = World::with_mem_store();
+        let store = world.store().clone();
+        let allow_all = vec![Rule::default()];
+        for (name, inbound) in [("CLOSED", vec![]), ("OPEN", allow_all.clone())] {
+            let rules = Rules {
+                id: Some(name.to_string()),
+                inbound_rules: inbound,
+                outbound_rules: allow_all.clone(),
+            };
+            ops::write_profile(store.as_ref(), name, &[], &rules)
+                .await
+                .unwrap();
+        }
+        let mut ids = Vec::new();
+        for (host, ip, workload, addr, profile) in [
+            ("host1", [172, 31, 250, 2], "a", [192, 168, 0, 1], "CLOSED"),
+            ("host2", [172, 31, 250, 3], "b", [192, 168, 0, 2], "OPEN"),
+        ] {
+            let (ip, addr) = (Ipv4Addr::from(ip), Ipv4Addr::from(addr));
+            world.add_host(host, ip).unwrap();
+            ops::node_start(store.as_ref(), host, ip).await.unwrap();
+            world.start_agent(host).unwrap();
+            world.add_workload(host, workload).unwrap();
+            let plumbing = world.host(host).unwrap().plumbing();
+            let id = ops::container_add(store.as_ref(), plumbing, host, ip, workload, addr)
+                .await
+                .unwrap();
+            ops::set_profiles(store.as_ref(), &id, &[profile.to_string()])
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        world.settle().await.unwrap();
+        (world, ids)
+    }
+
+    fn conntrack_len(world: &World, host: &str) -> usize {
+        world.host(host).unwrap().dataplane().conntrack_len()
+    }
+
+    fn states(walk: &Walk, direction: Direction) -> Vec<CtState> {
+        walk.hops()
+            .filter(|(_, d, _)| *d == direction)
+            .filter_map(|(_, _, hop)| match hop {
+                Hop::Conntrack { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn probes_are_new_flows_and_the_flows_they_leave_stay() {
+        let (mut world, ids) = one_way_world().await;
+        for probe in [Probe::ping(), Probe::tcp(80)] {
+            let there = world.send("a", "b", probe).unwrap();
+            assert_eq!(there.verdict, Verdict::Allow, "{there}");
+            assert!(!states(&there, Direction::Request).is_empty(), "{there}");
+            assert!(
+                states(&there, Direction::Request)
+                    .iter()
+                    .all(|s| *s == CtState::New),
+                "{there}"
+            );
+            assert!(
+                states(&there, Direction::Reply)
+                    .iter()
+                    .all(|s| *s == CtState::Established),
+                "{there}"
+            );
+            // With a→b's flow kept, b→a is a new flow that a's inbound policy drops.
+            let back = world.send("b", "a", probe).unwrap();
+            assert_eq!(back.verdict, Verdict::Deny, "{back}");
+            assert!(
+                states(&back, Direction::Request)
+                    .iter()
+                    .all(|s| *s == CtState::New),
+                "{back}"
+            );
+            let again = world.send("a", "b", probe).unwrap();
+            assert_ne!(again.request, there.request);
+        }
+        // Nothing was flushed: two flows per allowed probe on each host.
+        assert_eq!(conntrack_len(&world, "host1"), 4);
+        assert_eq!(conntrack_len(&world, "host2"), 4 + 2);
+
+        // Closing b does not leave a way in through an earlier probe's flow.
+        ops::set_profiles(world.store().as_ref(), &ids[1], &["CLOSED".to_string()])
+            .await
+            .unwrap();
+        world.settle().await.unwrap();
+        for probe in [Probe::ping(), Probe::tcp(80)] {
+            let walk = world.send("a", "b", probe).unwrap();
+            assert_eq!(walk.verdict, Verdict::Deny, "{walk}");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use calico_backends::{MemStore, Store};
@@ -85,6 +86,9 @@ pub struct World {
     workloads: BTreeMap<String, String>,
     bgp: BgpFabric,
     wire_prefix_len: u8,
+    /// Probes sent so far: each takes the next echo identifier and ephemeral port, so that
+    /// probes are separate flows to conntrack (see [`World::send`]).
+    probes: AtomicU64,
 }
 
 impl World {
@@ -97,7 +101,13 @@ impl World {
             workloads: BTreeMap::new(),
             bgp: BgpFabric::default(),
             wire_prefix_len: WIRE_PREFIX_LEN,
+            probes: AtomicU64::new(0),
         }
+    }
+
+    /// The sequence number of a new probe (0, 1, 2, ...).
+    pub(crate) fn next_probe(&self) -> u64 {
+        self.probes.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Puts hosts added from now on in a wire subnet of this prefix length (e.g. 16 for worlds

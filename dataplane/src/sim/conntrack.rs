@@ -1,64 +1,60 @@
 //! Conntrack-lite: 5-tuple flows. The first packet of a flow is NEW; once a flow is confirmed
 //! (its first packet got through), packets of its reply direction are ESTABLISHED, and after a
-//! reply so are later packets of the original direction. ICMP flows are keyed by type (in the
-//! destination-port slot), so an echo reply matches its request but a request the other way
-//! does not. Masquerade is recorded in the reply tuple.
+//! reply so are later packets of the original direction. ICMP flows are keyed like Linux's
+//! `nf_conntrack_proto_icmp`: by type, code and identifier, with a query's reply tuple
+//! carrying the reply type (echo 8/0, timestamp 13/14, ICMPv6 echo 128/129) and the same
+//! identifier. So an echo reply matches its request, while a later ping the other way (a new
+//! `ping` run, a new identifier, a request type) is a NEW flow of its own. Masquerade is
+//! recorded in the reply tuple.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use calico_core::iptables::CtState;
 
-use crate::sim::packet::{Packet, L4};
+use crate::sim::packet::{icmp_counterpart, Packet, L4};
 
-/// A 5-tuple in one direction.
+/// A 5-tuple in one direction: addresses, protocol and the transport fields conntrack keys
+/// on (ports; ICMP type, code and identifier; nothing for other protocols).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowKey {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub protocol: u8,
-    pub src_port: u16,
-    pub dst_port: u16,
+    pub l4: L4,
 }
 
 impl FlowKey {
     pub fn of(packet: &Packet) -> Self {
-        let (src_port, dst_port) = match packet.l4 {
-            L4::Ports { src, dst } => (src, dst),
-            L4::Icmp { icmp_type, .. } => (0, u16::from(icmp_type)),
-            L4::Opaque => (0, 0),
-        };
         FlowKey {
             src: packet.src,
             dst: packet.dst,
             protocol: packet.protocol.number(),
-            src_port,
-            dst_port,
+            l4: packet.l4,
         }
     }
 
-    /// The tuple of the answer (for ICMP queries, the matching reply type).
+    /// The tuple of the answer: addresses and ports swapped; for ICMP, the matching reply type
+    /// with the same code and identifier.
     pub fn reversed(self) -> Self {
-        let (src_port, dst_port) = if matches!(self.protocol, 1 | 58) {
-            let reply = match self.dst_port {
-                8 => 0,
-                0 => 8,
-                13 => 14,
-                14 => 13,
-                128 => 129,
-                129 => 128,
-                other => other,
-            };
-            (0, reply)
-        } else {
-            (self.dst_port, self.src_port)
+        let l4 = match self.l4 {
+            L4::Ports { src, dst } => L4::Ports { src: dst, dst: src },
+            L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            } => L4::Icmp {
+                icmp_type: icmp_counterpart(icmp_type),
+                code,
+                id,
+            },
+            L4::Opaque => L4::Opaque,
         };
         FlowKey {
             src: self.dst,
             dst: self.src,
             protocol: self.protocol,
-            src_port,
-            dst_port,
+            l4,
         }
     }
 }
@@ -161,5 +157,66 @@ impl Conntrack {
 
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Classifies and confirms, like a packet that got through.
+    fn pass(ct: &mut Conntrack, packet: &Packet) -> CtState {
+        let c = ct.classify(packet);
+        let key = FlowKey::of(packet);
+        ct.confirm(c, key, key.reversed());
+        c.state
+    }
+
+    #[test]
+    fn echo_flows_are_keyed_by_identifier() {
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let mut ct = Conntrack::default();
+        let ping = Packet::ping(a, b, 7);
+        assert_eq!(pass(&mut ct, &ping), CtState::New);
+        assert_eq!(pass(&mut ct, &ping.reply()), CtState::Established);
+        assert_eq!(pass(&mut ct, &ping), CtState::Established);
+        // The same echo id the other way is a request, not a reply: NEW.
+        assert_eq!(ct.classify(&Packet::ping(b, a, 7)).state, CtState::New);
+        // A new ping run from A (a new id) is a new flow; its reply belongs to no flow.
+        assert_eq!(ct.classify(&Packet::ping(a, b, 8)).state, CtState::New);
+        assert_eq!(ct.classify(&Packet::ping(a, b, 8).reply()).flow, None);
+        // Timestamp request/reply pair up like echo.
+        let ts = Packet::icmp(a, b, 13, 0);
+        assert_eq!(pass(&mut ct, &ts), CtState::New);
+        assert_eq!(ts.reply().l4, Packet::icmp(b, a, 14, 0).l4);
+        assert_eq!(ct.classify(&ts.reply()).state, CtState::Established);
+        assert_eq!(ct.len(), 2);
+    }
+
+    #[test]
+    fn port_flows_are_keyed_by_both_ports() {
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let mut ct = Conntrack::default();
+        let syn = Packet::tcp(a, b, 40000, 80);
+        assert_eq!(pass(&mut ct, &syn), CtState::New);
+        assert_eq!(ct.classify(&syn.reply()).state, CtState::Established);
+        assert_eq!(
+            ct.classify(&Packet::tcp(a, b, 40001, 80)).state,
+            CtState::New
+        );
+        assert_eq!(
+            ct.classify(&Packet::tcp(b, a, 80, 40001)).flow,
+            None,
+            "a reply-shaped packet of no flow is not tracked"
+        );
+        ct.flush();
+        assert!(ct.is_empty());
+        assert_eq!(ct.classify(&syn.reply()).state, CtState::New);
     }
 }

@@ -8,12 +8,14 @@ use calico_core::iptables::IpFamily;
 use calico_core::model::Protocol;
 
 /// Transport fields of a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum L4 {
     /// TCP, UDP, SCTP, UDP-Lite.
     Ports { src: u16, dst: u16 },
-    /// ICMP or ICMPv6.
-    Icmp { icmp_type: u8, code: u8 },
+    /// ICMP or ICMPv6. `id` is the identifier of query messages (echo, timestamp): each
+    /// `ping` picks its own and the reply keeps it, so conntrack tells pings apart by it. Other
+    /// messages carry 0.
+    Icmp { icmp_type: u8, code: u8, id: u16 },
     /// Any other protocol: nothing to match beyond the protocol number.
     Opaque,
 }
@@ -49,8 +51,9 @@ impl Packet {
         }
     }
 
-    /// An echo request (ICMP type 8, or ICMPv6 type 128 between IPv6 addresses).
-    pub fn ping(src: IpAddr, dst: IpAddr) -> Self {
+    /// An echo request (ICMP type 8, or ICMPv6 type 128 between IPv6 addresses) with echo
+    /// identifier `id`, like one `ping` run.
+    pub fn ping(src: IpAddr, dst: IpAddr, id: u16) -> Self {
         let (protocol, icmp_type) = if src.is_ipv6() {
             (Protocol::Icmpv6, 128)
         } else {
@@ -60,29 +63,39 @@ impl Packet {
             src,
             dst,
             protocol,
-            l4: L4::Icmp { icmp_type, code: 0 },
+            l4: L4::Icmp {
+                icmp_type,
+                code: 0,
+                id,
+            },
         }
     }
 
-    /// An ICMP or ICMPv6 message of any type and code.
+    /// An ICMP or ICMPv6 message of any type and code (identifier 0).
     pub fn icmp(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8) -> Self {
         Packet {
-            l4: L4::Icmp { icmp_type, code },
-            ..Packet::ping(src, dst)
+            l4: L4::Icmp {
+                icmp_type,
+                code,
+                id: 0,
+            },
+            ..Packet::ping(src, dst, 0)
         }
     }
 
-    /// The answer: addresses and ports swapped, an echo request becomes an echo reply.
+    /// The answer: addresses and ports swapped; a query (echo, timestamp request) becomes its
+    /// reply with the same identifier.
     pub fn reply(&self) -> Self {
         let l4 = match self.l4 {
             L4::Ports { src, dst } => L4::Ports { src: dst, dst: src },
-            L4::Icmp { icmp_type: 8, code } => L4::Icmp { icmp_type: 0, code },
             L4::Icmp {
-                icmp_type: 128,
+                icmp_type: icmp_type @ (8 | 13 | 128),
                 code,
+                id,
             } => L4::Icmp {
-                icmp_type: 129,
+                icmp_type: icmp_counterpart(icmp_type),
                 code,
+                id,
             },
             other => other,
         };
@@ -116,13 +129,31 @@ impl fmt::Display for Packet {
                 fmt_addr(self.dst),
                 dst
             ),
-            L4::Icmp { icmp_type, code } => write!(
+            L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            } => write!(
                 f,
-                "{} {} -> {} type {icmp_type} code {code}",
+                "{} {} -> {} type {icmp_type} code {code} id {id}",
                 self.protocol, self.src, self.dst
             ),
             L4::Opaque => write!(f, "{} {} -> {}", self.protocol, self.src, self.dst),
         }
+    }
+}
+
+/// The other half of an ICMP query/reply pair (echo 8/0, timestamp 13/14, ICMPv6 echo
+/// 128/129); any other type is its own counterpart.
+pub fn icmp_counterpart(icmp_type: u8) -> u8 {
+    match icmp_type {
+        8 => 0,
+        0 => 8,
+        13 => 14,
+        14 => 13,
+        128 => 129,
+        129 => 128,
+        other => other,
     }
 }
 

@@ -264,7 +264,7 @@ fn match_holds(
     let p = view.packet;
     let icmp = |number: u8, want: u8, code: Option<u8>| {
         p.protocol.number() == number
-            && matches!(p.l4, L4::Icmp { icmp_type, code: c } if icmp_type == want && code.is_none_or(|code| code == c))
+            && matches!(p.l4, L4::Icmp { icmp_type, code: c, .. } if icmp_type == want && code.is_none_or(|code| code == c))
     };
     match m {
         Match::Protocol { protocol, negate } => {
@@ -495,11 +495,11 @@ mod tests {
             _ => None,
         };
         let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
-        assert_eq!(at(Packet::ping(a, b)), Some(1));
-        assert_eq!(at(Packet::ping(a, b).reply()), None);
+        assert_eq!(at(Packet::ping(a, b, 1)), Some(1));
+        assert_eq!(at(Packet::ping(a, b, 1).reply()), None);
         assert_eq!(at(Packet::icmp(a, b, 3, 1)), Some(2));
         assert_eq!(at(Packet::icmp(a, b, 3, 0)), None);
-        assert_eq!(at(Packet::ping(ip("fd00::1"), ip("fd00::2"))), Some(3));
+        assert_eq!(at(Packet::ping(ip("fd00::1"), ip("fd00::2"), 1)), Some(3));
         assert_eq!(at(tcp(8)), None);
     }
 
