@@ -25,14 +25,14 @@ use crate::{SledStore, Store, StoreError};
 pub const SOCKET_FILE: &str = "calico.sock";
 
 /// The sled database directory inside the data dir.
-pub const DATABASE_DIR: &str = "store";
+pub const DATABASE_DIR: &str = "datastore";
 
 /// `<data_dir>/calico.sock`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_FILE)
 }
 
-/// `<data_dir>/store`.
+/// `<data_dir>/datastore` (the path calicoctl has always used).
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DATABASE_DIR)
 }
