@@ -216,10 +216,20 @@ async fn open_local_store_uses_the_socket_when_served_and_sled_otherwise() {
     drop(direct);
 
     // An agent holds the database and serves it: the socket is used.
-    let held: Arc<dyn Store> = Arc::new(
-        calico_backends::SledStore::open(calico_backends::proxy::database_path(dir.path()))
-            .unwrap(),
-    );
+    // sled releases its file lock from a background thread after the drop: retry briefly
+    // (a hang guard, not a timing assertion).
+    let db = calico_backends::proxy::database_path(dir.path());
+    let mut attempts = 0;
+    let held: Arc<dyn Store> = loop {
+        match calico_backends::SledStore::open(&db) {
+            Ok(store) => break Arc::new(store),
+            Err(e) if attempts < 100 => {
+                attempts += 1;
+                pause_after(e).await;
+            }
+            Err(e) => panic!("reopening {}: {e}", db.display()),
+        }
+    };
     let server = StoreServer::bind(socket_path(dir.path()), Arc::clone(&held))
         .await
         .unwrap();
@@ -237,4 +247,9 @@ async fn open_local_store_uses_the_socket_when_served_and_sled_otherwise() {
         !socket_path(dir.path()).exists(),
         "the socket is removed on shutdown"
     );
+}
+
+/// Waits a little after a failed open.
+async fn pause_after(_cause: StoreError) {
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 }

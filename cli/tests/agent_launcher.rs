@@ -123,15 +123,14 @@ async fn the_binary_prints_a_dry_run_plan_and_exits_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let first = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    })
-    .join()
-    .unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    // Read the first line, then keep draining until the agent exits.
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = first_tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+        lines.count()
+    });
+    let first = first_rx.recv().unwrap();
     assert!(first.starts_with("host1: would "), "{first}");
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -140,6 +139,7 @@ async fn the_binary_prints_a_dry_run_plan_and_exits_cleanly_on_sigterm() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+    reader.join().unwrap();
     let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
     assert!(log.contains("dry run"), "{log}");
     assert!(log.contains("shutting down"), "{log}");

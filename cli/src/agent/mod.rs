@@ -22,6 +22,7 @@ mod status;
 pub mod sync;
 
 use std::future::Future;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -446,9 +447,13 @@ impl<D: Dataplane> Agent<D> {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
+            // A closed stdout (a pipe whose reader left) must not stop the agent.
+            let mut out = std::io::stdout().lock();
             for change in &planned {
-                println!("{}: would {change}", self.hostname);
+                let _ = writeln!(out, "{}: would {change}", self.hostname);
             }
+            let _ = out.flush();
+            drop(out);
             tracing::info!(host = %self.hostname, changes = planned.len(), "dry run: plan computed, nothing applied");
             return Ok(planned);
         }

@@ -171,13 +171,31 @@ async fn open_store(args: &Args) -> anyhow::Result<(Arc<dyn Store>, Option<Store
                 .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
             let db = database_path(&args.data_dir);
             let store: Arc<dyn Store> = Arc::new(
-                SledStore::open(&db)
+                open_sled(&db)
+                    .await
                     .with_context(|| format!("opening the sled database {}", db.display()))?,
             );
             let server = StoreServer::bind(socket_path(&args.data_dir), Arc::clone(&store))
                 .await
                 .context("serving the datastore socket")?;
             Ok((store, Some(server)))
+        }
+    }
+}
+
+/// Opens the sled database, retrying for a few seconds while another process (a previous
+/// agent still exiting, a calicoctl command) holds its lock.
+async fn open_sled(db: &Path) -> Result<SledStore, calico_backends::StoreError> {
+    let mut attempts = 0;
+    loop {
+        match SledStore::open(db) {
+            Ok(store) => return Ok(store),
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                tracing::debug!(error = %e, "sled database busy; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
