@@ -8,6 +8,7 @@
 //! - [`sync`]: snapshot, watch draining, backoff.
 //! - `status`: liveness reports to the datastore.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - `run`: [`Agent::run`], the long-running loop with timers and backoff.
 //! - [`launcher`]: the process-based `NodeControl` calicoctl uses to start/stop the agent.
 //!
 //! The loop is steppable ([`Agent::start`], [`Agent::poll_once`], [`Agent::resync`]) so the
@@ -18,10 +19,10 @@ mod engine;
 mod error;
 pub mod launcher;
 pub mod metrics;
+mod run;
 mod status;
 pub mod sync;
 
-use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,15 +32,14 @@ use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
 use calico_core::plan::plan;
 use calico_dataplane::Dataplane;
-use futures::StreamExt;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use engine::Engine;
 pub use error::AgentError;
 pub use metrics::{Metrics, MetricsSnapshot};
 use status::StatusReporter;
 pub use status::REPORTING_INTERVAL_KEY;
-use sync::{Backoff, Batch, WatchBroken};
+use sync::{Batch, WatchBroken};
 
 /// How the agent paces itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,92 +272,6 @@ impl<D: Dataplane> Agent<D> {
             .map_err(|e| store_error(&format!("reporting status of host {}", self.hostname), e))
     }
 
-    /// The long-running loop: waits for `Ready`, starts, then applies watch batches as they
-    /// arrive, resyncs every `resync_interval`, reports status, retries failures with capped
-    /// exponential backoff, and returns when `shutdown` resolves, leaving the dataplane as
-    /// it is.
-    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
-        let period = self.config.resync_interval.max(Duration::from_millis(1));
-        let mut resync = tokio::time::interval_at(Instant::now() + period, period);
-        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut status: Option<tokio::time::Interval> = None;
-        loop {
-            if self.watch.is_none() {
-                // Felix's rule: no snapshot until `/calico/v1/Ready` is true (also after it
-                // was deleted). A field borrow, not `self.is_ready()`: this future must stay
-                // `Send`, and `&Agent` is not (its watch stream is not `Sync`).
-                match sync::is_ready(self.store.as_ref()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!(host = %self.hostname, "waiting for /calico/v1/Ready");
-                        tokio::select! {
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(self.config.ready_poll) => continue,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %self.hostname, error = %e, "checking readiness");
-                        tokio::select! {
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(backoff.next_delay()) => continue,
-                        }
-                    }
-                }
-                if let Err(e) = self.start().await {
-                    self.metrics.record_error();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(host = %self.hostname, error = %e, ?delay, "snapshot failed; retrying");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
-                }
-                backoff.reset();
-            }
-            if status.is_none() {
-                status = self.status_interval();
-            }
-            // A failed apply is retried without waiting for new events.
-            let result = if self.dirty {
-                self.poll_once().await
-            } else {
-                tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                event = next_event(&mut self.watch) => self.step(Some(event)).await,
-                _ = resync.tick() => self.resync().await,
-                _ = tick(&mut status) => self.report_status().await.map(|()| StepOutcome::default()),
-                }
-            };
-            match result {
-                Ok(_) => backoff.reset(),
-                Err(e) => {
-                    self.metrics.record_error();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(host = %self.hostname, error = %e, ?delay, "reconcile step failed; retrying");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        tracing::info!(host = %self.hostname, "shutting down; the dataplane is left as it is");
-    }
-
-    /// The status timer, from the datastore's `ReportingIntervalSecs` (read once, as Felix
-    /// reads config once); `None` when disabled.
-    fn status_interval(&self) -> Option<tokio::time::Interval> {
-        let state = self.engine.as_ref()?.state();
-        let period =
-            status::reporting_interval(state, &self.hostname, self.config.reporting_interval)?;
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Some(interval)
-    }
-
     /// One batch: `first` (already received by `run`) plus everything ready now.
     async fn step(
         &mut self,
@@ -476,26 +390,6 @@ impl<D: Dataplane> Agent<D> {
                 })
             }
         }
-    }
-}
-
-/// The next event of the watch; pending forever when there is none.
-async fn next_event(
-    watch: &mut Option<WatchStream>,
-) -> Option<Result<calico_backends::WatchEvent, StoreError>> {
-    match watch {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next tick of an optional interval; pending forever when disabled.
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }
 
