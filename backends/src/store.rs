@@ -75,8 +75,11 @@ pub type WatchStream = BoxStream<'static, Result<WatchEvent, StoreError>>;
 /// node agent use, whatever the backend (etcd, sled, memory).
 ///
 /// Invariants every implementation keeps (checked by the conformance suite in `tests/`):
-/// - every successful write (`create`, `update`, `put`, `delete`, `txn`) gets a new revision,
-///   greater than every earlier one, and a transaction gets exactly one revision;
+/// - every successful write (`create`, `update`, `put`, `delete`, `txn`) that changes a key gets
+///   a new revision, greater than every earlier one, and a transaction gets exactly one revision
+///   (a transaction that changes nothing, e.g. only deletes of absent keys, may return the
+///   current revision: etcd does);
+/// - a transaction holds at most one op per key (etcd refuses duplicates);
 /// - a failed call writes nothing;
 /// - `watch(prefix, r)` delivers, in revision order, every write under `prefix` with revision
 ///   `>= r`, then `InSync`, then every later write, with no gap and no duplicate.
