@@ -1,136 +1,43 @@
-//! `SimAgent`: a minimal node agent for one simulated host — the seam the real reconcile loop
-//! (`calico_cli::agent`) will replace. It lists `/calico/` once, then follows a watch, draining
-//! whatever events are already queued without ever blocking; each batch goes through core's
-//! incremental `Calculator`, and when the desired state changed it is applied to the host's
-//! `SimDataplane`. Like Felix it does nothing until `/calico/v1/Ready` is true.
+//! The node agent a simulated host runs: calico-node's own reconcile loop
+//! ([`calico_cli::agent::Agent`]) over the host's [`SimDataplane`], stepped by the world
+//! instead of by timers. Nothing here re-implements the loop; this module only names the type,
+//! builds it with the world's store and turns one step into what `settle` counts.
 
-use calico_backends::{Store, WatchEvent, WatchStream};
-use calico_core::calc::Calculator;
-use calico_core::keys::CALICO;
+use std::sync::Arc;
+
+use calico_backends::Store;
+use calico_cli::agent::{Agent, AgentConfig, StepOutcome};
 use calico_dataplane::sim::SimDataplane;
-use futures::{FutureExt, StreamExt};
 
 use crate::SimError;
 
-/// What one agent step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AgentStep {
-    /// Datastore events consumed (the snapshot's keys on the first step).
-    pub events: usize,
-    /// Changes the apply made to the dataplane.
-    pub dataplane_changes: usize,
+/// One host's agent: the real reconcile loop over that host's simulated kernel.
+pub type HostAgent = Agent<SimDataplane>;
+
+/// A fresh agent for `host` over `dataplane` (a clone handle of the host's kernel): it has
+/// read nothing yet, and its first step waits for `/calico/v1/Ready`, then loads a snapshot
+/// and applies only the difference to what the kernel already holds.
+pub fn host_agent(store: Arc<dyn Store>, dataplane: &SimDataplane, host: &str) -> HostAgent {
+    Agent::new(
+        store,
+        dataplane.clone(),
+        host.to_string(),
+        AgentConfig::default(),
+    )
 }
 
-/// One host's agent: calculator plus watch.
-pub struct SimAgent {
-    host: String,
-    calc: Calculator,
-    watch: Option<WatchStream>,
-    /// Set when the desired state may differ from what was last applied.
-    dirty: bool,
+/// One step of `agent` ([`Agent::poll_once`]): the events it took and the changes it made.
+///
+/// # Errors
+/// [`SimError::Agent`] when the step failed (the next step retries).
+pub(crate) async fn step(agent: &mut HostAgent) -> Result<StepOutcome, SimError> {
+    agent.poll_once().await.map_err(|source| SimError::Agent {
+        host: agent.hostname().to_string(),
+        source,
+    })
 }
 
-impl std::fmt::Debug for SimAgent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimAgent")
-            .field("host", &self.host)
-            .field("watching", &self.watch.is_some())
-            .field("dirty", &self.dirty)
-            .finish()
-    }
-}
-
-impl SimAgent {
-    /// A fresh agent for `host`; its first step loads the snapshot.
-    pub fn new(host: &str) -> Self {
-        SimAgent {
-            host: host.to_string(),
-            calc: Calculator::new(host),
-            watch: None,
-            dirty: true,
-        }
-    }
-
-    /// The calculator (its cluster state and desired state).
-    pub fn calculator(&self) -> &Calculator {
-        &self.calc
-    }
-
-    /// Loads a snapshot into a new calculator and starts watching right after it.
-    async fn resync(&mut self, store: &dyn Store) -> Result<usize, SimError> {
-        let (kvs, revision) = store.list(CALICO).await.map_err(SimError::store(format!(
-            "listing {CALICO} for host {}",
-            self.host
-        )))?;
-        let watch = store
-            .watch(CALICO, revision + 1)
-            .await
-            .map_err(SimError::store(format!(
-                "watching {CALICO} for host {}",
-                self.host
-            )))?;
-        let n = kvs.len();
-        self.calc = Calculator::new(&self.host);
-        self.calc
-            .apply_batch(kvs.into_iter().map(|kv| (kv.key, Some(kv.value))));
-        self.watch = Some(watch);
-        self.dirty = true;
-        Ok(n)
-    }
-
-    /// Takes every event already queued on the watch; a broken watch triggers a resync.
-    async fn drain(&mut self, store: &dyn Store) -> Result<usize, SimError> {
-        let mut updates = Vec::new();
-        let mut broken = false;
-        if let Some(watch) = self.watch.as_mut() {
-            while let Some(item) = watch.next().now_or_never() {
-                match item {
-                    Some(Ok(WatchEvent::Put(kv))) => updates.push((kv.key, Some(kv.value))),
-                    Some(Ok(WatchEvent::Delete { key, .. })) => updates.push((key, None)),
-                    Some(Ok(WatchEvent::InSync { .. })) => {}
-                    Some(Err(_)) | None => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if broken || self.watch.is_none() {
-            return self.resync(store).await;
-        }
-        let n = updates.len();
-        if n > 0 {
-            let delta = self.calc.apply_batch(updates);
-            self.dirty |= !delta.is_empty();
-        }
-        Ok(n)
-    }
-
-    /// One reconcile step: take queued updates, then apply the desired state if it changed.
-    ///
-    /// # Errors
-    /// Store failures while listing or watching; dataplane failures while applying (the next
-    /// step retries).
-    pub async fn step(
-        &mut self,
-        store: &dyn Store,
-        dataplane: &SimDataplane,
-    ) -> Result<AgentStep, SimError> {
-        let events = self.drain(store).await?;
-        let mut step = AgentStep {
-            events,
-            dataplane_changes: 0,
-        };
-        if self.dirty && self.calc.state().ready {
-            let report = dataplane
-                .apply_now(self.calc.desired())
-                .map_err(SimError::dataplane(
-                    &self.host,
-                    "applying the desired state",
-                ))?;
-            self.dirty = false;
-            step.dataplane_changes = report.changes.len();
-        }
-        Ok(step)
-    }
+/// Whether a step did anything, so another round may find more to do.
+pub(crate) fn busy(step: &StepOutcome) -> bool {
+    step.events > 0 || step.changed() || step.resnapshot
 }

@@ -34,6 +34,12 @@ pub enum SimError {
         #[source]
         source: calico_core::ModelError,
     },
+    #[error("agent of host {host}")]
+    Agent {
+        host: String,
+        #[source]
+        source: calico_cli::agent::AgentError,
+    },
     #[error("the world did not settle in {rounds} rounds; still changing: {changing}")]
     NotSettled { rounds: usize, changing: String },
 }

@@ -7,12 +7,13 @@
 //! - [`oracle`]: reachability from the data model alone.
 //! - [`gen`]: proptest strategies for random clusters.
 //! - [`ops`]: what calicoctl writes and plumbs, until the CLI drives the world.
-//! - [`world`]: hosts, workloads, `settle()`; [`agent`]: the per-host agent seam.
+//! - [`world`]: hosts, workloads, `settle()`; [`agent`]: each host runs calico-node's own
+//!   reconcile loop (`calico_cli::agent::Agent`) over its `SimDataplane`.
 //! - [`bgp`]: sessions and route exchange from each host's BIRD config.
 //! - [`walk`]: the cross-host packet walk and its explanation.
 //! - [`scenario`]: scenario files run with calicoctl's own command code; [`demo`]: the seed, narrated.
 //!
-//! Data flow: writes to the `Store` → each host's agent (a `Calculator`) → `DesiredState` →
+//! Data flow: writes to the `Store` → each host's agent (calico-node's `Agent`) → `DesiredState` →
 //! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
 //! packet host to host over the wire.
 

@@ -1,6 +1,7 @@
 //! `World`: N simulated hosts on one wire sharing one datastore. Each host is a
 //! [`SimDataplane`] (its kernel, and the `WorkloadPlumbing` calicoctl uses on it) plus an
-//! optional running [`SimAgent`]; [`World::settle`] runs agents and BGP until nothing changes.
+//! optional running agent — calico-node's own reconcile loop ([`HostAgent`]) over that kernel;
+//! [`World::settle`] steps agents and BGP until nothing changes.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use calico_backends::{MemStore, Store};
+use calico_cli::agent::StepOutcome;
 use calico_core::desired::BirdConfig;
 use calico_dataplane::sim::{SimDataplane, WireConfig};
 use calico_dataplane::WorkloadPlumbing;
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::agent::SimAgent;
+use crate::agent::{self, HostAgent};
 use crate::bgp::{BgpFabric, PeerStatus, Speaker};
 use crate::SimError;
 
@@ -29,7 +31,7 @@ pub struct SimHost {
     name: String,
     ip: Ipv4Addr,
     dataplane: SimDataplane,
-    agent: Option<SimAgent>,
+    agent: Option<HostAgent>,
 }
 
 impl SimHost {
@@ -57,7 +59,7 @@ impl SimHost {
     }
 
     /// The running agent, if any.
-    pub fn agent(&self) -> Option<&SimAgent> {
+    pub fn agent(&self) -> Option<&HostAgent> {
         self.agent.as_ref()
     }
 }
@@ -67,8 +69,10 @@ impl SimHost {
 pub struct SettleReport {
     /// Rounds run, the last one being the quiet one.
     pub rounds: usize,
-    /// Datastore events the agents consumed.
+    /// Datastore events the agents consumed (watch events, including in-sync markers).
     pub events: usize,
+    /// Snapshots the agents loaded (first steps, broken watches).
+    pub snapshots: usize,
     /// Changes the agents made to dataplanes.
     pub dataplane_changes: usize,
     /// BGP routes installed or withdrawn.
@@ -218,19 +222,35 @@ impl World {
         self.by_ip.get(&ip).and_then(|h| self.hosts.get(h))
     }
 
-    /// Starts `host`'s agent (a fresh one: it loads a snapshot on its first step).
+    /// Starts `host`'s agent (a fresh one over the same kernel and the world's store: its first
+    /// step loads a snapshot once `/calico/v1/Ready` is true). A running agent is left alone.
     ///
     /// # Errors
     /// `UnknownHost`.
     pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
+        let store = Arc::clone(&self.store);
         let h = self.host_mut(host)?;
         if h.agent.is_none() {
-            h.agent = Some(SimAgent::new(host));
+            h.agent = Some(agent::host_agent(store, &h.dataplane, host));
         }
         Ok(())
     }
 
-    /// Stops `host`'s agent; its kernel keeps what was programmed.
+    /// Runs one step of `host`'s agent ([`calico_cli::agent::Agent::poll_once`]) and returns
+    /// what it did; the first step of a fresh agent is its snapshot and first apply. `None`
+    /// when the agent is not running. BGP does not run: call [`World::settle`] for that.
+    ///
+    /// # Errors
+    /// `UnknownHost`; the agent's error.
+    pub async fn poll_agent(&mut self, host: &str) -> Result<Option<StepOutcome>, SimError> {
+        match self.host_mut(host)?.agent.as_mut() {
+            Some(running) => Ok(Some(agent::step(running).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops `host`'s agent like `kill -9`: the agent and its watch go, its kernel keeps what
+    /// was programmed (chains, ipsets, routes, conntrack).
     ///
     /// # Errors
     /// `UnknownHost`.
@@ -249,8 +269,9 @@ impl World {
         self.bgp.heal_session(a, b);
     }
 
-    /// Runs every running agent, then BGP, round after round until a whole round changes
-    /// nothing.
+    /// Steps every running agent once ([`calico_cli::agent::Agent::poll_once`]: a fresh one
+    /// takes its snapshot, a running one its queued watch events), then BGP, round after round
+    /// until a whole round consumes no event and changes nothing.
     ///
     /// # Errors
     /// `NotSettled` after [`MAX_SETTLE_ROUNDS`]; agent errors as they happen.
@@ -259,13 +280,14 @@ impl World {
         for round in 1..=MAX_SETTLE_ROUNDS {
             let mut changing = Vec::new();
             for host in self.hosts.values_mut() {
-                let Some(agent) = host.agent.as_mut() else {
+                let Some(running) = host.agent.as_mut() else {
                     continue;
                 };
-                let step = agent.step(self.store.as_ref(), &host.dataplane).await?;
+                let step = agent::step(running).await?;
                 report.events += step.events;
-                report.dataplane_changes += step.dataplane_changes;
-                if step.events > 0 || step.dataplane_changes > 0 {
+                report.snapshots += usize::from(step.resnapshot);
+                report.dataplane_changes += step.changes.len();
+                if agent::busy(&step) {
                     changing.push(host.name.clone());
                 }
             }
