@@ -33,7 +33,7 @@ pub fn host_agent(store: Arc<dyn Store>, dataplane: &SimDataplane, host: &str) -
 pub(crate) async fn step(agent: &mut HostAgent) -> Result<StepOutcome, SimError> {
     agent.poll_once().await.map_err(|source| SimError::Agent {
         host: agent.hostname().to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -38,7 +38,7 @@ pub enum SimError {
     Agent {
         host: String,
         #[source]
-        source: calico_cli::agent::AgentError,
+        source: Box<calico_cli::agent::AgentError>,
     },
     #[error("the world did not settle in {rounds} rounds; still changing: {changing}")]
     NotSettled { rounds: usize, changing: String },
