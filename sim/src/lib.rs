@@ -12,6 +12,7 @@
 //! - [`bgp`]: sessions and route exchange from each host's BIRD config.
 //! - [`walk`]: the cross-host packet walk and its explanation.
 //! - [`scenario`]: scenario files run with calicoctl's own command code; [`demo`]: the seed, narrated.
+//! - [`linux`]: the same scenario files on network namespaces with real etcd, calico-node and BIRD.
 //!
 //! Data flow: writes to the `Store` → each host's agent (calico-node's `Agent`) → `DesiredState` →
 //! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
@@ -22,6 +23,7 @@ pub mod bgp;
 pub mod demo;
 mod error;
 pub mod gen;
+pub mod linux;
 pub mod ops;
 pub mod oracle;
 pub mod probe;

@@ -3,16 +3,22 @@
 //! Global options before the command: `--datastore sled|etcd` (or `CALICO_DATASTORE`; etcd is
 //! the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled under `CALICO_DATA_DIR`,
 //! default `/var/lib/calico`, otherwise) and `--hostname` (else `HOSTNAME`, else the kernel's).
+//! With sled, a running calico-node serves the database over `<data-dir>/calico.sock` and
+//! calicoctl goes through it. Workloads are plumbed with iproute2 ([`LinuxPlumbing`]);
+//! `calicoctl node` starts `calico-node` (next to this binary) with the same datastore,
+//! hostname and data dir; the etcd variables reach it through the environment.
 //! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use calico_backends::{EtcdStore, SledStore, Store};
-use calico_cli::ctl::host_env::{hostname, NetnsResolver, UnavailableNode, UnavailablePlumbing};
+use calico_backends::proxy::open_local_store;
+use calico_backends::{EtcdStore, Store};
+use calico_cli::ctl::host_env::{hostname, LinuxNode, NetnsResolver};
 use calico_cli::ctl::{run_with_input, Ctl};
+use calico_dataplane::linux::LinuxPlumbing;
 
 /// Options only the binary understands, taken from before the command word.
 #[derive(Debug, Default)]
@@ -50,9 +56,13 @@ fn split_globals(args: Vec<String>) -> anyhow::Result<(Globals, Vec<String>)> {
     Ok((g, rest))
 }
 
-async fn open_store(choice: Option<String>) -> anyhow::Result<Arc<dyn Store>> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let choice = choice
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `--datastore`, else `CALICO_DATASTORE`, else etcd when its variables are set, else sled.
+fn datastore_choice(flag: Option<String>) -> anyhow::Result<&'static str> {
+    let choice = flag
         .or_else(|| env("CALICO_DATASTORE"))
         .unwrap_or_else(|| {
             if env("ETCD_ENDPOINTS").is_some() || env("ETCD_AUTHORITY").is_some() {
@@ -62,17 +72,24 @@ async fn open_store(choice: Option<String>) -> anyhow::Result<Arc<dyn Store>> {
             }
         });
     match choice.as_str() {
-        "etcd" => Ok(Arc::new(EtcdStore::connect_from_env().await?)),
-        "sled" => {
-            let dir =
-                PathBuf::from(env("CALICO_DATA_DIR").unwrap_or_else(|| "/var/lib/calico".into()));
-            let path = dir.join("datastore");
-            let store = SledStore::open(&path)
-                .with_context(|| format!("opening datastore {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
+        "etcd" => Ok("etcd"),
+        "sled" => Ok("sled"),
         other => bail!("unknown datastore {other:?}: expected sled or etcd"),
     }
+}
+
+/// `CALICO_DATA_DIR`, default `/var/lib/calico`: the sled database and the agent's files.
+fn data_dir() -> PathBuf {
+    PathBuf::from(env("CALICO_DATA_DIR").unwrap_or_else(|| "/var/lib/calico".into()))
+}
+
+async fn open_store(choice: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if choice == "etcd" {
+        return Ok(Arc::new(EtcdStore::connect_from_env().await?));
+    }
+    open_local_store(data_dir)
+        .await
+        .with_context(|| format!("opening datastore {}", data_dir.display()))
 }
 
 async fn real_main() -> anyhow::Result<String> {
@@ -86,12 +103,23 @@ async fn real_main() -> anyhow::Result<String> {
     }
     let host = hostname(globals.hostname.as_deref())
         .context("cannot determine the hostname; pass --hostname")?;
+    let datastore = datastore_choice(globals.datastore)?;
+    let data_dir = data_dir();
+    let node = LinuxNode::new(
+        &data_dir,
+        vec![
+            "--datastore".to_owned(),
+            datastore.to_owned(),
+            "--dataplane".to_owned(),
+            "linux".to_owned(),
+        ],
+    );
     let ctl = Ctl {
-        store: open_store(globals.datastore).await?,
+        store: open_store(datastore, &data_dir).await?,
         hostname: host,
-        plumbing: Arc::new(UnavailablePlumbing),
+        plumbing: Arc::new(LinuxPlumbing::new()),
         resolver: Arc::new(NetnsResolver::default()),
-        node: Arc::new(UnavailableNode),
+        node: Arc::new(node),
     };
     Ok(run_with_input(&ctl, &args, &stdin).await?)
 }

@@ -1,18 +1,16 @@
 //! What calicoctl needs from the real machine: its hostname, a workload resolver over network
-//! namespaces, and — until the Linux dataplane and the node launcher land — placeholders that
-//! fail clearly for the few commands that need them. Everything datastore-only works without.
+//! namespaces, and [`LinuxNode`], the node agent as a process with BIRD's sessions in its
+//! status. (Workload plumbing is `calico_dataplane::linux::LinuxPlumbing`.)
 
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use calico_core::model::MacAddr;
-use calico_dataplane::{DataplaneError, VethSpec, WorkloadPlumbing};
-use ipnet::IpNet;
+use calico_dataplane::linux::bird::parse_protocols;
+use calico_dataplane::linux::BgpProtocol;
 
-use super::{NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver};
-
-/// The message of every placeholder operation.
-pub const NOT_AVAILABLE: &str = "linux dataplane not available yet";
+use super::{BgpPeerStatus, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver};
+use crate::agent::launcher::ProcessNodeControl;
 
 /// The hostname: `--hostname`, then `$HOSTNAME`, then `/proc/sys/kernel/hostname`.
 pub fn hostname(flag: Option<&str>) -> Option<String> {
@@ -80,61 +78,111 @@ impl WorkloadResolver for NetnsResolver {
     }
 }
 
-/// Placeholder plumbing: every namespace operation fails with [`NOT_AVAILABLE`].
-#[derive(Debug, Clone, Default)]
-pub struct UnavailablePlumbing;
+/// The real [`NodeControl`] on Linux: `calico-node` as a process ([`ProcessNodeControl`]),
+/// IPv4 forwarding switched on before it starts, and BIRD's sessions in the status.
+#[derive(Debug, Clone)]
+pub struct LinuxNode {
+    /// Starts and stops the agent process.
+    pub process: ProcessNodeControl,
+    /// BIRD's run dir, where the agent's `LinuxDataplane` keeps `bird.ctl` and `bird6.ctl`
+    /// (`<data-dir>/bird`).
+    pub bird_run_dir: PathBuf,
+    /// The sysctl file `calicoctl node` writes `1` to (reference 2.1 step 3).
+    pub ip_forward: PathBuf,
+}
 
-fn unavailable(operation: &str) -> DataplaneError {
-    DataplaneError::Kernel {
-        operation: operation.to_string(),
-        reason: NOT_AVAILABLE.to_string(),
+impl LinuxNode {
+    /// The agent of `data_dir` run with `extra_args` (`--datastore etcd`, ...).
+    pub fn new(data_dir: &Path, extra_args: Vec<String>) -> Self {
+        let mut process = ProcessNodeControl::new(data_dir);
+        process.extra_args = extra_args;
+        LinuxNode {
+            process,
+            bird_run_dir: data_dir.join("bird"),
+            ip_forward: "/proc/sys/net/ipv4/ip_forward".into(),
+        }
+    }
+
+    /// BGP rows of `birdc -s <run-dir>/bird.ctl show protocols` (and `bird6.ctl`), for each
+    /// daemon whose socket exists.
+    fn bgp_peers(&self) -> Result<Vec<BgpPeerStatus>, String> {
+        let mut peers = Vec::new();
+        for socket in ["bird.ctl", "bird6.ctl"] {
+            let socket = self.bird_run_dir.join(socket);
+            if !socket.exists() {
+                continue;
+            }
+            let out = std::process::Command::new("birdc")
+                .arg("-s")
+                .arg(&socket)
+                .args(["show", "protocols"])
+                .output()
+                .map_err(|e| format!("running birdc -s {}: {e}", socket.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "birdc -s {} show protocols failed: {}",
+                    socket.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            peers.extend(
+                parse_protocols(&text)
+                    .into_iter()
+                    .filter(|row| row.proto == "BGP")
+                    .filter_map(|row| peer_status(&row)),
+            );
+        }
+        Ok(peers)
     }
 }
 
-#[async_trait]
-impl WorkloadPlumbing for UnavailablePlumbing {
-    async fn namespace_exists(&self, netns: &str) -> Result<bool, DataplaneError> {
-        Ok(Path::new(netns).exists() || Path::new("/var/run/netns").join(netns).exists())
-    }
-
-    async fn add_veth(&self, spec: &VethSpec) -> Result<MacAddr, DataplaneError> {
-        Err(unavailable(&format!("creating veth {}", spec.host_iface)))
-    }
-
-    async fn remove_veth(&self, host_iface: &str) -> Result<(), DataplaneError> {
-        Err(unavailable(&format!("removing veth {host_iface}")))
-    }
-
-    async fn add_addr(&self, _netns: &str, iface: &str, addr: IpNet) -> Result<(), DataplaneError> {
-        Err(unavailable(&format!("adding {addr} to {iface}")))
-    }
-
-    async fn remove_addr(
-        &self,
-        _netns: &str,
-        iface: &str,
-        addr: IpNet,
-    ) -> Result<(), DataplaneError> {
-        Err(unavailable(&format!("removing {addr} from {iface}")))
-    }
+/// A `show protocols` row as a status row: peer address and type come from the protocol name
+/// (`Mesh_172_31_250_2`, `Node_...`, `Global_...`, as `render::bird` names them).
+fn peer_status(row: &BgpProtocol) -> Option<BgpPeerStatus> {
+    let (kind, addr) = row.name.split_once('_')?;
+    let peer_type = match kind {
+        "Mesh" => "node-to-node mesh",
+        "Node" => "node specific",
+        "Global" => "global",
+        _ => return None,
+    };
+    let peer = addr
+        .replace('_', ".")
+        .parse::<Ipv4Addr>()
+        .map(IpAddr::V4)
+        .or_else(|_| addr.replace('_', ":").parse::<Ipv6Addr>().map(IpAddr::V6))
+        .ok()?;
+    Some(BgpPeerStatus {
+        protocol: row.name.clone(),
+        peer: peer.to_string(),
+        peer_type: peer_type.to_string(),
+        state: row.state.clone(),
+        since: row.since.clone(),
+        info: row.info.clone(),
+    })
 }
 
-/// Placeholder node control: start/stop/status fail with [`NOT_AVAILABLE`].
-#[derive(Debug, Clone, Default)]
-pub struct UnavailableNode;
-
 #[async_trait]
-impl NodeControl for UnavailableNode {
-    async fn start(&self, _opts: &NodeStartOptions) -> anyhow::Result<()> {
-        anyhow::bail!(NOT_AVAILABLE)
+impl NodeControl for LinuxNode {
+    async fn start(&self, opts: &NodeStartOptions) -> anyhow::Result<()> {
+        // Best effort, as the original: without permission the agent's own sysctl write
+        // reports the problem.
+        let _ = std::fs::write(&self.ip_forward, "1");
+        self.process.start(opts).await
     }
 
     async fn stop(&self) -> anyhow::Result<()> {
-        anyhow::bail!(NOT_AVAILABLE)
+        self.process.stop().await
     }
 
     async fn status(&self) -> anyhow::Result<NodeStatus> {
-        anyhow::bail!(NOT_AVAILABLE)
+        let mut status = self.process.status().await?;
+        match self.bgp_peers() {
+            Ok(peers) => status.bgp_peers = peers,
+            Err(e) => status.detail = format!("{}; BGP status unavailable: {e}", status.detail),
+        }
+        Ok(status)
     }
 }
 
@@ -163,5 +211,30 @@ mod tests {
         let me = std::process::id().to_string();
         let w = r.resolve(&me).await.unwrap();
         assert_eq!(w.netns, format!("/proc/{me}/ns/net"));
+    }
+
+    fn row(name: &str) -> BgpProtocol {
+        BgpProtocol {
+            name: name.into(),
+            proto: "BGP".into(),
+            table: "---".into(),
+            state: "up".into(),
+            since: "12:00:00".into(),
+            info: "Established".into(),
+        }
+    }
+
+    #[test]
+    fn peer_rows_name_address_and_type() {
+        let mesh = peer_status(&row("Mesh_172_31_250_2")).unwrap();
+        assert_eq!(
+            (mesh.peer.as_str(), mesh.peer_type.as_str(), mesh.info.as_str()),
+            ("172.31.250.2", "node-to-node mesh", "Established")
+        );
+        let node = peer_status(&row("Node_fd80__1")).unwrap();
+        assert_eq!((node.peer.as_str(), node.peer_type.as_str()), ("fd80::1", "node specific"));
+        assert_eq!(peer_status(&row("Global_10_0_0_1")).unwrap().peer_type, "global");
+        assert_eq!(peer_status(&row("device1")), None);
+        assert_eq!(peer_status(&row("Mesh_not_an_ip")), None);
     }
 }
