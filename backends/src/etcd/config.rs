@@ -13,11 +13,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take before the store reports etcd unavailable.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Client certificate files for etcd over TLS (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`,
-/// `ETCD_KEY_FILE`). The CA alone verifies the server; cert and key together authenticate us.
+/// Certificate files for etcd over TLS (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`,
+/// `ETCD_KEY_FILE`). The CA verifies the server and is required, as in the original client;
+/// cert and key together authenticate us to an etcd that runs with `--client-cert-auth`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
-    pub ca_cert: Option<PathBuf>,
+    pub ca_cert: PathBuf,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }
@@ -25,15 +26,16 @@ pub struct TlsFiles {
 /// Settings for [`EtcdStore::connect`](super::EtcdStore::connect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// Client URLs, e.g. `http://10.0.0.1:2379`; requests are balanced over them.
+    /// Client URLs, e.g. `http://10.0.0.1:2379`; requests are balanced over them. With
+    /// [`tls`](Self::tls) they must all be `https://`.
     pub endpoints: Vec<String>,
-    /// TLS files, when any is configured.
+    /// TLS files; required exactly when the endpoints are `https://`.
     pub tls: Option<TlsFiles>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
 }
 
-/// Why the etcd settings in the environment are unusable.
+/// Why the etcd settings are unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EtcdConfigError {
     #[error("etcd endpoint {endpoint:?} is not an http:// or https:// url")]
@@ -42,7 +44,7 @@ pub enum EtcdConfigError {
     BadScheme { scheme: String },
     #[error("ETCD_ENDPOINTS is set but names no endpoint")]
     NoEndpoints,
-    #[error("{var} names {path}, which cannot be read: {reason}")]
+    #[error("reading {path} ({var}): {reason}")]
     UnreadableFile {
         var: &'static str,
         path: PathBuf,
@@ -50,8 +52,12 @@ pub enum EtcdConfigError {
     },
     #[error("ETCD_CERT_FILE and ETCD_KEY_FILE must be set together")]
     HalfClientCert,
-    #[error("etcd tls is configured ({what}) but this build has no tls support compiled in")]
-    TlsNotCompiledIn { what: String },
+    #[error("etcd endpoint {endpoint} is https but no ca certificate (ETCD_CA_CERT_FILE) is set to verify it")]
+    MissingCaCert { endpoint: String },
+    #[error("etcd tls certificate files are set but endpoint {endpoint} is plain http; use https:// (ETCD_SCHEME=https)")]
+    TlsNeedsHttps { endpoint: String },
+    #[error("etcd endpoints mix http ({http}) and https ({https}); use one scheme")]
+    MixedSchemes { http: String, https: String },
 }
 
 impl Default for EtcdConfig {
@@ -76,9 +82,10 @@ impl EtcdConfig {
     /// `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`.
     ///
     /// # Errors
-    /// A malformed endpoint or scheme, an unreadable TLS file, a cert without its key, or any
-    /// TLS setting at all: this build has no TLS support (`TlsNotCompiledIn`), and silently
-    /// talking plain HTTP to a cluster the operator configured for TLS would be wrong.
+    /// A malformed endpoint or scheme; an unreadable or non-PEM TLS file (naming it); a cert
+    /// without its key; https without a CA file; TLS files with an http endpoint (talking
+    /// plain HTTP to a cluster the operator configured for TLS would be wrong); or http and
+    /// https endpoints mixed.
     pub fn from_env() -> Result<Self, EtcdConfigError> {
         Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
@@ -114,19 +121,28 @@ impl EtcdConfig {
         for endpoint in &endpoints {
             validate_endpoint(endpoint)?;
         }
-        let tls = TlsFiles {
-            ca_cert: readable_file(&var, "ETCD_CA_CERT_FILE")?,
-            cert: readable_file(&var, "ETCD_CERT_FILE")?,
-            key: readable_file(&var, "ETCD_KEY_FILE")?,
-        };
-        if tls.cert.is_some() != tls.key.is_some() {
+        let path = |name: &str| var(name).map(|p| PathBuf::from(p.trim()));
+        let (ca_cert, cert, key) = (
+            path("ETCD_CA_CERT_FILE"),
+            path("ETCD_CERT_FILE"),
+            path("ETCD_KEY_FILE"),
+        );
+        if cert.is_some() != key.is_some() {
             return Err(EtcdConfigError::HalfClientCert);
         }
+        // A client certificate without a CA over http would otherwise pass as plain http.
+        let any_https = endpoints.iter().any(|e| e.starts_with("https://"));
+        if (ca_cert.is_some() || cert.is_some()) && !any_https {
+            return Err(EtcdConfigError::TlsNeedsHttps {
+                endpoint: endpoints[0].clone(),
+            });
+        }
         let config = EtcdConfig {
-            tls: (tls.ca_cert.is_some() || tls.cert.is_some()).then_some(tls),
+            tls: ca_cert.map(|ca_cert| TlsFiles { ca_cert, cert, key }),
             ..EtcdConfig::new(endpoints)
         };
-        config.check_tls_support()?;
+        // Fail now, naming the file, rather than at the first connect.
+        config.tls_options()?;
         Ok(config)
     }
 
@@ -135,28 +151,49 @@ impl EtcdConfig {
         self.endpoints.join(",")
     }
 
-    /// This build talks plain HTTP only (etcd-client's `tls` feature would pull in rustls and
-    /// ring); refuse TLS settings and https URLs rather than ignore them.
+    /// etcd-client's TLS settings from the certificate files, read now: `None` for plain
+    /// http.
     ///
     /// # Errors
-    /// `TlsNotCompiledIn` naming what asked for TLS.
-    pub fn check_tls_support(&self) -> Result<(), EtcdConfigError> {
-        if let Some(tls) = &self.tls {
-            let files: Vec<String> = [&tls.ca_cert, &tls.cert, &tls.key]
-                .into_iter()
-                .flatten()
-                .map(|p| p.display().to_string())
-                .collect();
-            return Err(EtcdConfigError::TlsNotCompiledIn {
-                what: format!("certificate files {}", files.join(", ")),
-            });
+    /// `MixedSchemes`, `MissingCaCert` (https without TLS files), `TlsNeedsHttps` (TLS files
+    /// with http endpoints), `HalfClientCert`, or `UnreadableFile` naming a file that cannot
+    /// be read or holds no PEM block.
+    pub(super) fn tls_options(&self) -> Result<Option<etcd_client::TlsOptions>, EtcdConfigError> {
+        let http = self.endpoints.iter().find(|e| !e.starts_with("https://"));
+        let https = self.endpoints.iter().find(|e| e.starts_with("https://"));
+        let tls = match (&self.tls, http, https) {
+            (_, Some(http), Some(https)) => {
+                return Err(EtcdConfigError::MixedSchemes {
+                    http: http.clone(),
+                    https: https.clone(),
+                })
+            }
+            (None, _, None) => return Ok(None),
+            (None, _, Some(https)) => {
+                return Err(EtcdConfigError::MissingCaCert {
+                    endpoint: https.clone(),
+                })
+            }
+            (Some(_), Some(http), None) => {
+                return Err(EtcdConfigError::TlsNeedsHttps {
+                    endpoint: http.clone(),
+                })
+            }
+            (Some(tls), None, _) => tls,
+        };
+        let ca = read_pem("ETCD_CA_CERT_FILE", &tls.ca_cert)?;
+        let mut options =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_pem("ETCD_CERT_FILE", cert)?;
+                let key = read_pem("ETCD_KEY_FILE", key)?;
+                options = options.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            _ => return Err(EtcdConfigError::HalfClientCert),
         }
-        if let Some(https) = self.endpoints.iter().find(|e| e.starts_with("https://")) {
-            return Err(EtcdConfigError::TlsNotCompiledIn {
-                what: format!("endpoint {https}"),
-            });
-        }
-        Ok(())
+        Ok(Some(options))
     }
 }
 
@@ -173,26 +210,20 @@ fn validate_endpoint(endpoint: &str) -> Result<(), EtcdConfigError> {
     }
 }
 
-fn readable_file(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<Option<PathBuf>, EtcdConfigError> {
-    let Some(path) = var(name) else {
-        return Ok(None);
-    };
-    let path = PathBuf::from(path.trim());
-    check_readable(&path).map_err(|reason| EtcdConfigError::UnreadableFile {
-        var: name,
-        path: path.clone(),
+/// The contents of a PEM file; the certificates themselves are parsed when connecting.
+fn read_pem(var: &'static str, path: &Path) -> Result<Vec<u8>, EtcdConfigError> {
+    let unreadable = |reason: String| EtcdConfigError::UnreadableFile {
+        var,
+        path: path.to_path_buf(),
         reason,
-    })?;
-    Ok(Some(path))
-}
-
-fn check_readable(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    };
+    let pem = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(unreadable(
+            "no pem block (-----BEGIN ...) in it".to_string(),
+        ));
+    }
+    Ok(pem)
 }
 
 #[cfg(test)]
@@ -253,35 +284,140 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tls_settings_are_validated_then_refused() {
+    const FAKE_PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    /// A temp dir with `ca.pem`, `cert.pem` and `key.pem` holding PEM-shaped text.
+    fn pem_files() -> (tempfile::TempDir, String, String, String) {
         let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "x").unwrap();
-        let missing = dir.path().join("missing.pem");
-        let err = from(&[("ETCD_CA_CERT_FILE", missing.to_str().unwrap())]).unwrap_err();
-        assert!(matches!(
-            err,
-            EtcdConfigError::UnreadableFile {
-                var: "ETCD_CA_CERT_FILE",
-                ..
-            }
-        ));
+        let path = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, FAKE_PEM).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let (ca, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+        (dir, ca, cert, key)
+    }
+
+    #[test]
+    fn https_with_ca_and_client_cert_builds_tls_options() {
+        let (_dir, ca, cert, key) = pem_files();
+        let config = from(&[
+            ("ETCD_AUTHORITY", "10.0.0.1:2379"),
+            ("ETCD_SCHEME", "https"),
+            ("ETCD_CA_CERT_FILE", &ca),
+            ("ETCD_CERT_FILE", &cert),
+            ("ETCD_KEY_FILE", &key),
+        ])
+        .unwrap();
+        assert_eq!(config.endpoints, vec!["https://10.0.0.1:2379"]);
         assert_eq!(
-            from(&[("ETCD_CERT_FILE", ca.to_str().unwrap())]),
+            config.tls,
+            Some(TlsFiles {
+                ca_cert: ca.into(),
+                cert: Some(cert.into()),
+                key: Some(key.into()),
+            })
+        );
+        assert!(config.tls_options().unwrap().is_some());
+        // The CA alone (server verification, no client certificate) is enough too.
+        let (_dir, ca, _, _) = pem_files();
+        let config = from(&[
+            ("ETCD_ENDPOINTS", "https://a:2379,https://b:2379"),
+            ("ETCD_CA_CERT_FILE", &ca),
+        ])
+        .unwrap();
+        assert!(config.tls_options().unwrap().is_some());
+        assert_eq!(EtcdConfig::default().tls_options().unwrap().map(drop), None);
+    }
+
+    #[test]
+    fn https_requires_the_ca_file() {
+        let (_dir, _, cert, key) = pem_files();
+        assert_eq!(
+            from(&[("ETCD_AUTHORITY", "h:2379"), ("ETCD_SCHEME", "https")]),
+            Err(EtcdConfigError::MissingCaCert {
+                endpoint: "https://h:2379".into()
+            })
+        );
+        assert_eq!(
+            from(&[
+                ("ETCD_ENDPOINTS", "https://h:2379"),
+                ("ETCD_CERT_FILE", &cert),
+                ("ETCD_KEY_FILE", &key),
+            ]),
+            Err(EtcdConfigError::MissingCaCert {
+                endpoint: "https://h:2379".into()
+            })
+        );
+        // A config built in code is held to the same rule when connecting.
+        let config = EtcdConfig::new(vec!["https://h:2379".into()]);
+        assert_eq!(
+            config.tls_options().map(|o| o.map(drop)),
+            Err(EtcdConfigError::MissingCaCert {
+                endpoint: "https://h:2379".into()
+            })
+        );
+    }
+
+    #[test]
+    fn tls_files_are_not_silently_ignored_over_http() {
+        let (_dir, ca, cert, key) = pem_files();
+        assert_eq!(
+            from(&[("ETCD_AUTHORITY", "h:2379"), ("ETCD_CA_CERT_FILE", &ca)]),
+            Err(EtcdConfigError::TlsNeedsHttps {
+                endpoint: "http://h:2379".into()
+            })
+        );
+        assert_eq!(
+            from(&[("ETCD_CERT_FILE", &cert), ("ETCD_KEY_FILE", &key)]),
+            Err(EtcdConfigError::TlsNeedsHttps {
+                endpoint: DEFAULT_ENDPOINT.into()
+            })
+        );
+        assert_eq!(
+            from(&[
+                ("ETCD_ENDPOINTS", "https://a:2379,http://b:2379"),
+                ("ETCD_CA_CERT_FILE", &ca),
+            ]),
+            Err(EtcdConfigError::MixedSchemes {
+                http: "http://b:2379".into(),
+                https: "https://a:2379".into(),
+            })
+        );
+        assert_eq!(
+            from(&[("ETCD_CERT_FILE", &cert)]),
             Err(EtcdConfigError::HalfClientCert)
         );
-        let err = from(&[("ETCD_CA_CERT_FILE", ca.to_str().unwrap())]).unwrap_err();
+    }
+
+    #[test]
+    fn unreadable_or_non_pem_files_are_named() {
+        let (dir, ca, cert, _) = pem_files();
+        let missing = dir.path().join("missing.pem");
+        let err = from(&[
+            ("ETCD_ENDPOINTS", "https://h:2379"),
+            ("ETCD_CA_CERT_FILE", &ca),
+            ("ETCD_CERT_FILE", &cert),
+            ("ETCD_KEY_FILE", missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
         assert!(
-            matches!(err, EtcdConfigError::TlsNotCompiledIn { .. }),
-            "{err}"
+            matches!(&err, EtcdConfigError::UnreadableFile { var: "ETCD_KEY_FILE", path, .. } if *path == missing),
+            "{err:?}"
         );
-        let err = from(&[("ETCD_AUTHORITY", "h:2379"), ("ETCD_SCHEME", "https")]).unwrap_err();
-        assert_eq!(
-            err,
-            EtcdConfigError::TlsNotCompiledIn {
-                what: "endpoint https://h:2379".into()
-            }
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        let not_pem = dir.path().join("ca.der");
+        std::fs::write(&not_pem, [0x30, 0x82, 0x01]).unwrap();
+        let err = from(&[
+            ("ETCD_ENDPOINTS", "https://h:2379"),
+            ("ETCD_CA_CERT_FILE", not_pem.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&err, EtcdConfigError::UnreadableFile { var: "ETCD_CA_CERT_FILE", path, .. } if *path == not_pem),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("ca.der"), "{err}");
     }
 }

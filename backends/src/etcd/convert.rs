@@ -62,7 +62,15 @@ pub(crate) fn store_error(endpoints: &str, requested: Revision, err: EtcdError) 
     }
     let reason = match &err {
         EtcdError::GRpcStatus(status) => {
-            format!("{:?}: {}", status.code(), status.message()).to_lowercase()
+            let mut reason = format!("{:?}: {}", status.code(), status.message());
+            // A transport failure's status says only "transport error"; the cause below it
+            // says why (e.g. etcd refusing our client certificate during the TLS handshake).
+            if let Some(cause) = root_cause(status).map(|c| c.to_string()) {
+                if !reason.contains(&cause) {
+                    reason = format!("{reason}: {cause}");
+                }
+            }
+            reason.to_lowercase()
         }
         other => other.to_string(),
     };
@@ -70,6 +78,15 @@ pub(crate) fn store_error(endpoints: &str, requested: Revision, err: EtcdError) 
         endpoint: endpoints.to_string(),
         reason,
     }
+}
+
+/// The innermost error below `status`, if it has any.
+fn root_cause(status: &tonic::Status) -> Option<&(dyn std::error::Error + 'static)> {
+    let mut cause = std::error::Error::source(status)?;
+    while let Some(deeper) = cause.source() {
+        cause = deeper;
+    }
+    Some(cause)
 }
 
 #[cfg(test)]
@@ -112,6 +129,23 @@ mod tests {
                 assert_eq!(endpoint, "http://e:1");
                 assert!(reason.contains("down"), "{reason}");
             }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn a_transport_failure_reports_its_root_cause() {
+        let tls_alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: BadCertificate",
+        );
+        let mut status = tonic::Status::new(Code::Unknown, "transport error");
+        status.set_source(std::sync::Arc::new(tls_alert));
+        match store_error("https://e:1", 0, EtcdError::GRpcStatus(status)) {
+            StoreError::Unavailable { reason, .. } => assert_eq!(
+                reason,
+                "unknown: transport error: received fatal alert: badcertificate"
+            ),
             other => panic!("unexpected {other}"),
         }
     }

@@ -1,6 +1,7 @@
 //! `EtcdStore`: the `Store` trait over etcd v3 through etcd-client.
 //!
-//! - `config`: endpoints, TLS files and timeouts from the environment.
+//! - `config`: endpoints, TLS files and timeouts from the environment, and the client's TLS
+//!   settings built from those files.
 //! - `convert`: etcd key values, key ranges and errors to `Store` types.
 //! - `watch`: the resuming watch task behind `Store::watch`.
 //!
@@ -52,23 +53,26 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to the configured endpoints and checks that etcd answers.
+    /// Connects to the configured endpoints (over TLS when they are `https://`, with the
+    /// configured CA and client certificate) and checks that etcd answers.
     ///
     /// # Errors
-    /// `Unavailable` naming the endpoints when none answers within the connect timeout, or
-    /// when the configuration asks for TLS, which this build does not support.
+    /// `Unavailable` naming the endpoints when none answers within the connect timeout (a
+    /// TLS handshake etcd or we refuse counts as no answer), or when the TLS settings are
+    /// inconsistent or a certificate file cannot be read (the reason names the file).
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
         let endpoints = config.endpoints_label();
-        config
-            .check_tls_support()
-            .map_err(|e| StoreError::Unavailable {
-                endpoint: endpoints.clone(),
-                reason: e.to_string(),
-            })?;
-        let options = ConnectOptions::new()
+        let tls = config.tls_options().map_err(|e| StoreError::Unavailable {
+            endpoint: endpoints.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(config.connect_timeout, config.connect_timeout);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls);
+        }
         let connecting = Client::connect(&config.endpoints, Some(options));
         let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(client)) => client,

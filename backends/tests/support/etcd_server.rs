@@ -1,6 +1,7 @@
 //! A throwaway etcd server for tests and benches: its own temp data dir, free ports on
 //! 127.0.0.1, `--unsafe-no-fsync`; restartable on the same data and ports; killed (by the PID
-//! we started, nothing else) on drop.
+//! we started, nothing else) on drop. [`EtcdServer::start_tls`] serves clients over TLS and
+//! requires client certificates (`--client-cert-auth`).
 //!
 //! When no `etcd` binary exists, `start` returns `None` after printing
 //! "skipping: install etcd-server", unless `CI` is set, where it panics so CI cannot pass
@@ -17,6 +18,18 @@ use std::time::{Duration, Instant};
 /// How long a fresh etcd may take to answer (it is usually ready in about a second).
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 
+/// PEM files for an etcd serving clients over TLS: its own certificate and key, the CA it
+/// trusts for client certificates, and a client certificate that CA signed (for the
+/// readiness probe).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trusted_ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// One etcd process we started, and what it needs to restart.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -24,6 +37,7 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    tls: Option<ServerTls>,
     child: Option<Child>,
 }
 
@@ -31,6 +45,16 @@ impl EtcdServer {
     /// Starts etcd and waits until it answers; `None` (after a message) when etcd is not
     /// installed and `CI` is unset.
     pub async fn start() -> Option<EtcdServer> {
+        Self::start_with(None).await
+    }
+
+    /// As [`start`](Self::start), serving `https://` client URLs with `tls` and requiring
+    /// client certificates signed by its trusted CA.
+    pub async fn start_tls(tls: ServerTls) -> Option<EtcdServer> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<ServerTls>) -> Option<EtcdServer> {
         let binary = match find_binary() {
             Some(binary) => binary,
             None if std::env::var_os("CI").is_some() => {
@@ -50,15 +74,17 @@ impl EtcdServer {
             dir,
             client_port,
             peer_port,
+            tls,
             child: None,
         };
         server.spawn().await;
         Some(server)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The PID of the running etcd, if it runs.
@@ -99,14 +125,25 @@ impl EtcdServer {
 
     async fn spawn(&mut self) {
         let data = self.dir.path().join("data");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("opening the etcd log");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.trusted_ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name")
             .arg("default")
             .arg("--data-dir")
@@ -145,7 +182,7 @@ impl EtcdServer {
                     );
                 }
             }
-            if answers(endpoint).await {
+            if answers(endpoint, self.tls.as_ref()).await {
                 return;
             }
             if Instant::now() > deadline {
@@ -166,11 +203,25 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Whether etcd at `endpoint` serves a read (not merely listens).
-async fn answers(endpoint: &str) -> bool {
-    let options = etcd_client::ConnectOptions::new()
+/// Whether etcd at `endpoint` serves a read (not merely listens), over TLS with the client
+/// certificate in `tls` when given.
+async fn answers(endpoint: &str, tls: Option<&ServerTls>) -> bool {
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_millis(500));
+    if let Some(tls) = tls {
+        let read = |path: &Path| {
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        };
+        options = options.with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.trusted_ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    read(&tls.client_cert),
+                    read(&tls.client_key),
+                )),
+        );
+    }
     let probe = async {
         let mut client = etcd_client::Client::connect([endpoint], Some(options))
             .await
