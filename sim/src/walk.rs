@@ -145,6 +145,26 @@ pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr, seq: u64) -> Packet 
     }
 }
 
+/// The probe `packet` is an instance of (its protocol, ports or ICMP type and code).
+fn probe_of(packet: &Packet) -> Probe {
+    let protocol = packet.protocol;
+    match packet.l4 {
+        L4::Ports { src, dst } => Probe::Ports {
+            protocol,
+            src_port: src,
+            dst_port: dst,
+        },
+        L4::Icmp {
+            icmp_type, code, ..
+        } => Probe::Icmp {
+            protocol,
+            icmp_type,
+            icmp_code: code,
+        },
+        L4::Opaque => Probe::Other { protocol },
+    }
+}
+
 /// The `seq`th port of [`EPHEMERAL_PORTS`], wrapping.
 fn ephemeral_port(seq: u64) -> u16 {
     let (first, last) = (*EPHEMERAL_PORTS.start(), *EPHEMERAL_PORTS.end());
@@ -228,6 +248,32 @@ impl World {
         let src = self.resolve(src, None)?;
         let dst = self.resolve(dst, Some(src.addr))?;
         let request = probe_packet(probe, src.addr, dst.addr, self.next_probe());
+        self.walk(src, dst, probe, request)
+    }
+
+    /// Sends exactly `packet` (and, if it arrives, its reply) from the place that owns its
+    /// source address to the one that owns its destination: a later packet of a flow an
+    /// earlier [`World::send`] opened, e.g. `send_packet(walk.request)` for more data of the
+    /// same connection, or `send_packet(walk.request.reply())` for data the other side sends
+    /// on it. Conntrack sees it as part of that flow (ESTABLISHED) if the flow is still
+    /// tracked, as a NEW flow otherwise.
+    ///
+    /// # Errors
+    /// When no host, workload or address in the world owns the packet's source or destination.
+    pub fn send_packet(&self, packet: Packet) -> Result<Walk, SimError> {
+        let src = self.resolve(&packet.src.to_string(), None)?;
+        let dst = self.resolve(&packet.dst.to_string(), Some(src.addr))?;
+        self.walk(src, dst, probe_of(&packet), packet)
+    }
+
+    /// Walks `request` from `src` and, if it reaches `dst`, its reply back.
+    fn walk(
+        &self,
+        src: Place,
+        dst: Place,
+        probe: Probe,
+        request: Packet,
+    ) -> Result<Walk, SimError> {
         let mut legs = Vec::new();
         let delivered = self.carry(&src.host, &src.ns, request, Direction::Request, &mut legs)?;
         let arrived = delivered.filter(|(host, ns, _)| *host == dst.host && *ns == dst.ns);
