@@ -190,7 +190,20 @@ fn family_of(net: &IpNet) -> IpFamily {
     }
 }
 
+/// The working copy of set `name`, copied from `sets` on first use.
+fn slot_of<'w>(
+    work: &'w mut BTreeMap<String, Option<IpSet>>,
+    sets: &BTreeMap<String, IpSet>,
+    name: &str,
+) -> &'w mut Option<IpSet> {
+    work.entry(name.to_string())
+        .or_insert_with(|| sets.get(name).cloned())
+}
+
 /// Applies commands to `sets` all-or-nothing.
+///
+/// Copy-on-write: only the sets the commands name are copied and worked on, so a restore
+/// costs what it touches, not what the kernel holds, and a refused one leaves `sets` as it was.
 ///
 /// # Errors
 /// [`DataplaneError::Kernel`] naming the line and set when a command is refused (set missing,
@@ -199,7 +212,8 @@ pub fn restore(
     sets: &mut BTreeMap<String, IpSet>,
     commands: &[(usize, IpSetCommand)],
 ) -> Result<(), DataplaneError> {
-    let mut work = sets.clone();
+    // Name → the set after the commands so far (`None`: it does not exist).
+    let mut work: BTreeMap<String, Option<IpSet>> = BTreeMap::new();
     for (line, command) in commands {
         let refuse = |reason: String| DataplaneError::Kernel {
             operation: format!("ipset restore line {line}"),
@@ -211,22 +225,22 @@ pub fn restore(
                 kind,
                 family,
                 exist,
-            } => match work.get(name) {
-                Some(set) if *exist && set.kind == *kind && set.family == *family => {}
-                Some(_) => return Err(refuse(format!("set {name} already exists"))),
-                None => {
-                    work.insert(
-                        name.clone(),
-                        IpSet {
+            } => {
+                let set = slot_of(&mut work, sets, name);
+                match set {
+                    Some(old) if *exist && old.kind == *kind && old.family == *family => {}
+                    Some(_) => return Err(refuse(format!("set {name} already exists"))),
+                    None => {
+                        *set = Some(IpSet {
                             name: name.clone(),
                             family: *family,
                             kind: *kind,
                             members: BTreeSet::new(),
-                        },
-                    );
+                        });
+                    }
                 }
-            },
-            IpSetCommand::Flush { name } => match work.get_mut(name) {
+            }
+            IpSetCommand::Flush { name } => match slot_of(&mut work, sets, name) {
                 Some(set) => set.members.clear(),
                 None => return Err(refuse(format!("set {name} does not exist"))),
             },
@@ -235,8 +249,8 @@ pub fn restore(
                 member,
                 exist,
             } => {
-                let set = work
-                    .get_mut(name)
+                let set = slot_of(&mut work, sets, name)
+                    .as_mut()
                     .ok_or_else(|| refuse(format!("set {name} does not exist")))?;
                 if family_of(member) != set.family {
                     return Err(refuse(format!(
@@ -252,32 +266,44 @@ pub fn restore(
                 member,
                 exist,
             } => {
-                let set = work
-                    .get_mut(name)
+                let set = slot_of(&mut work, sets, name)
+                    .as_mut()
                     .ok_or_else(|| refuse(format!("set {name} does not exist")))?;
                 if !set.members.remove(member) && !exist {
                     return Err(refuse(format!("{member} is not in set {name}")));
                 }
             }
             IpSetCommand::Swap { a, b } => {
-                let (Some(mut sa), Some(mut sb)) = (work.remove(a), work.remove(b)) else {
+                let (Some(mut sa), Some(mut sb)) = (
+                    slot_of(&mut work, sets, a).take(),
+                    slot_of(&mut work, sets, b).take(),
+                ) else {
                     return Err(refuse(format!("swap needs both sets {a} and {b}")));
                 };
                 if sa.kind != sb.kind || sa.family != sb.family {
                     return Err(refuse(format!("sets {a} and {b} have different types")));
                 }
                 std::mem::swap(&mut sa.members, &mut sb.members);
-                work.insert(a.clone(), sa);
-                work.insert(b.clone(), sb);
+                *slot_of(&mut work, sets, a) = Some(sa);
+                *slot_of(&mut work, sets, b) = Some(sb);
             }
             IpSetCommand::Destroy { name } => {
-                if work.remove(name).is_none() {
+                if slot_of(&mut work, sets, name).take().is_none() {
                     return Err(refuse(format!("set {name} does not exist")));
                 }
             }
         }
     }
-    *sets = work;
+    for (name, set) in work {
+        match set {
+            Some(set) => {
+                sets.insert(name, set);
+            }
+            None => {
+                sets.remove(&name);
+            }
+        }
+    }
     Ok(())
 }
 

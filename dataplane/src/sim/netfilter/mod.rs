@@ -83,41 +83,63 @@ fn jump_target(rule: &Rule) -> Option<&str> {
 }
 
 impl Netfilter {
-    /// Installs a parsed block as we own it (see the module doc). `owned` are the chains we
-    /// owned before; returns the human changes and the chains we own afterwards.
+    /// Installs a parsed block as we own it (see the module doc): the block holds every chain
+    /// we want in the table. `owned` are the chains we owned before; returns the human changes
+    /// and the chains we own afterwards.
     pub fn install(
         &mut self,
         id: TableId,
         block: &RestoreBlock,
         owned: &BTreeSet<String>,
     ) -> (Vec<String>, BTreeSet<String>) {
-        let label = table_label(id);
-        let table = self
-            .tables
-            .entry(id)
-            .or_insert_with(|| NfTable::with_builtins(id.table));
-        let mut changes = Vec::new();
         let now_owned: BTreeSet<String> = block
             .chains
             .iter()
             .filter(|c| c.policy.is_none())
             .map(|c| c.chain.name.clone())
             .collect();
-        let ours = |rule: &Rule| {
-            jump_target(rule).is_some_and(|t| now_owned.contains(t) || owned.contains(t))
-        };
+        let stale: BTreeSet<String> = owned.difference(&now_owned).cloned().collect();
+        let ours = |chain: &str| now_owned.contains(chain) || owned.contains(chain);
+        let changes = self.install_delta(id, block, &ours, &stale);
+        (changes, now_owned)
+    }
+
+    /// Installs a parsed block that holds only what changed, like `iptables-restore --noflush`
+    /// with just those chains: each user chain of the block replaces (or creates) the chain
+    /// of that name, each built-in chain of the block gets its rules as our hooks at its top
+    /// (replacing our old hooks, which are the rules jumping to a chain `ours` names), and
+    /// every chain not in the block stays as it is. Then the `stale` chains (ours, no longer
+    /// wanted) are deleted, after every jump to them. Returns the human changes.
+    pub fn install_delta(
+        &mut self,
+        id: TableId,
+        block: &RestoreBlock,
+        ours: &dyn Fn(&str) -> bool,
+        stale: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let label = table_label(id);
+        let table = self
+            .tables
+            .entry(id)
+            .or_insert_with(|| NfTable::with_builtins(id.table));
+        let mut changes = Vec::new();
+        let is_hook = |rule: &Rule| jump_target(rule).is_some_and(ours);
         for parsed in &block.chains {
             let name = &parsed.chain.name;
             if parsed.policy.is_some() {
                 let Some(builtin) = table.chains.get_mut(name) else {
                     continue;
                 };
-                let old_hooks: Vec<Rule> =
-                    builtin.rules.iter().filter(|r| ours(r)).cloned().collect();
+                let old_hooks: Vec<Rule> = builtin
+                    .rules
+                    .iter()
+                    .filter(|r| is_hook(r))
+                    .cloned()
+                    .collect();
                 let at_top = builtin.rules.get(..parsed.chain.rules.len())
                     == Some(parsed.chain.rules.as_slice());
                 if old_hooks != parsed.chain.rules || !at_top {
-                    builtin.rules.retain(|r| !ours(r));
+                    builtin.rules.retain(|r| !is_hook(r));
                     let tail = std::mem::take(&mut builtin.rules);
                     builtin.rules = parsed.chain.rules.clone();
                     builtin.rules.extend(tail);
@@ -143,13 +165,15 @@ impl Netfilter {
                 }
             }
         }
+        if stale.is_empty() {
+            return changes;
+        }
         // Our hooks into chains we no longer own go first, then the chains themselves.
-        let stale: BTreeSet<&String> = owned.difference(&now_owned).collect();
         for (name, chain) in table.chains.iter_mut() {
             let before = chain.rules.len();
             chain
                 .rules
-                .retain(|r| !jump_target(r).is_some_and(|t| stale.contains(&t.to_string())));
+                .retain(|r| !jump_target(r).is_some_and(|t| stale.contains(t)));
             if chain.rules.len() != before && !stale.contains(name) {
                 changes.push(format!(
                     "remove jumps to deleted chains from {name} in {label}"
@@ -161,7 +185,18 @@ impl Netfilter {
                 changes.push(format!("delete chain {name} in {label}"));
             }
         }
-        (changes, now_owned)
+        changes
+    }
+
+    /// The rules of a user chain (`None` for a missing or built-in chain): what an apply
+    /// compares with the desired chain to decide whether to restore it.
+    pub fn user_chain_rules(&self, id: TableId, name: &str) -> Option<&[Rule]> {
+        self.tables
+            .get(&id)?
+            .chains
+            .get(name)
+            .filter(|c| c.policy.is_none())
+            .map(|c| c.rules.as_slice())
     }
 
     /// Our chains of a table, as the typed chains they were parsed into.

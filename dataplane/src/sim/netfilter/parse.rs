@@ -65,6 +65,20 @@ pub fn is_builtin(table: Table, chain: &str) -> bool {
 /// # Errors
 /// [`DataplaneError::Parse`] naming the first offending line.
 pub fn parse_restore(text: &str) -> Result<Vec<RestoreBlock>, DataplaneError> {
+    parse_restore_noflush(text, &|_| false)
+}
+
+/// Parses restore text meant for `iptables-restore --noflush` on a kernel that already holds
+/// chains: a jump may also target a chain the text does not declare when `existing` says the
+/// kernel has it (iptables-restore resolves such jumps against the kernel). This is how an
+/// apply restores only the chains that changed: declaring an unchanged chain would flush it.
+///
+/// # Errors
+/// [`DataplaneError::Parse`] naming the first offending line.
+pub fn parse_restore_noflush(
+    text: &str,
+    existing: &dyn Fn(&str) -> bool,
+) -> Result<Vec<RestoreBlock>, DataplaneError> {
     let mut blocks = Vec::new();
     let mut open: Option<OpenBlock> = None;
     let mut last_line = 0;
@@ -92,7 +106,7 @@ pub fn parse_restore(text: &str) -> Result<Vec<RestoreBlock>, DataplaneError> {
         };
         if trimmed == "COMMIT" {
             if let Some(block) = open.take() {
-                blocks.push(block.finish()?);
+                blocks.push(block.finish(existing)?);
             }
         } else if let Some(decl) = trimmed.strip_prefix(':') {
             block.declare(decl, line)?;
@@ -249,12 +263,13 @@ impl OpenBlock {
         Ok(())
     }
 
-    fn finish(self) -> Result<RestoreBlock, DataplaneError> {
+    /// Closes the block; every jump must reach a chain it declares or one `existing` names.
+    fn finish(self, existing: &dyn Fn(&str) -> bool) -> Result<RestoreBlock, DataplaneError> {
         for (target, line) in &self.jumps {
             if is_builtin(self.table, target) {
                 return Err(err(*line, format!("jump to built-in chain {target}")));
             }
-            if !self.index.contains_key(target) {
+            if !self.index.contains_key(target) && !existing(target) {
                 return Err(err(
                     *line,
                     format!("unknown target or undeclared chain {target}"),
@@ -705,6 +720,34 @@ mod tests {
         );
         let blocks = parse_restore(&text).unwrap();
         blocks[0].chains[1].chain.rules[0].clone()
+    }
+
+    #[test]
+    fn noflush_text_may_jump_to_chains_the_kernel_holds() {
+        let text = "*filter\n:FORWARD ACCEPT [0:0]\n:c - [0:0]\n\
+                    -A FORWARD -j kept\n-A c -g kept\nCOMMIT\n";
+        let kernel_has = |name: &str| name == "kept";
+        let blocks = parse_restore_noflush(text, &kernel_has).unwrap();
+        let names: Vec<&str> = blocks[0]
+            .chains
+            .iter()
+            .map(|c| c.chain.name.as_str())
+            .collect();
+        assert_eq!(names, ["FORWARD", "c"]);
+        assert_eq!(
+            blocks[0].chains[1].chain.rules[0].target,
+            Target::Goto("kept".to_string())
+        );
+        // Without the kernel's chain it is the usual error, and an append still needs a
+        // declaration (declaring is what would flush a chain).
+        let e = parse_restore(text).unwrap_err();
+        assert!(e.to_string().contains("undeclared chain kept"), "{e}");
+        let e =
+            parse_restore_noflush("*filter\n-A kept -j DROP\nCOMMIT\n", &kernel_has).unwrap_err();
+        assert!(
+            e.to_string().contains("append to undeclared chain kept"),
+            "{e}"
+        );
     }
 
     fn parse_line_error(text: &str) -> (usize, String) {
