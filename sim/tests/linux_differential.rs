@@ -1,0 +1,53 @@
+//! Differential: every scenario in `sim/scenarios/` passes on real namespaces
+//! (`LinuxRunner`) as it does on the simulator (`Runner`). Both runners assert every
+//! `expect`, so a disagreement fails one side, and the failure names the scenario and side.
+
+mod linux_common;
+
+use std::sync::Arc;
+
+use calico_backends::{MemStore, Store};
+use calico_sim::linux::LinuxRunner;
+use calico_sim::scenario::{parse, Runner, Step};
+
+#[tokio::test]
+async fn every_scenario_agrees_on_sim_and_linux() {
+    let Some(config) = linux_common::setup("every_scenario_agrees_on_sim_and_linux") else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "scenario"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "scenario corpus shrank: {files:?}");
+
+    let mut failures = Vec::new();
+    let (mut expects, mut ran_expects) = (0, 0);
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let lines = parse(&std::fs::read_to_string(file).unwrap()).unwrap();
+        expects += lines
+            .iter()
+            .filter(|l| matches!(l.step, Step::Expect { .. }))
+            .count();
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        if let Err(e) = Runner::new(store).run(&lines, |_| {}).await {
+            failures.push(format!("{name} on the simulator: {e}"));
+        }
+        let mut linux = LinuxRunner::new(config.clone()).unwrap();
+        let mut ran = 0;
+        let result = linux
+            .run(&lines, |r| ran += usize::from(r.text.starts_with("expect")))
+            .await;
+        drop(linux);
+        if let Err(e) = result {
+            failures.push(format!("{name} on linux: {e}"));
+        }
+        ran_expects += ran;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(ran_expects, expects, "every expect line ran on linux");
+}
