@@ -50,11 +50,24 @@ async fn sigkilled_agent_restarts_without_dropping_traffic() {
     let cluster = runner.cluster();
     let h2 = cluster.host_netns("host2").unwrap().to_string();
     let before = our_rules(&h2);
-    assert!(before.contains("-A cali-"), "no calico rules on host2:\n{before}");
+    assert!(
+        before.contains("-A cali-"),
+        "no calico rules on host2:\n{before}"
+    );
     let old_pid = cluster.agent_pid("host2").expect("host2's agent runs");
 
     let ping = Command::new("ip")
-        .args(["netns", "exec", "workload_A", "ping", "-i", "0.2", "-c", "25", "192.168.1.2"])
+        .args([
+            "netns",
+            "exec",
+            "workload_A",
+            "ping",
+            "-i",
+            "0.2",
+            "-c",
+            "25",
+            "192.168.1.2",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -80,6 +93,10 @@ async fn sigkilled_agent_restarts_without_dropping_traffic() {
         "replies lost across the restart:\n{text}"
     );
     calico_sim::linux::settle::settle(cluster).await.unwrap();
-    assert_eq!(our_rules(&h2), before, "host2's chains changed across the restart");
+    assert_eq!(
+        our_rules(&h2),
+        before,
+        "host2's chains changed across the restart"
+    );
     assert_eq!(cluster.agent_pid("host2"), Some(new_pid));
 }

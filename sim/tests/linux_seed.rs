@@ -28,7 +28,10 @@ async fn seed_on_namespaces_with_bgp_routes() {
         })
         .collect();
     assert_eq!(verdicts.len(), 9, "{reports:#?}");
-    assert!(verdicts.iter().all(|(want, got)| want == got), "{verdicts:?}");
+    assert!(
+        verdicts.iter().all(|(want, got)| want == got),
+        "{verdicts:?}"
+    );
     assert_eq!(
         verdicts.iter().filter(|(w, _)| *w == "allow").count(),
         3,
@@ -72,5 +75,9 @@ async fn seed_on_namespaces_with_bgp_routes() {
         row.contains("node-to-node mesh") && row.contains("up") && row.contains("Established"),
         "{row}"
     );
-    assert!(out.stdout.starts_with("calico-node is running"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("calico-node is running"),
+        "{}",
+        out.stdout
+    );
 }

@@ -56,7 +56,11 @@ async fn spoofed_source_ip_or_mac_is_dropped() {
     let (ok, _) = exec(c, "ip", &["addr", "add", "192.168.1.1/32", "dev", "eth1"]);
     assert!(ok, "adding A's address in C");
     assert!(!ping(c, &["-I", "192.168.1.1", "192.168.1.2"]));
-    assert_eq!(packets(b, "INPUT", "192.168.1.1"), 0, "a spoofed packet reached B");
+    assert_eq!(
+        packets(b, "INPUT", "192.168.1.1"),
+        0,
+        "a spoofed packet reached B"
+    );
     let (ok, _) = exec(c, "ip", &["addr", "del", "192.168.1.1/32", "dev", "eth1"]);
     assert!(ok);
 
@@ -69,7 +73,11 @@ async fn spoofed_source_ip_or_mac_is_dropped() {
         .unwrap_or_else(|| panic!("no MAC in {link:?}"))
         .to_string();
     let arrived = packets(b, "INPUT", "192.168.1.3");
-    let (ok, _) = exec(c, "ip", &["link", "set", "eth1", "address", "02:00:00:00:00:99"]);
+    let (ok, _) = exec(
+        c,
+        "ip",
+        &["link", "set", "eth1", "address", "02:00:00:00:00:99"],
+    );
     assert!(ok, "forging C's MAC");
     assert!(!ping(c, &["192.168.1.2"]));
     assert_eq!(
@@ -79,6 +87,9 @@ async fn spoofed_source_ip_or_mac_is_dropped() {
     );
     let (ok, _) = exec(c, "ip", &["link", "set", "eth1", "address", &mac]);
     assert!(ok);
-    assert!(ping(c, &["192.168.1.2"]), "C with its own MAC again must reach B");
+    assert!(
+        ping(c, &["192.168.1.2"]),
+        "C with its own MAC again must reach B"
+    );
     assert!(packets(b, "INPUT", "192.168.1.3") > arrived);
 }

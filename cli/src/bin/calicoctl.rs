@@ -62,15 +62,13 @@ fn env(key: &str) -> Option<String> {
 
 /// `--datastore`, else `CALICO_DATASTORE`, else etcd when its variables are set, else sled.
 fn datastore_choice(flag: Option<String>) -> anyhow::Result<&'static str> {
-    let choice = flag
-        .or_else(|| env("CALICO_DATASTORE"))
-        .unwrap_or_else(|| {
-            if env("ETCD_ENDPOINTS").is_some() || env("ETCD_AUTHORITY").is_some() {
-                "etcd".into()
-            } else {
-                "sled".into()
-            }
-        });
+    let choice = flag.or_else(|| env("CALICO_DATASTORE")).unwrap_or_else(|| {
+        if env("ETCD_ENDPOINTS").is_some() || env("ETCD_AUTHORITY").is_some() {
+            "etcd".into()
+        } else {
+            "sled".into()
+        }
+    });
     match choice.as_str() {
         "etcd" => Ok("etcd"),
         "sled" => Ok("sled"),

@@ -228,12 +228,22 @@ mod tests {
     fn peer_rows_name_address_and_type() {
         let mesh = peer_status(&row("Mesh_172_31_250_2")).unwrap();
         assert_eq!(
-            (mesh.peer.as_str(), mesh.peer_type.as_str(), mesh.info.as_str()),
+            (
+                mesh.peer.as_str(),
+                mesh.peer_type.as_str(),
+                mesh.info.as_str()
+            ),
             ("172.31.250.2", "node-to-node mesh", "Established")
         );
         let node = peer_status(&row("Node_fd80__1")).unwrap();
-        assert_eq!((node.peer.as_str(), node.peer_type.as_str()), ("fd80::1", "node specific"));
-        assert_eq!(peer_status(&row("Global_10_0_0_1")).unwrap().peer_type, "global");
+        assert_eq!(
+            (node.peer.as_str(), node.peer_type.as_str()),
+            ("fd80::1", "node specific")
+        );
+        assert_eq!(
+            peer_status(&row("Global_10_0_0_1")).unwrap().peer_type,
+            "global"
+        );
         assert_eq!(peer_status(&row("device1")), None);
         assert_eq!(peer_status(&row("Mesh_not_an_ip")), None);
     }

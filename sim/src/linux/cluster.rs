@@ -151,7 +151,9 @@ impl LinuxCluster {
     }
 
     fn wire(&self) -> &Netns {
-        self.wire.as_ref().expect("the wire namespace lives until teardown")
+        self.wire
+            .as_ref()
+            .expect("the wire namespace lives until teardown")
     }
 
     /// `http://172.31.250.254:23790`, the `ETCD_ENDPOINTS` of every host.
@@ -199,7 +201,12 @@ impl LinuxCluster {
         // A real read through calicoctl: etcd is ready once it serves one.
         let deadline = Instant::now() + ETCD_READY;
         loop {
-            let out = self.ctl_command(self.wire().name(), "calirs-wire", &self.temp.path().join("wire"))
+            let out = self
+                .ctl_command(
+                    self.wire().name(),
+                    "calirs-wire",
+                    &self.temp.path().join("wire"),
+                )
                 .args(["pool", "show"])
                 .output();
             if out.is_ok_and(|o| o.status.success()) {
@@ -259,14 +266,26 @@ impl LinuxCluster {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !valid || name.len() > 40 {
-            return Err(bad("name must be [A-Za-z0-9_.-], at most 40 characters".into()));
+            return Err(bad(
+                "name must be [A-Za-z0-9_.-], at most 40 characters".into()
+            ));
         }
         let ns = Netns::create(&format!("{}{name}", self.config.prefix))?;
         let link = format!("w{}", self.hosts.len());
         self.wire().ip(&[
-            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", ns.name(),
+            "link",
+            "add",
+            &link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
         ])?;
-        self.wire().ip(&["link", "set", &link, "master", "br0", "up"])?;
+        self.wire()
+            .ip(&["link", "set", &link, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         let data_dir = self.temp.path().join(name);
@@ -274,7 +293,8 @@ impl LinuxCluster {
             what: format!("creating {}", data_dir.display()),
             reason,
         })?;
-        self.hosts.insert(name.to_string(), Host { ns, ip, data_dir });
+        self.hosts
+            .insert(name.to_string(), Host { ns, ip, data_dir });
         Ok(())
     }
 
@@ -468,6 +488,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = ClusterConfig::next_to(&dir.path().join("calico-sim")).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("calicoctl") && text.contains("cargo build"), "{text}");
+        assert!(
+            text.contains("calicoctl") && text.contains("cargo build"),
+            "{text}"
+        );
     }
 }

@@ -115,7 +115,11 @@ impl Netns {
     /// The pids of the processes running in the namespace (`ip netns pids`).
     pub fn pids(&self) -> Vec<u32> {
         run("ip", &["netns", "pids", &self.name])
-            .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

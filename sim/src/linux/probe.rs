@@ -30,13 +30,12 @@ pub fn listen(transport: Transport, port: u16) -> io::Result<()> {
         Transport::Tcp => {
             let listener = TcpListener::bind(addr)?;
             ready()?;
-            for stream in listener.incoming() {
+            loop {
                 // A connection that fails mid-way is the client's problem, not the listener's.
-                if let Ok(mut stream) = stream {
+                if let Ok((mut stream, _)) = listener.accept() {
                     let _ = stream.write_all(b"ok\n");
                 }
             }
-            Ok(())
         }
         Transport::Udp => {
             let socket = UdpSocket::bind(addr)?;
@@ -107,7 +106,12 @@ mod tests {
             }
         });
         let lo = IpAddr::from([127, 0, 0, 1]);
-        assert!(connect(Transport::Tcp, lo, tcp_port, Duration::from_secs(2)));
+        assert!(connect(
+            Transport::Tcp,
+            lo,
+            tcp_port,
+            Duration::from_secs(2)
+        ));
 
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let udp_port = udp.local_addr().unwrap().port();
@@ -117,12 +121,22 @@ mod tests {
                 let _ = udp.send_to(&buf[..n], from);
             }
         });
-        assert!(connect(Transport::Udp, lo, udp_port, Duration::from_secs(2)));
+        assert!(connect(
+            Transport::Udp,
+            lo,
+            udp_port,
+            Duration::from_secs(2)
+        ));
 
         // Nobody listens on the port just freed: no answer.
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
         drop(closed);
-        assert!(!connect(Transport::Tcp, lo, closed_port, Duration::from_millis(500)));
+        assert!(!connect(
+            Transport::Tcp,
+            lo,
+            closed_port,
+            Duration::from_millis(500)
+        ));
     }
 }

@@ -69,7 +69,11 @@ pub async fn settle(cluster: &LinuxCluster) -> Result<Settled, LinuxError> {
     }
 }
 
-fn changing_hosts(cluster: &LinuxCluster, before: Option<&[String]>, now: &[String]) -> Vec<String> {
+fn changing_hosts(
+    cluster: &LinuxCluster,
+    before: Option<&[String]>,
+    now: &[String],
+) -> Vec<String> {
     cluster
         .hosts()
         .enumerate()
@@ -153,9 +157,7 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
                 };
                 if !ok {
                     let kind = if local { "local" } else { "BGP" };
-                    missing.push(format!(
-                        "{host} has no {kind} route to {workload} ({addr})"
-                    ));
+                    missing.push(format!("{host} has no {kind} route to {workload} ({addr})"));
                 }
             }
         }
