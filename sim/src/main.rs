@@ -87,9 +87,11 @@ async fn main() -> ExitCode {
             dataplane: Dataplane::Linux,
         } => {
             // Dropping the run on a signal drops its cluster, which removes what it made.
+            let signal = interrupted();
             tokio::select! {
+                biased;
+                signal = signal => Err(anyhow::anyhow!("{signal} received; everything created was removed")),
                 result = run_files_linux(&files, quiet) => result,
-                signal = interrupted() => Err(anyhow::anyhow!("{signal} received; everything created was removed")),
             }
         }
         Command::Demo { data_dir } => demo(data_dir).await,
@@ -119,20 +121,22 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Resolves with the name of the first SIGINT or SIGTERM.
-async fn interrupted() -> &'static str {
+/// Resolves with the name of the first SIGINT or SIGTERM. The handlers are installed when
+/// this is called, before the run starts, so a signal during blocking setup is not lost.
+fn interrupted() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }
