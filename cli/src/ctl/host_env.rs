@@ -26,7 +26,8 @@ pub fn hostname(flag: Option<&str>) -> Option<String> {
 
 /// Resolves `<CONTAINER>` as a name under `/var/run/netns` (orchestrator `netns`), an absolute
 /// netns path (orchestrator `namespace`, the path with `/` turned into `-`, as the original),
-/// or a PID (`/proc/<pid>/ns/net`, orchestrator `pid`).
+/// a PID (`/proc/<pid>/ns/net`, orchestrator `pid`), or else a Docker container name or id
+/// (orchestrator `docker`, see [`super::docker`]).
 #[derive(Debug, Clone)]
 pub struct NetnsResolver {
     /// Where named namespaces live (`/var/run/netns`).
@@ -70,11 +71,14 @@ impl WorkloadResolver for NetnsResolver {
             return None;
         }
         let path = self.netns_dir.join(container);
-        path.exists().then(|| Workload {
-            netns: container.to_string(),
-            orchestrator: "netns".into(),
-            workload_id: container.to_string(),
-        })
+        if path.exists() {
+            return Some(Workload {
+                netns: container.to_string(),
+                orchestrator: "netns".into(),
+                workload_id: container.to_string(),
+            });
+        }
+        super::docker::resolve(container).await
     }
 }
 

@@ -13,6 +13,7 @@ mod bgp;
 mod checksystem;
 mod container;
 mod context;
+mod docker;
 mod endpoint;
 mod error;
 pub mod host_env;
