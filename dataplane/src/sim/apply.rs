@@ -8,16 +8,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use async_trait::async_trait;
 use calico_core::desired::{DesiredState, Neighbour, Route, TableId, TableState};
-use calico_core::iptables::{Chain, Match, Rule};
+use calico_core::iptables::{Chain, Match, Rule, Target};
 use calico_core::render::ipset::{create_line, render_member};
-use calico_core::render::iptables::render_table;
+use calico_core::render::iptables::{hook_rule, render_chain, render_rule};
 
 use super::ipset::{parse_ipset_restore, restore, IpSetCommand};
-use super::kernel::{Kernel, NeighEntry, ROOT_NS};
-use super::netfilter::parse::parse_restore_noflush;
+use super::kernel::{split_iface_sysctl, Kernel, Link, NeighEntry, ROOT_NS};
+use super::netfilter::parse::{is_builtin, parse_restore_noflush, parse_rule_args};
 use super::netfilter::table_label;
 use super::route::{KernelRoute, RouteProto};
 use super::SimDataplane;
@@ -167,12 +168,34 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         }
         k.owned.neighbours.remove(&n);
     }
+    // One index of the host's links per apply: `Kernel::link` is a scan over every link,
+    // once per neighbour and per-interface sysctl it would cost links × endpoints.
+    let (missing_devs, sysctls_to_set) = {
+        let links: BTreeMap<&str, &Link> = k
+            .links
+            .values()
+            .filter(|l| l.ns == ROOT_NS)
+            .map(|l| (l.name.as_str(), l))
+            .collect();
+        let missing: BTreeSet<&str> = desired
+            .neighbours
+            .iter()
+            .map(|n| n.dev.as_str())
+            .filter(|dev| !links.contains_key(dev))
+            .collect();
+        let to_set: Vec<(&String, &String)> = desired
+            .sysctls
+            .iter()
+            .filter(|(key, value)| current_sysctl(k, &links, key) != Some(value.as_str()))
+            .collect();
+        (missing, to_set)
+    };
     for n in &desired.neighbours {
         let entry = NeighEntry {
             mac: n.mac,
             permanent: true,
         };
-        if k.link(ROOT_NS, &n.dev).is_none() {
+        if missing_devs.contains(n.dev.as_str()) {
             first_error.get_or_insert(DataplaneError::InterfaceNotFound {
                 iface: n.dev.clone(),
             });
@@ -187,15 +210,20 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
                 n.ip, n.mac, n.dev
             ));
         }
-        k.owned.neighbours.insert(n.clone());
+        if !k.owned.neighbours.contains(n) {
+            k.owned.neighbours.insert(n.clone());
+        }
     }
 
     // 6. sysctls.
-    for (key, value) in &desired.sysctls {
-        if k.sysctl_get(key).as_deref() == Some(value.as_str()) {
+    // Keys already at their value are ours as they are; the others once they are set.
+    let to_set: BTreeSet<&String> = sysctls_to_set.iter().map(|(key, _)| *key).collect();
+    for key in desired.sysctls.keys() {
+        if !to_set.contains(key) && !k.owned.sysctls.contains(key) {
             k.owned.sysctls.insert(key.clone());
-            continue;
         }
+    }
+    for (key, value) in sysctls_to_set {
         match k.sysctl_set(key, value) {
             Ok(()) => {
                 changes.push(format!("sysctl {key}={value}"));
@@ -277,15 +305,20 @@ fn restore_ipsets(
     Ok(())
 }
 
-/// Brings one table to `state` like `iptables-restore --noflush` with only what changed: the
-/// chains whose rules differ from what the kernel holds (or that it lacks) are rendered with
-/// the core renderer, together with the hooks, parsed back and installed; every other chain
-/// is left alone; chains we owned and no longer want are deleted. Returns the changes.
+/// Brings one table to `state` like `iptables-restore --noflush` with only what changed, and
+/// returns the changes: a chain the kernel lacks is rendered with the core renderer, together
+/// with the hooks, parsed back and installed; a chain it holds with other rules gets only the
+/// rules between the longest common prefix and suffix rendered, parsed and spliced in (the
+/// way `iptables -R/-I/-D` edit a chain in place, so adding one endpoint to a dispatch chain
+/// of thousands costs one rule); every other chain is left alone; chains we owned and no
+/// longer want are deleted.
 ///
-/// A chain is skipped when its installed rules equal the desired ones: what the kernel holds
-/// was parsed from the renderer's text, and the renderer→parser round trip is the identity
-/// on rules (`tests/sim_roundtrip.rs`), so re-rendering it would give the same rules. A
-/// chain changed behind our back (drift) differs and is restored.
+/// A rule (or chain) is kept when it equals the desired one: what the kernel holds was parsed
+/// from the renderer's text, and the renderer→parser round trip is the identity on rules
+/// (`tests/sim_roundtrip.rs`), so re-rendering it would give the same rules. A chain changed
+/// behind our back (drift) differs and is restored. Spliced rules are rendered as the first
+/// rule of their chain: only their `cali:<hash>` comment, which the parser drops, differs
+/// from a whole-chain rendering.
 fn restore_table(
     k: &mut Kernel,
     id: TableId,
@@ -293,50 +326,156 @@ fn restore_table(
 ) -> Result<Vec<String>, DataplaneError> {
     let no_owned = BTreeSet::new();
     let owned = k.owned.tables.get(&id).unwrap_or(&no_owned);
-    let changed: BTreeMap<String, Chain> = state
-        .chains
-        .iter()
-        .filter(|(name, chain)| {
-            k.netfilter.user_chain_rules(id, name) != Some(chain.rules.as_slice())
-        })
-        .map(|(name, chain)| (name.clone(), chain.clone()))
-        .collect();
+    let mut whole: Vec<&Chain> = Vec::new();
+    let mut splices: Vec<(&Chain, Range<usize>, Range<usize>)> = Vec::new();
+    for (name, chain) in &state.chains {
+        match k.netfilter.user_chain_rules(id, name) {
+            Some(old) if old == chain.rules.as_slice() => {}
+            Some(old) => {
+                let (new, old) = differing_middle(&chain.rules, old);
+                splices.push((chain, new, old));
+            }
+            None => whole.push(chain),
+        }
+    }
     let stale: BTreeSet<String> = owned
         .iter()
         .filter(|name| !state.chains.contains_key(*name))
         .cloned()
         .collect();
-    if changed.is_empty() && stale.is_empty() && state.hooks.is_empty() {
+    if whole.is_empty() && splices.is_empty() && stale.is_empty() && state.hooks.is_empty() {
         return Ok(Vec::new());
     }
-    let delta = TableState {
-        chains: changed,
-        hooks: state.hooks.clone(),
-    };
-    let text = render_table(id, &delta);
+    let mut spliced = Vec::with_capacity(splices.len());
+    for (chain, new, old) in splices {
+        let rules = chain.rules.get(new).unwrap_or_default();
+        let parsed = parse_rules(id, &chain.name, rules, &|name| {
+            state.chains.contains_key(name)
+        })?;
+        check_set_references(k, id, &chain.name, &parsed)?;
+        spliced.push((chain.name.as_str(), old, parsed));
+    }
+    let text = render_delta(id, &state.hooks, &whole);
     // Unchanged chains stay in the kernel, so jumps to them resolve there.
     let blocks = parse_restore_noflush(&text, &|name| state.chains.contains_key(name))?;
     for block in &blocks {
         for chain in &block.chains {
-            for name in chain.chain.rules.iter().flat_map(set_references) {
-                if !k.ipsets.contains_key(name) {
-                    return Err(DataplaneError::Kernel {
-                        operation: format!("restoring {}", table_label(id)),
-                        reason: format!(
-                            "chain {} references missing ipset {name}",
-                            chain.chain.name
-                        ),
-                    });
-                }
-            }
+            check_set_references(k, id, &chain.chain.name, &chain.chain.rules)?;
         }
     }
     let ours = |name: &str| state.chains.contains_key(name) || owned.contains(name);
     let mut changes = Vec::new();
-    for block in &blocks {
+    let label = table_label(id);
+    for (name, old, rules) in spliced {
+        if k.netfilter.splice_chain(id, name, old, rules) {
+            changes.push(format!("rewrite chain {name} in {label}"));
+        }
+    }
+    for block in blocks {
         changes.extend(k.netfilter.install_delta(id, block, &ours, &stale));
     }
     Ok(changes)
+}
+
+/// The ranges of `new` and `old` that differ: what lies between their longest common prefix
+/// and their longest common suffix (which do not overlap).
+fn differing_middle(new: &[Rule], old: &[Rule]) -> (Range<usize>, Range<usize>) {
+    let prefix = new.iter().zip(old).take_while(|(a, b)| a == b).count();
+    let room = new.len().min(old.len()) - prefix;
+    let suffix = new
+        .iter()
+        .rev()
+        .zip(old.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    (prefix..new.len() - suffix, prefix..old.len() - suffix)
+}
+
+/// Renders `rules` as `-A <chain>` lines and parses each back, checking its jump like
+/// `iptables-restore` would: the target must be one of our chains (`exists`), never a
+/// built-in chain.
+fn parse_rules(
+    id: TableId,
+    chain: &str,
+    rules: &[Rule],
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Rule>, DataplaneError> {
+    let mut parsed = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let line = render_rule(chain, rule);
+        let rule = parse_rule_args(&line)?;
+        if let Target::Jump(target) | Target::Goto(target) = &rule.target {
+            if is_builtin(id.table, target) || !exists(target) {
+                return Err(DataplaneError::Kernel {
+                    operation: format!("restoring {}", table_label(id)),
+                    reason: format!("chain {chain} jumps to unknown chain {target}"),
+                });
+            }
+        }
+        parsed.push(rule);
+    }
+    Ok(parsed)
+}
+
+/// Refuses rules that match on an ipset the kernel does not have (as `iptables-restore` does).
+fn check_set_references(
+    k: &Kernel,
+    id: TableId,
+    chain: &str,
+    rules: &[Rule],
+) -> Result<(), DataplaneError> {
+    match rules
+        .iter()
+        .flat_map(set_references)
+        .find(|name| !k.ipsets.contains_key(*name))
+    {
+        Some(name) => Err(DataplaneError::Kernel {
+            operation: format!("restoring {}", table_label(id)),
+            reason: format!("chain {chain} references missing ipset {name}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The restore text for one table holding only `chains` and the hooks, laid out like the
+/// core's `render_table` (which renders every chain): header, declarations of the hooked
+/// built-in chains and of `chains`, the hook rules, each chain's rules, `COMMIT`.
+fn render_delta(id: TableId, hooks: &BTreeMap<String, String>, chains: &[&Chain]) -> String {
+    let mut out = format!("*{}\n", id.table.name());
+    for builtin in hooks.keys() {
+        let _ = writeln!(out, ":{builtin} ACCEPT [0:0]");
+    }
+    for chain in chains {
+        let _ = writeln!(out, ":{} - [0:0]", chain.name);
+    }
+    for (builtin, target) in hooks {
+        let _ = writeln!(out, "{}", render_rule(builtin, &hook_rule(target)));
+    }
+    for chain in chains {
+        for line in render_chain(chain) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The value of sysctl `key` (like `sysctl -n`), reading per-interface keys from `links` (the
+/// host namespace's links by name) instead of scanning every link.
+fn current_sysctl<'k>(
+    k: &'k Kernel,
+    links: &BTreeMap<&str, &'k Link>,
+    key: &str,
+) -> Option<&'k str> {
+    match split_iface_sysctl(key) {
+        Some((section, iface, param)) => links
+            .get(iface)?
+            .conf
+            .get(&(section, param.to_string()))
+            .map(String::as_str),
+        None => k.sysctls.get(key).map(String::as_str),
+    }
 }
 
 fn observe_state(k: &Kernel) -> DesiredState {
@@ -588,6 +727,58 @@ mod tests {
         let e = host.apply_now(&bad).unwrap_err();
         assert!(e.to_string().contains("restoring v4 filter"), "{e}");
         assert_eq!(host.iptables_save(IpFamily::V4, Table::Filter), saved);
+    }
+
+    #[test]
+    fn one_rule_added_to_a_long_chain_is_spliced_in() {
+        let host = new_host();
+        let mut state = desired(&[Some(vec![0]), None, None, None], &[None, None]);
+        let long: Vec<Rule> = (0..100u8)
+            .map(|n| {
+                let net = format!("10.3.{n}.0/24").parse().unwrap();
+                let source = Match::Source { net, negate: false };
+                Rule::new(vec![source], Target::Return)
+            })
+            .collect();
+        let table = state.tables.get_mut(&FILTER).unwrap();
+        table.chains.get_mut("cali-a").unwrap().rules = long;
+        host.apply_now(&state).unwrap();
+
+        let mut more = state.clone();
+        let rules = &mut more
+            .tables
+            .get_mut(&FILTER)
+            .unwrap()
+            .chains
+            .get_mut("cali-a")
+            .unwrap()
+            .rules;
+        rules.insert(50, Rule::new(vec![], Target::Drop).with_comment("new"));
+        rules.remove(10);
+        let report = host.apply_now(&more).unwrap();
+        assert_eq!(report.changes, ["rewrite chain cali-a in v4 filter"]);
+        assert_eq!(host.observe_now(), more);
+        let fresh = new_host();
+        fresh.apply_now(&more).unwrap();
+        assert_eq!(kernel_view(&host), kernel_view(&fresh));
+
+        // A spliced rule must jump to a chain that exists, like any restored rule.
+        let mut bad = more.clone();
+        let rules = &mut bad
+            .tables
+            .get_mut(&FILTER)
+            .unwrap()
+            .chains
+            .get_mut("cali-a")
+            .unwrap()
+            .rules;
+        rules.insert(
+            3,
+            Rule::new(vec![], Target::Jump("cali-nowhere".to_string())),
+        );
+        let e = host.apply_now(&bad).unwrap_err();
+        assert!(e.to_string().contains("restoring v4 filter"), "{e}");
+        assert_eq!(host.observe_now(), more);
     }
 
     fn chains_strategy() -> impl Strategy<Value = Vec<Option<Vec<u8>>>> {

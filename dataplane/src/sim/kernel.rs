@@ -85,7 +85,7 @@ pub struct Kernel {
 }
 
 /// A sysctl key split into its per-interface form: `net.<section>.<iface>.<param>`.
-fn split_iface_sysctl(key: &str) -> Option<(String, &str, &str)> {
+pub(crate) fn split_iface_sysctl(key: &str) -> Option<(String, &str, &str)> {
     let rest = key.strip_prefix("net.")?;
     let (family, rest) = rest.split_once('.')?;
     let (kind, rest) = rest.split_once('.')?;

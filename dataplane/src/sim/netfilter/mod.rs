@@ -100,7 +100,7 @@ impl Netfilter {
             .collect();
         let stale: BTreeSet<String> = owned.difference(&now_owned).cloned().collect();
         let ours = |chain: &str| now_owned.contains(chain) || owned.contains(chain);
-        let changes = self.install_delta(id, block, &ours, &stale);
+        let changes = self.install_delta(id, block.clone(), &ours, &stale);
         (changes, now_owned)
     }
 
@@ -113,7 +113,7 @@ impl Netfilter {
     pub fn install_delta(
         &mut self,
         id: TableId,
-        block: &RestoreBlock,
+        block: RestoreBlock,
         ours: &dyn Fn(&str) -> bool,
         stale: &BTreeSet<String>,
     ) -> Vec<String> {
@@ -124,10 +124,11 @@ impl Netfilter {
             .or_insert_with(|| NfTable::with_builtins(id.table));
         let mut changes = Vec::new();
         let is_hook = |rule: &Rule| jump_target(rule).is_some_and(ours);
-        for parsed in &block.chains {
-            let name = &parsed.chain.name;
+        for parsed in block.chains {
+            let name = parsed.chain.name;
+            let rules = parsed.chain.rules;
             if parsed.policy.is_some() {
-                let Some(builtin) = table.chains.get_mut(name) else {
+                let Some(builtin) = table.chains.get_mut(&name) else {
                     continue;
                 };
                 let old_hooks: Vec<Rule> = builtin
@@ -136,31 +137,30 @@ impl Netfilter {
                     .filter(|r| is_hook(r))
                     .cloned()
                     .collect();
-                let at_top = builtin.rules.get(..parsed.chain.rules.len())
-                    == Some(parsed.chain.rules.as_slice());
-                if old_hooks != parsed.chain.rules || !at_top {
+                let at_top = builtin.rules.get(..rules.len()) == Some(rules.as_slice());
+                if old_hooks != rules || !at_top {
                     builtin.rules.retain(|r| !is_hook(r));
                     let tail = std::mem::take(&mut builtin.rules);
-                    builtin.rules = parsed.chain.rules.clone();
+                    builtin.rules = rules;
                     builtin.rules.extend(tail);
                     changes.push(format!("rewrite hooks of {name} in {label}"));
                 }
             } else {
-                match table.chains.get_mut(name) {
-                    Some(existing) if existing.rules == parsed.chain.rules => {}
+                match table.chains.get_mut(&name) {
+                    Some(existing) if existing.rules == rules => {}
                     Some(existing) => {
-                        existing.rules = parsed.chain.rules.clone();
+                        existing.rules = rules;
                         changes.push(format!("rewrite chain {name} in {label}"));
                     }
                     None => {
+                        changes.push(format!("create chain {name} in {label}"));
                         table.chains.insert(
-                            name.clone(),
+                            name,
                             NfChain {
-                                rules: parsed.chain.rules.clone(),
+                                rules,
                                 policy: None,
                             },
                         );
-                        changes.push(format!("create chain {name} in {label}"));
                     }
                 }
             }
@@ -186,6 +186,30 @@ impl Netfilter {
             }
         }
         changes
+    }
+
+    /// Replaces rules `old` of user chain `name` with `rules` (like `iptables -R`, `-I` and `-D`
+    /// at those positions). False, and nothing changed, when there is no such user chain or
+    /// the range is outside it.
+    pub fn splice_chain(
+        &mut self,
+        id: TableId,
+        name: &str,
+        old: std::ops::Range<usize>,
+        rules: Vec<Rule>,
+    ) -> bool {
+        let chain = self
+            .tables
+            .get_mut(&id)
+            .and_then(|t| t.chains.get_mut(name))
+            .filter(|c| c.policy.is_none());
+        match chain {
+            Some(chain) if old.start <= old.end && old.end <= chain.rules.len() => {
+                chain.rules.splice(old, rules);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The rules of a user chain (`None` for a missing or built-in chain): what an apply
