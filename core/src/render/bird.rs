@@ -50,6 +50,11 @@ pub fn render_bird(cfg: &BirdConfig, v6: bool) -> String {
     let _ = writeln!(out, "  multihop;");
     let _ = writeln!(out, "  source address {};", cfg.source_address);
     let _ = writeln!(out, "  graceful restart;");
+    // BIRD's defaults wait 5 s before the first connect and 120 s between retries; a calico
+    // peer that comes up later should be meshed within about a second.
+    let _ = writeln!(out, "  connect delay time 1;");
+    let _ = writeln!(out, "  connect retry time 1;");
+    let _ = writeln!(out, "  error wait time 1, 10;");
     match cfg.loglevel {
         Some(BgpLogLevel::Debug) => out.push_str("  debug all;\n"),
         Some(BgpLogLevel::None) => {}
