@@ -1,25 +1,31 @@
 //! LinuxDataplane benchmark (root): 10,000 rules in one `iptables-restore` against one
 //! `iptables -A` process per rule (1,000 timed, extrapolated), then an incremental apply that
-//! changes one chain, and a no-op apply. Runs inside a network namespace of its own
-//! (`ip netns exec`, re-running this binary), so the host's rules are never touched.
+//! changes one chain, and a no-op apply; then 1,000 routes installed through rtnetlink (the
+//! dataplane's route module: one connection, dump, plan, pipelined requests) against one
+//! `ip -batch` process and against one `ip route add` process per route. Runs inside a network
+//! namespace of its own (`ip netns exec`, re-running this binary), so the host's rules and
+//! routes are never touched.
 //!
 //! `cargo bench -p calico-dataplane --bench linux`
 
-use std::collections::BTreeMap;
-use std::process::Command;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use calico_core::desired::{DesiredState, TableId, TableState};
+use calico_core::desired::{DesiredState, Route, TableId, TableState};
 use calico_core::iptables::{Chain, IpFamily, Match, Rule, Table, Target};
-use calico_dataplane::linux::LinuxDataplane;
+use calico_dataplane::linux::{route, LinuxDataplane};
 use calico_dataplane::Dataplane;
-use futures::executor::block_on;
 use ipnet::IpNet;
 
 const INNER: &str = "CALIRS_BENCH_INNER";
 const CHAINS: usize = 100;
 const RULES_PER_CHAIN: usize = 100;
 const SINGLE_PROCESSES: usize = 1_000;
+const ROUTES: usize = 1_000;
+const ROUNDS: usize = 5;
+const ROUTE_DEV: &str = "calibench0";
 
 const FILTER4: TableId = TableId {
     family: IpFamily::V4,
@@ -73,7 +79,20 @@ fn run(program: &str, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
 fn inner() -> Result<(), String> {
+    iptables()?;
+    routes()
+}
+
+fn iptables() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("calirs-bench-{}", std::process::id()));
     let mut dp = LinuxDataplane::new(&dir);
     let full = state(false);
@@ -144,6 +163,172 @@ fn inner() -> Result<(), String> {
         extrapolated / restore.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn route_dst(i: usize) -> String {
+    format!("192.168.{}.{}/32", 100 + i / 250, 1 + i % 250)
+}
+
+fn wanted_routes() -> BTreeSet<Route> {
+    (0..ROUTES)
+        .map(|i| Route {
+            dst: route_dst(i).parse().expect("valid route"),
+            dev: ROUTE_DEV.to_string(),
+        })
+        .collect()
+}
+
+/// How many of our routes the kernel holds, by `ip route show proto 80`.
+fn count_our_routes() -> usize {
+    Command::new("ip")
+        .args(["route", "show", "proto", "80"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
+fn flush_our_routes() -> Result<(), String> {
+    // A namespace without any route has no main table yet, and `ip route flush` fails there.
+    if count_our_routes() == 0 {
+        return Ok(());
+    }
+    if run("ip", &["route", "flush", "proto", "80"]) && count_our_routes() == 0 {
+        Ok(())
+    } else {
+        Err("flushing proto 80 routes failed".to_string())
+    }
+}
+
+/// Read, plan and write `want` over one netlink connection, as an apply does.
+async fn rtnetlink_install(want: &BTreeSet<Route>) -> Result<u64, String> {
+    let mut netlink = route::Netlink::open().map_err(|e| e.to_string())?;
+    let links = netlink.links().await.map_err(|e| e.to_string())?;
+    let have = netlink.routes(&links).await.map_err(|e| e.to_string())?;
+    let none = BTreeSet::new();
+    let plan = route::plan_routes(want, &none, &have, &none, &links);
+    let done = netlink.execute(&plan, &links).await;
+    let writes = netlink.writes();
+    netlink.close().await;
+    match done.errors.into_iter().next() {
+        Some(e) => Err(e.to_string()),
+        None => Ok(writes),
+    }
+}
+
+fn ip_batch_install() -> Result<(), String> {
+    let input: String = (0..ROUTES)
+        .map(|i| {
+            format!(
+                "route replace {} dev {ROUTE_DEV} proto 80 scope link\n",
+                route_dst(i)
+            )
+        })
+        .collect();
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip -batch failed: {status}"))
+    }
+}
+
+fn ip_processes_install() -> Result<(), String> {
+    for i in 0..ROUTES {
+        let dst = route_dst(i);
+        let args = [
+            "route", "add", &dst, "dev", ROUTE_DEV, "proto", "80", "scope", "link",
+        ];
+        if !run("ip", &args) {
+            return Err(format!("ip route add {dst} failed"));
+        }
+    }
+    Ok(())
+}
+
+/// Times `install` over `ROUNDS` rounds from an empty table, checking every route arrived;
+/// returns the median.
+fn time_rounds(
+    what: &str,
+    mut install: impl FnMut() -> Result<(), String>,
+) -> Result<Duration, String> {
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        flush_our_routes()?;
+        let start = Instant::now();
+        install()?;
+        times.push(start.elapsed());
+        let n = count_our_routes();
+        if n != ROUTES {
+            return Err(format!("{what}: {n} routes installed, expected {ROUTES}"));
+        }
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "{ROUTES} routes via {what}: median {:.1} ms (min {:.1}, max {:.1}, {ROUNDS} rounds)",
+        ms(median),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
+    Ok(median)
+}
+
+fn routes() -> Result<(), String> {
+    let link_ok = run(
+        "ip",
+        &[
+            "link",
+            "add",
+            ROUTE_DEV,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "calibench1",
+        ],
+    ) && run("ip", &["link", "set", ROUTE_DEV, "up"]);
+    if !link_ok {
+        return Err(format!("creating {ROUTE_DEV} failed"));
+    }
+    let want = wanted_routes();
+    let netlink = time_rounds("rtnetlink (one connection, dump + plan + writes)", || {
+        let writes = block_on(rtnetlink_install(&want))?;
+        if writes != ROUTES as u64 {
+            return Err(format!("{writes} netlink writes, expected {ROUTES}"));
+        }
+        Ok(())
+    })?;
+
+    // Already installed: the dump finds them all and nothing is written.
+    let start = Instant::now();
+    let writes = block_on(rtnetlink_install(&want))?;
+    println!(
+        "no-op rtnetlink pass over {ROUTES} installed routes ({writes} writes): {:.1} ms",
+        ms(start.elapsed())
+    );
+
+    let batch = time_rounds("one `ip -force -batch -` process", ip_batch_install)?;
+    let single = time_rounds("one `ip route add` process per route", ip_processes_install)?;
+    println!(
+        "ratios for {ROUTES} routes: ip -batch / rtnetlink {:.1}x; one process per route / rtnetlink {:.0}x",
+        batch.as_secs_f64() / netlink.as_secs_f64(),
+        single.as_secs_f64() / netlink.as_secs_f64()
+    );
+    flush_our_routes()?;
+    // Deleting the veth takes its peer with it.
+    let _ = run("ip", &["link", "del", ROUTE_DEV]);
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //!   namespace (veth pair, move, rename, address, routes).
 //! - `sim`: `SimDataplane`, one host's kernel in memory (links, routes, netfilter parsed from
 //!   the same restore text the kernel gets, conntrack-lite) with an explaining packet walk.
-//! - [`linux`]: `LinuxDataplane` over iptables-restore, ipset restore, `ip -batch` and BIRD;
+//! - [`linux`]: `LinuxDataplane` over iptables-restore, ipset restore, rtnetlink and BIRD;
 //!   `LinuxPlumbing` over iproute2.
 //!
 //! Data flow: calico-node computes a `DesiredState` with `calico_core`, hands it to

@@ -20,7 +20,6 @@ use calico_core::iptables::{IpFamily, Table};
 use calico_core::model::MacAddr;
 use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
 use calico_dataplane::{Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
-use futures::executor::block_on;
 use linux_common::{arg, can_run, is_inner, must, run_inside, succeeds, Netns, RunDir};
 
 const HOST: &str = "calico-01";
@@ -111,6 +110,16 @@ fn base_keys() -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// Runs `f` on a current-thread tokio runtime: the dataplane's netlink connection is a task of
+/// the caller's runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// The inner side: the host namespace's dataplane with the three workloads plumbed.
@@ -223,9 +232,31 @@ fn inner_apply() {
     let desired = w.default_desired();
     assert!(desired.tables.contains_key(&FILTER4));
 
-    // First apply: everything is installed and visible to the usual tools.
+    // First apply: everything is installed and visible to the usual tools, each route and
+    // neighbour with one netlink request and no `ip` process.
+    assert!(!desired.neighbours.is_empty());
+    w.dp.command_log().enable();
     let report = block_on(w.dp.apply(&desired)).unwrap();
     assert!(!report.changes.is_empty());
+    assert_eq!(
+        w.dp.netlink_writes(),
+        (desired.routes.len() + desired.neighbours.len()) as u64
+    );
+    let ips: Vec<String> =
+        w.dp.command_log()
+            .take()
+            .iter()
+            .filter(|i| i.program == "ip")
+            .map(|i| i.command_line())
+            .collect();
+    assert_eq!(ips, Vec::<String>::new());
+    let neigh = must("ip", &["neigh", "show", "nud", "permanent"]);
+    for n in &desired.neighbours {
+        assert!(
+            neigh.contains(&format!("{} dev {} lladdr {}", n.ip, n.dev, n.mac)),
+            "{neigh}"
+        );
+    }
     let save = must("iptables-save", &["-t", "filter"]);
     assert!(save.contains(":cali-FORWARD - [0:0]"), "{save}");
     assert!(
@@ -254,10 +285,12 @@ fn inner_apply() {
     let rows = w.dp.bgp_status().unwrap();
     assert!(rows.iter().any(|r| r.proto == "Kernel"), "{rows:?}");
 
-    // Second apply: nothing to change, no writing process.
-    w.dp.command_log().enable();
+    // Second apply: nothing to change, no writing process, no netlink write.
+    w.dp.command_log().take();
+    let writes = w.dp.netlink_writes();
     let report = block_on(w.dp.apply(&desired)).unwrap();
     assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(w.dp.netlink_writes(), writes);
     let log = w.dp.command_log().take();
     let writers: Vec<String> = log
         .iter()
@@ -308,7 +341,15 @@ fn inner_apply() {
     let drifted = block_on(w.dp.observe()).unwrap();
     assert_ne!(drifted, moved);
     assert_eq!(drifted.routes.len(), moved.routes.len() - 1);
+    let writes = w.dp.netlink_writes();
     let report = block_on(w.dp.apply(&moved)).unwrap();
+    assert_eq!(w.dp.netlink_writes(), writes + 1, "{report:?}");
+    assert!(
+        report
+            .changes
+            .contains(&format!("replace route {}/32 dev {}", b.ip, b.host_iface())),
+        "{report:?}"
+    );
     assert!(
         report
             .changes
@@ -318,8 +359,21 @@ fn inner_apply() {
     );
     assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
 
-    // Nothing wanted: every chain, set and route of ours goes; foreign state stays.
+    // Nothing wanted: every chain, set, route and neighbour of ours goes; foreign state
+    // (a chain, a route of another protocol on our interface) stays.
     must("iptables", &["-w", "-N", "FOREIGN"]);
+    must(
+        "ip",
+        &[
+            "route",
+            "add",
+            "192.168.9.9/32",
+            "dev",
+            &a,
+            "proto",
+            "static",
+        ],
+    );
     let report = block_on(w.dp.apply(&DesiredState::default())).unwrap();
     assert!(!report.changes.is_empty());
     let save = must("iptables-save", &[]);
@@ -327,6 +381,14 @@ fn inner_apply() {
     assert!(save.contains(":FOREIGN"), "{save}");
     assert!(!must("ipset", &["list", "-n"]).contains("cali"));
     assert_eq!(must("ip", &["route", "show", "proto", "80"]).trim(), "");
+    let foreign = must("ip", &["route", "show", "proto", "static"]);
+    assert!(
+        foreign.contains(&format!("192.168.9.9 dev {a}")),
+        "{foreign}"
+    );
+    let neigh = must("ip", &["neigh", "show", "nud", "permanent"]);
+    assert!(!neigh.contains("192.168.1."), "{neigh}");
+    assert_eq!(block_on(w.dp.observe()).unwrap(), DesiredState::default());
     assert!(w.dp.stop_bird().is_empty());
 }
 

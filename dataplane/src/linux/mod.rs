@@ -3,17 +3,20 @@
 //! - [`cmd`]: running a tool with stdin, capturing errors; the [`CommandLog`] tests read.
 //! - [`iptables`]: `iptables-save` parsing and one `iptables-restore --noflush` per table.
 //! - [`ipset`]: `ipset save` parsing, `ipset restore` (incremental or swap).
-//! - [`route`]: routes (protocol [`RTPROT_CALICO`]) and static neighbours via `ip -batch`.
+//! - [`route`]: routes (protocol [`RTPROT_CALICO`]) and static neighbours via rtnetlink.
 //! - [`sysctl`]: `/proc/sys` reads and writes.
 //! - [`bird`]: the BIRD daemons, their configs and `show protocols`.
 //! - [`plumbing`]: [`LinuxPlumbing`], `calicoctl container add/remove` on iproute2.
 //!
 //! Apply order as on the simulator: ipsets we want, then each table, then stale ipsets (once
 //! no rule uses them), routes and neighbours, sysctls, BIRD. Everything is read back first and
-//! only differences are written, so applying the same state twice starts no writing process.
+//! only differences are written, so applying the same state twice starts no writing process
+//! and sends no netlink write.
 //!
 //! The tools are run synchronously: an apply is a handful of short processes, and the agent
-//! calls it from one task.
+//! calls it from one task. Routes and neighbours go over one rtnetlink connection per apply,
+//! whose task runs on the caller's tokio runtime: `apply` and `observe` must be polled inside
+//! one (outside, they fail with [`DataplaneError::Kernel`]).
 
 pub mod bird;
 pub mod cmd;
@@ -27,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use calico_core::desired::{DesiredState, Neighbour, TableId};
+use calico_core::desired::{DesiredState, Neighbour, Route, TableId};
 use calico_core::iptables::IpFamily;
 
 pub use bird::{BgpProtocol, BirdManager};
@@ -48,6 +51,8 @@ pub struct LinuxDataplane {
     owned_neighbours: BTreeSet<Neighbour>,
     /// Sysctls we set; `observe` reports these.
     owned_sysctls: BTreeSet<String>,
+    /// Netlink write requests sent so far (see [`LinuxDataplane::netlink_writes`]).
+    netlink_writes: u64,
 }
 
 /// What the kernel holds of ours, read in one go.
@@ -67,12 +72,19 @@ impl LinuxDataplane {
             sysctls: Sysctls::default(),
             owned_neighbours: BTreeSet::new(),
             owned_sysctls: BTreeSet::new(),
+            netlink_writes: 0,
         }
     }
 
     /// The log of every tool started; call `enable()` on it to start recording.
     pub fn command_log(&self) -> &CommandLog {
         self.runner.log()
+    }
+
+    /// Netlink write requests (route and neighbour add, replace, delete) this dataplane has
+    /// sent; unchanged by an apply that found nothing to change.
+    pub fn netlink_writes(&self) -> u64 {
+        self.netlink_writes
     }
 
     /// BGP sessions as `birdc show protocols` reports them, for `calicoctl status`.
@@ -160,14 +172,28 @@ impl LinuxDataplane {
         ok
     }
 
-    fn apply_routes(
+    /// Step 4: routes and neighbours over one netlink connection.
+    async fn apply_routes(
         &mut self,
         desired: &DesiredState,
         changes: &mut Vec<String>,
     ) -> Result<(), DataplaneError> {
-        let links: BTreeSet<String> = route::read_links(&self.runner, None)?.into_keys().collect();
-        let have_routes = route::read_routes(&self.runner)?;
-        let all_neigh = route::read_permanent_neighbours(&self.runner)?;
+        let mut netlink = route::Netlink::open()?;
+        let result = self.apply_routes_on(&mut netlink, desired, changes).await;
+        self.netlink_writes += netlink.writes();
+        netlink.close().await;
+        result
+    }
+
+    async fn apply_routes_on(
+        &mut self,
+        netlink: &mut route::Netlink,
+        desired: &DesiredState,
+        changes: &mut Vec<String>,
+    ) -> Result<(), DataplaneError> {
+        let links = netlink.links().await?;
+        let have_routes = netlink.routes(&links).await?;
+        let all_neigh = netlink.permanent_neighbours(&links).await?;
         let mut owned = self.owned_neighbours.clone();
         owned.extend(desired.neighbours.iter().cloned());
         let have_neigh = route::our_neighbours(&all_neigh, &have_routes, &owned);
@@ -189,17 +215,31 @@ impl LinuxDataplane {
             .filter(|n| links.contains(&n.dev))
             .cloned()
             .collect();
-        if plan.input.is_empty() {
-            return Ok(());
+        let done = netlink.execute(&plan, &links).await;
+        changes.extend(done.changes);
+        let mut errors = done.errors.into_iter();
+        let first = errors.next();
+        for e in errors {
+            tracing::warn!("{e}");
         }
-        self.runner.run(
-            "programming routes and neighbours",
-            "ip",
-            &["-force", "-batch", "-"],
-            Some(&plan.input),
-        )?;
-        changes.extend(plan.changes);
-        Ok(())
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Our routes and neighbours as the kernel holds them, over one netlink connection.
+    async fn observe_routes(
+        &self,
+    ) -> Result<(BTreeSet<Route>, BTreeSet<Neighbour>), DataplaneError> {
+        let netlink = route::Netlink::open()?;
+        let read = async {
+            let links = netlink.links().await?;
+            let routes = netlink.routes(&links).await?;
+            let all_neigh = netlink.permanent_neighbours(&links).await?;
+            let neighbours = route::our_neighbours(&all_neigh, &routes, &self.owned_neighbours);
+            Ok((routes, neighbours))
+        }
+        .await;
+        netlink.close().await;
+        read
     }
 
     fn apply_sysctls(
@@ -256,7 +296,7 @@ impl Dataplane for LinuxDataplane {
         }
 
         // 4. Routes and neighbours.
-        if let Err(e) = self.apply_routes(desired, &mut changes) {
+        if let Err(e) = self.apply_routes(desired, &mut changes).await {
             first_error.get_or_insert(e);
         }
 
@@ -289,9 +329,7 @@ impl Dataplane for LinuxDataplane {
                 tables.insert(*id, state);
             }
         }
-        let routes = route::read_routes(&self.runner)?;
-        let all_neigh = route::read_permanent_neighbours(&self.runner)?;
-        let neighbours = route::our_neighbours(&all_neigh, &routes, &self.owned_neighbours);
+        let (routes, neighbours) = self.observe_routes().await?;
         let sysctls = self
             .owned_sysctls
             .iter()
