@@ -101,15 +101,18 @@ async fn endpoints_of(
     container: &str,
 ) -> Result<(Workload, EndpointList), CtlError> {
     let workload = resolve(ctl, container).await?;
-    let list = ds
-        .list_endpoints(&EndpointFilter {
-            host: Some(ctl.hostname.clone()),
-            orchestrator: Some(workload.orchestrator.clone()),
-            workload: Some(workload.workload_id.clone()),
-            endpoint: None,
-        })
-        .await?;
+    let list = ds.list_endpoints(&workload_filter(ctl, &workload)).await?;
     Ok((workload, list))
+}
+
+/// Every endpoint of `workload` on this host.
+fn workload_filter(ctl: &Ctl, workload: &Workload) -> EndpointFilter {
+    EndpointFilter {
+        host: Some(ctl.hostname.clone()),
+        orchestrator: Some(workload.orchestrator.clone()),
+        workload: Some(workload.workload_id.clone()),
+        endpoint: None,
+    }
 }
 
 /// The container's single endpoint (the original assumed one per container).
@@ -269,14 +272,7 @@ async fn remove(ctl: &Ctl, ds: &Datastore, container: &str) -> Result<String, Ct
         });
     }
     retry_on_conflict(&format!("removing container {container}"), || async {
-        let list = ds
-            .list_endpoints(&EndpointFilter {
-                host: Some(ctl.hostname.clone()),
-                orchestrator: Some(workload.orchestrator.clone()),
-                workload: Some(workload.workload_id.clone()),
-                endpoint: None,
-            })
-            .await?;
+        let list = ds.list_endpoints(&workload_filter(ctl, &workload)).await?;
         let ips: Vec<IpAddr> = list
             .iter()
             .flat_map(|(_, ep)| ep.value.nets().map(|n| n.addr()).collect::<Vec<_>>())
