@@ -13,7 +13,7 @@ use calico_core::desired::DesiredState;
 use calico_core::plan::{plan, Change};
 use ipnet::IpNet;
 
-use crate::scenario::{self, Runner, Step};
+use crate::scenario::{self, Runner, ScenarioTarget, Step};
 
 /// The seed scenario the demo narrates.
 pub const SEED: &str = include_str!("../scenarios/seed.scenario");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use calico_backends::{MemStore, SledStore, Store};
 use calico_sim::linux::probe::{self, Transport};
 use calico_sim::linux::{ClusterConfig, LinuxRunner};
-use calico_sim::scenario::{self, LineReport, Runner};
+use calico_sim::scenario::{self, LineReport, Runner, ScenarioTarget};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use calico_backends::{MemStore, Store};
 use calico_sim::linux::LinuxRunner;
-use calico_sim::scenario::{parse, Runner, Step};
+use calico_sim::scenario::{parse, Runner, ScenarioTarget, Step};
 
 #[tokio::test]
 async fn every_scenario_agrees_on_sim_and_linux() {

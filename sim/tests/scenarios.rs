@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use calico_backends::{MemStore, SledStore, Store};
-use calico_sim::scenario::{self, Runner, ScenarioError};
+use calico_sim::scenario::{self, Runner, ScenarioError, ScenarioTarget};
 
 async fn run(text: &str) -> Result<Vec<String>, ScenarioError> {
     let lines = scenario::parse(text).unwrap();

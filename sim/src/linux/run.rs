@@ -1,7 +1,9 @@
 //! [`LinuxRunner`]: scenario lines on a [`LinuxCluster`], reported like the simulator's
 //! runner (`ok <line> <text>` and the detail: calicoctl's output, what settled, the verdict).
 
-use crate::scenario::{Line, LineReport, ScenarioError, Step};
+use async_trait::async_trait;
+
+use crate::scenario::{command_outcome, Line, ScenarioError, ScenarioTarget, Step};
 
 use super::cluster::{ClusterConfig, LinuxCluster};
 use super::{settle, traffic, LinuxError};
@@ -27,33 +29,11 @@ impl LinuxRunner {
     pub fn cluster(&self) -> &LinuxCluster {
         &self.cluster
     }
+}
 
-    /// Runs every line in order, calling `report` after each; stops at the first unmet line.
-    ///
-    /// # Errors
-    /// `Unmet` naming the line (a command's success or failure, a verdict, a failed settle or
-    /// setup).
-    pub async fn run(
-        &mut self,
-        lines: &[Line],
-        mut report: impl FnMut(&LineReport),
-    ) -> Result<(), ScenarioError> {
-        for line in lines {
-            let detail = self.step(line).await?;
-            report(&LineReport {
-                line: line.number,
-                text: line.text.clone(),
-                detail,
-            });
-        }
-        Ok(())
-    }
-
-    /// Runs one line and returns its detail.
-    ///
-    /// # Errors
-    /// As [`LinuxRunner::run`].
-    pub async fn step(&mut self, line: &Line) -> Result<String, ScenarioError> {
+#[async_trait(?Send)]
+impl ScenarioTarget for LinuxRunner {
+    async fn step(&mut self, line: &Line) -> Result<String, ScenarioError> {
         let unmet = |reason: String| ScenarioError::Unmet {
             line: line.number,
             text: line.text.clone(),
@@ -81,12 +61,7 @@ impl LinuxRunner {
                 } else {
                     out.stderr.trim_end().to_string()
                 };
-                match (out.success, must_fail) {
-                    (true, false) => Ok(text),
-                    (false, true) => Ok(format!("failed as expected: {text}")),
-                    (true, true) => Err(unmet(format!("succeeded but should have failed: {text}"))),
-                    (false, false) => Err(unmet(format!("failed: {text}"))),
-                }
+                command_outcome(out.success, *must_fail, &text).map_err(unmet)
             }
             Step::Settle => {
                 let s = settle::settle(&self.cluster).await.map_err(failed)?;

@@ -5,7 +5,9 @@
 mod host_env;
 pub mod parse;
 mod run;
+mod target;
 
 pub use host_env::{NodeRequests, SimNodeControl, SimResolver};
 pub use parse::{parse, Line, ParseError, Step};
 pub use run::{LineReport, Runner, ScenarioError};
+pub use target::{command_outcome, ScenarioTarget};

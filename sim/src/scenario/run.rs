@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use calico_backends::Store;
 use calico_cli::ctl::{self, BgpPeerStatus, Ctl, NodeStatus};
 
 use super::host_env::{NodeRequests, SimNodeControl, SimResolver};
 use super::parse::{Line, Step};
+use super::target::{command_outcome, ScenarioTarget};
 use crate::{SimError, Verdict, World};
 
 /// Why a scenario stopped.
@@ -72,114 +75,6 @@ impl Runner {
         &mut self.world
     }
 
-    /// Runs every line in order, calling `report` after each; stops at the first unmet line.
-    ///
-    /// # Errors
-    /// `Unmet` naming the line when a command's success or failure, or a verdict, differs from
-    /// what the line asked for.
-    pub async fn run(
-        &mut self,
-        lines: &[Line],
-        mut report: impl FnMut(&LineReport),
-    ) -> Result<(), ScenarioError> {
-        for line in lines {
-            let detail = self.step(line).await?;
-            report(&LineReport {
-                line: line.number,
-                text: line.text.clone(),
-                detail,
-            });
-        }
-        Ok(())
-    }
-
-    /// Runs one line and returns its detail.
-    ///
-    /// # Errors
-    /// As [`Runner::run`].
-    pub async fn step(&mut self, line: &Line) -> Result<String, ScenarioError> {
-        let world_err = |source| ScenarioError::World {
-            line: line.number,
-            text: line.text.clone(),
-            source,
-        };
-        let unmet = |reason: String| ScenarioError::Unmet {
-            line: line.number,
-            text: line.text.clone(),
-            reason,
-        };
-        match &line.step {
-            Step::Host { name, ip } => {
-                let host = self.world.add_host(name, *ip).map_err(world_err)?;
-                let dataplane = host.dataplane().clone();
-                let ctl = Ctl {
-                    store: self.world.store().clone(),
-                    hostname: name.clone(),
-                    plumbing: Arc::new(dataplane.clone()),
-                    resolver: Arc::new(SimResolver { dataplane }),
-                    node: Arc::new(SimNodeControl {
-                        host: name.clone(),
-                        requests: self.requests.clone(),
-                    }),
-                };
-                self.ctls.insert(name.clone(), ctl);
-                Ok(format!("host {name} at {ip}"))
-            }
-            Step::Workload { host, name } => {
-                self.world.add_workload(host, name).map_err(world_err)?;
-                Ok(format!("namespace {name} on {host}, no network"))
-            }
-            Step::Calicoctl {
-                host,
-                args,
-                must_fail,
-            } => {
-                let ctl = self
-                    .ctls
-                    .get(host)
-                    .ok_or_else(|| unmet(format!("no host {host} declared")))?;
-                let result = ctl::run(ctl, args).await;
-                self.apply_node_requests().map_err(world_err)?;
-                match (result, must_fail) {
-                    (Ok(out), false) => Ok(out.trim_end().to_string()),
-                    (Err(err), true) => Ok(format!("failed as expected: {err}")),
-                    (Ok(out), true) => Err(unmet(format!(
-                        "succeeded but should have failed: {}",
-                        out.trim_end()
-                    ))),
-                    (Err(err), false) => Err(unmet(format!("failed: {err}"))),
-                }
-            }
-            Step::Settle => {
-                let report = self.settle().await.map_err(world_err)?;
-                Ok(format!("settled in {} rounds", report.rounds))
-            }
-            Step::Expect {
-                src,
-                dst,
-                probe,
-                allow,
-            } => {
-                self.settle().await.map_err(world_err)?;
-                let walk = self.world.send(src, dst, *probe).map_err(world_err)?;
-                let want = if *allow {
-                    Verdict::Allow
-                } else {
-                    Verdict::Deny
-                };
-                if walk.verdict == want {
-                    let why = walk.deciding.clone().unwrap_or_default();
-                    Ok(format!("{}: {why}", walk.verdict))
-                } else {
-                    Err(unmet(format!(
-                        "expected {want}, got {}\n{walk}",
-                        walk.verdict
-                    )))
-                }
-            }
-        }
-    }
-
     /// Settles the world and publishes every host's agent and BGP status for `calicoctl status`.
     async fn settle(&mut self) -> Result<crate::SettleReport, SimError> {
         let report = self.world.settle().await?;
@@ -224,5 +119,87 @@ impl Runner {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl ScenarioTarget for Runner {
+    async fn step(&mut self, line: &Line) -> Result<String, ScenarioError> {
+        let world_err = |source| ScenarioError::World {
+            line: line.number,
+            text: line.text.clone(),
+            source,
+        };
+        let unmet = |reason: String| ScenarioError::Unmet {
+            line: line.number,
+            text: line.text.clone(),
+            reason,
+        };
+        match &line.step {
+            Step::Host { name, ip } => {
+                let host = self.world.add_host(name, *ip).map_err(world_err)?;
+                let dataplane = host.dataplane().clone();
+                let ctl = Ctl {
+                    store: self.world.store().clone(),
+                    hostname: name.clone(),
+                    plumbing: Arc::new(dataplane.clone()),
+                    resolver: Arc::new(SimResolver { dataplane }),
+                    node: Arc::new(SimNodeControl {
+                        host: name.clone(),
+                        requests: self.requests.clone(),
+                    }),
+                };
+                self.ctls.insert(name.clone(), ctl);
+                Ok(format!("host {name} at {ip}"))
+            }
+            Step::Workload { host, name } => {
+                self.world.add_workload(host, name).map_err(world_err)?;
+                Ok(format!("namespace {name} on {host}, no network"))
+            }
+            Step::Calicoctl {
+                host,
+                args,
+                must_fail,
+            } => {
+                let ctl = self
+                    .ctls
+                    .get(host)
+                    .ok_or_else(|| unmet(format!("no host {host} declared")))?;
+                let result = ctl::run(ctl, args).await;
+                self.apply_node_requests().map_err(world_err)?;
+                let (succeeded, text) = match result {
+                    Ok(out) => (true, out.trim_end().to_string()),
+                    Err(err) => (false, err.to_string()),
+                };
+                command_outcome(succeeded, *must_fail, &text).map_err(unmet)
+            }
+            Step::Settle => {
+                let report = self.settle().await.map_err(world_err)?;
+                Ok(format!("settled in {} rounds", report.rounds))
+            }
+            Step::Expect {
+                src,
+                dst,
+                probe,
+                allow,
+            } => {
+                self.settle().await.map_err(world_err)?;
+                let walk = self.world.send(src, dst, *probe).map_err(world_err)?;
+                let want = if *allow {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                };
+                if walk.verdict == want {
+                    let why = walk.deciding.clone().unwrap_or_default();
+                    Ok(format!("{}: {why}", walk.verdict))
+                } else {
+                    Err(unmet(format!(
+                        "expected {want}, got {}\n{walk}",
+                        walk.verdict
+                    )))
+                }
+            }
+        }
     }
 }

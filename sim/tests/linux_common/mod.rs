@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use calico_sim::linux::{ClusterConfig, LinuxRunner};
-use calico_sim::scenario::{parse, LineReport};
+use calico_sim::scenario::{parse, LineReport, ScenarioTarget};
 
 fn sh_ok(script: &str) -> bool {
     Command::new("sh")
