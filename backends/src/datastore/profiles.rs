@@ -111,17 +111,10 @@ impl Datastore {
     /// # Errors
     /// `ProfileNotFound` when it has none stored.
     pub async fn profile_tags(&self, name: &str) -> Result<Vec<String>, DatastoreError> {
-        let key = tags_key(name)?;
-        match self.get(&key).await?.map(|v| v.value) {
-            Some(Value::Tags(t)) => Ok(t),
-            Some(_) => Err(unexpected(&key)),
-            None => Err(DatastoreError::ProfileNotFound {
-                name: name.to_string(),
-            }),
-        }
+        self.profile_part::<Tags>(name).await.map(|t| t.0)
     }
 
-    /// Read-modify-writes the profile's tags with compare-and-swap.
+    /// Read-modify-writes the profile's tags with compare-and-swap; the result is validated.
     pub async fn update_profile_tags<F>(
         &self,
         name: &str,
@@ -130,32 +123,10 @@ impl Datastore {
     where
         F: Fn(&mut Vec<String>) -> Result<(), DatastoreError>,
     {
-        let key = tags_key(name)?;
-        retry_on_conflict(&format!("updating tags of profile {name}"), || {
-            let key = key.clone();
-            let change = &change;
-            async move {
-                let current =
-                    self.get(&key)
-                        .await?
-                        .ok_or_else(|| DatastoreError::ProfileNotFound {
-                            name: name.to_string(),
-                        })?;
-                let Value::Tags(mut tags) = current.value else {
-                    return Err(unexpected(&key));
-                };
-                change(&mut tags)?;
-                for t in &tags {
-                    validate_name("tag", t)?;
-                }
-                let mut plan = TxnPlan::default();
-                plan.require_revision(&key, current.revision);
-                plan.put(&key, &Value::Tags(tags.clone()));
-                self.commit(plan).await?;
-                Ok(tags)
-            }
-        })
-        .await
+        let tags = self
+            .update_profile_part(name, |t: &mut Tags| change(&mut t.0))
+            .await?;
+        Ok(tags.0)
     }
 
     /// The profile's rules.
@@ -163,14 +134,7 @@ impl Datastore {
     /// # Errors
     /// `ProfileNotFound` when it has none stored.
     pub async fn profile_rules(&self, name: &str) -> Result<Rules, DatastoreError> {
-        let key = rules_key(name)?;
-        match self.get(&key).await?.map(|v| v.value) {
-            Some(Value::Rules(r)) => Ok(r),
-            Some(_) => Err(unexpected(&key)),
-            None => Err(DatastoreError::ProfileNotFound {
-                name: name.to_string(),
-            }),
-        }
+        self.profile_part::<Rules>(name).await
     }
 
     /// Read-modify-writes the profile's rules with compare-and-swap; the result is validated.
@@ -182,8 +146,27 @@ impl Datastore {
     where
         F: Fn(&mut Rules) -> Result<(), DatastoreError>,
     {
-        let key = rules_key(name)?;
-        retry_on_conflict(&format!("updating rules of profile {name}"), || {
+        self.update_profile_part(name, change).await
+    }
+
+    async fn profile_part<P: ProfilePart>(&self, name: &str) -> Result<P, DatastoreError> {
+        let key = P::key(name)?;
+        match self.get(&key).await?.map(|v| v.value) {
+            Some(value) => P::from_value(value).ok_or_else(|| unexpected(&key)),
+            None => Err(DatastoreError::ProfileNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn update_profile_part<P, F>(&self, name: &str, change: F) -> Result<P, DatastoreError>
+    where
+        P: ProfilePart,
+        F: Fn(&mut P) -> Result<(), DatastoreError>,
+    {
+        let key = P::key(name)?;
+        let action = format!("updating {} of profile {name}", P::WHAT);
+        retry_on_conflict(&action, || {
             let key = key.clone();
             let change = &change;
             async move {
@@ -193,32 +176,84 @@ impl Datastore {
                         .ok_or_else(|| DatastoreError::ProfileNotFound {
                             name: name.to_string(),
                         })?;
-                let Value::Rules(mut rules) = current.value else {
-                    return Err(unexpected(&key));
-                };
-                change(&mut rules)?;
-                rules.validate()?;
+                let mut part = P::from_value(current.value).ok_or_else(|| unexpected(&key))?;
+                change(&mut part)?;
+                part.validate()?;
                 let mut plan = TxnPlan::default();
                 plan.require_revision(&key, current.revision);
-                plan.put(&key, &Value::Rules(rules.clone()));
+                plan.put(&key, &part.clone().into_value());
                 self.commit(plan).await?;
-                Ok(rules)
+                Ok(part)
             }
         })
         .await
     }
 }
 
-fn tags_key(name: &str) -> Result<Key, DatastoreError> {
-    validate_name("profile", name)?;
-    Ok(Key::ProfileTags {
-        profile: name.to_string(),
-    })
+/// One half of a profile (its tags or its rules): its key, its value and its validation.
+trait ProfilePart: Clone + Sized {
+    const WHAT: &'static str;
+    fn key(profile: &str) -> Result<Key, DatastoreError>;
+    fn from_value(value: Value) -> Option<Self>;
+    fn into_value(self) -> Value;
+    fn validate(&mut self) -> Result<(), DatastoreError>;
 }
 
-fn rules_key(name: &str) -> Result<Key, DatastoreError> {
-    validate_name("profile", name)?;
-    Ok(Key::ProfileRules {
-        profile: name.to_string(),
-    })
+/// A profile's tag list.
+#[derive(Clone)]
+struct Tags(Vec<String>);
+
+impl ProfilePart for Tags {
+    const WHAT: &'static str = "tags";
+
+    fn key(profile: &str) -> Result<Key, DatastoreError> {
+        validate_name("profile", profile)?;
+        Ok(Key::ProfileTags {
+            profile: profile.to_string(),
+        })
+    }
+
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Tags(tags) => Some(Tags(tags)),
+            _ => None,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        Value::Tags(self.0)
+    }
+
+    fn validate(&mut self) -> Result<(), DatastoreError> {
+        for tag in &self.0 {
+            validate_name("tag", tag)?;
+        }
+        Ok(())
+    }
+}
+
+impl ProfilePart for Rules {
+    const WHAT: &'static str = "rules";
+
+    fn key(profile: &str) -> Result<Key, DatastoreError> {
+        validate_name("profile", profile)?;
+        Ok(Key::ProfileRules {
+            profile: profile.to_string(),
+        })
+    }
+
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Rules(rules) => Some(rules),
+            _ => None,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        Value::Rules(self)
+    }
+
+    fn validate(&mut self) -> Result<(), DatastoreError> {
+        Ok(Rules::validate(self)?)
+    }
 }
