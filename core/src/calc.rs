@@ -122,6 +122,11 @@ impl Calculator {
         }
     }
 
+    /// How many endpoints this host has (from the interface index: no scan of the cluster).
+    pub fn local_endpoints(&self) -> usize {
+        self.ifaces.values().map(BTreeSet::len).sum()
+    }
+
     /// The desired state after every update so far.
     pub fn desired(&self) -> &DesiredState {
         &self.desired

@@ -8,7 +8,6 @@ use calico_core::desired::DesiredState;
 /// One host's calculator.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    host: String,
     calc: Calculator,
 }
 
@@ -16,7 +15,6 @@ impl Engine {
     /// An empty state for `host`.
     pub(crate) fn new(host: &str) -> Self {
         Self {
-            host: host.to_owned(),
             calc: Calculator::new(host),
         }
     }
@@ -38,13 +36,9 @@ impl Engine {
         self.calc.state()
     }
 
-    /// Number of this host's endpoints (the `calico_node_endpoints` gauge).
+    /// Number of this host's endpoints (the `calico_node_endpoints` gauge), from the
+    /// calculator's index rather than a scan of every endpoint in the cluster.
     pub(crate) fn local_endpoints(&self) -> usize {
-        self.calc
-            .state()
-            .endpoints
-            .keys()
-            .filter(|id| id.host == self.host)
-            .count()
+        self.calc.local_endpoints()
     }
 }
