@@ -36,7 +36,16 @@ pub async fn run(store: Arc<dyn Store>, out: &mut dyn std::io::Write) -> anyhow:
     let mut runner = Runner::new(store.clone());
     let mut comment = String::new();
     let bold = std::io::stdout().is_terminal();
+    let raw: Vec<&str> = SEED.lines().collect();
+    let mut next_raw = 0;
     for line in &lines {
+        // The scenario's own comments above this line narrate why it matters.
+        let notes: Vec<&str> = raw[next_raw..line.number.saturating_sub(1)]
+            .iter()
+            .filter_map(|l| l.trim().strip_prefix('#'))
+            .map(str::trim)
+            .collect();
+        next_raw = line.number;
         let before_keys = listing(&store).await?;
         let before_hosts = snapshot(&runner);
         let detail = runner.step(line).await?;
@@ -49,10 +58,16 @@ pub async fn run(store: Arc<dyn Store>, out: &mut dyn std::io::Write) -> anyhow:
                 .await?;
         }
         comment.clear();
+        if !notes.is_empty() {
+            writeln!(comment, "\n# {}", notes.join("\n# "))?;
+        }
+        if notes.is_empty() {
+            comment.push('\n');
+        }
         if bold {
-            writeln!(comment, "\n\x1b[1m{}\x1b[0m", line.text)?;
+            writeln!(comment, "\x1b[1m{}\x1b[0m", line.text)?;
         } else {
-            writeln!(comment, "\n{}", line.text)?;
+            writeln!(comment, "{}", line.text)?;
         }
         match &line.step {
             Step::Expect { .. } => writeln!(comment, "  {detail}")?,
