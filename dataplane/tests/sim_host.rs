@@ -501,7 +501,8 @@ fn remove_veth_takes_both_ends_and_their_routes() {
 fn a_namespace_without_network_has_only_lo() {
     let host = SimDataplane::new(HOST, WireConfig::eth0([]));
     host.add_namespace("bare").unwrap();
-    assert!(host.add_namespace("bare").is_err());
+    let err = host.add_namespace("bare").unwrap_err();
+    assert!(err.to_string().contains("bare"), "{err}");
     let names: Vec<String> = host.links("bare").into_iter().map(|l| l.name).collect();
     assert_eq!(names, ["lo"]);
     let reason = expect_dropped(
