@@ -1,6 +1,7 @@
 //! LinuxDataplane benchmark (root): 10,000 rules in one `iptables-restore` against one
-//! `iptables -A` process per rule (1,000 timed, extrapolated), then an incremental apply that
-//! changes one chain, and a no-op apply; then 1,000 routes installed through rtnetlink (the
+//! `iptables -A` process per rule (1,000 timed, extrapolated), then a no-op apply and an
+//! incremental apply that changes one chain (both diffed against what the dataplane wrote, no
+//! `iptables-save`), and a resync (`observe`, which reads the kernel, then a no-op apply); then 1,000 routes installed through rtnetlink (the
 //! dataplane's route module: one connection, dump, plan, pipelined requests) against one
 //! `ip -batch` process and against one `ip route add` process per route. Runs inside a network
 //! namespace of its own (`ip netns exec`, re-running this binary), so the host's rules and
@@ -109,7 +110,7 @@ fn iptables() -> Result<(), String> {
     let start = Instant::now();
     let report = block_on(dp.apply(&full)).map_err(|e| e.to_string())?;
     println!(
-        "no-op apply (read back {total} rules, nothing written, {} changes): {:.1} ms",
+        "no-op apply ({total} rules diffed against what was written, {} changes): {:.1} ms",
         report.changes.len(),
         ms(start.elapsed())
     );
@@ -119,6 +120,15 @@ fn iptables() -> Result<(), String> {
     println!(
         "incremental apply changing one chain ({:?}): {:.1} ms",
         report.changes,
+        ms(start.elapsed())
+    );
+
+    let start = Instant::now();
+    block_on(dp.observe()).map_err(|e| e.to_string())?;
+    let report = block_on(dp.apply(&state(true))).map_err(|e| e.to_string())?;
+    println!(
+        "resync: observe (reads back {total} rules) + no-op apply ({} changes): {:.1} ms",
+        report.changes.len(),
         ms(start.elapsed())
     );
 

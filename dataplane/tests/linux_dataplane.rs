@@ -16,7 +16,7 @@ use calico_core::cluster::ClusterState;
 use calico_core::compute::compute;
 use calico_core::compute::names::{from_wl_chain, to_wl_chain};
 use calico_core::desired::{BirdPeer, DesiredState, PeerKind, Route, TableId};
-use calico_core::iptables::{IpFamily, Table};
+use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
 use calico_core::model::MacAddr;
 use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
 use calico_dataplane::{Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
@@ -215,10 +215,19 @@ fn declared(input: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The programs started, as command lines, since the log was last taken.
+fn started(dp: &LinuxDataplane) -> Vec<String> {
+    dp.command_log()
+        .take()
+        .iter()
+        .map(|i| i.command_line())
+        .collect()
+}
+
 #[test]
-fn apply_reads_back_is_idempotent_incremental_and_repairs_drift() {
+fn apply_is_idempotent_incremental_and_repairs_drift_after_observe() {
     outer(
-        "apply_reads_back_is_idempotent_incremental_and_repairs_drift",
+        "apply_is_idempotent_incremental_and_repairs_drift_after_observe",
         "inner_apply",
     );
 }
@@ -285,24 +294,24 @@ fn inner_apply() {
     let rows = w.dp.bgp_status().unwrap();
     assert!(rows.iter().any(|r| r.proto == "Kernel"), "{rows:?}");
 
-    // Second apply: nothing to change, no writing process, no netlink write.
+    // Second apply: nothing to change, no process at all (not even a save: the tables and
+    // sets are diffed against what the observe above read), no netlink write.
     w.dp.command_log().take();
     let writes = w.dp.netlink_writes();
     let report = block_on(w.dp.apply(&desired)).unwrap();
     assert_eq!(report.changes, Vec::<String>::new());
     assert_eq!(w.dp.netlink_writes(), writes);
-    let log = w.dp.command_log().take();
-    let writers: Vec<String> = log
-        .iter()
-        .filter(|i| i.stdin.is_some() || i.program == "bird" || i.program == "birdc")
-        .map(|i| i.command_line())
-        .collect();
-    assert_eq!(writers, Vec::<String>::new());
+    assert_eq!(started(&w.dp), Vec::<String>::new());
 
     // A moves to PROF_C: exactly A's chains are rewritten in the filter restore.
     let moved = w.desired(["PROF_C", "PROF_A_B", "PROF_C"]);
     let report = block_on(w.dp.apply(&moved)).unwrap();
     let log = w.dp.command_log().take();
+    assert!(
+        log.iter()
+            .all(|i| !i.program.ends_with("-save") && i.args != ["save"]),
+        "{log:?}"
+    );
     let restores: Vec<&str> = log
         .iter()
         .filter(|i| i.program == "iptables-restore")
@@ -325,7 +334,8 @@ fn inner_apply() {
     );
     assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
 
-    // Drift: a route deleted and a chain flushed by hand are seen and repaired.
+    // Drift: a route deleted and a chain flushed by hand are seen by observe and repaired by
+    // the apply that follows it (the resync of the agent).
     let b = &w.wls[1];
     must(
         "ip",
@@ -389,6 +399,96 @@ fn inner_apply() {
     let neigh = must("ip", &["neigh", "show", "nud", "permanent"]);
     assert!(!neigh.contains("192.168.1."), "{neigh}");
     assert_eq!(block_on(w.dp.observe()).unwrap(), DesiredState::default());
+    assert!(w.dp.stop_bird().is_empty());
+}
+
+#[test]
+fn apply_trusts_what_it_wrote_until_observe_or_a_failure() {
+    outer(
+        "apply_trusts_what_it_wrote_until_observe_or_a_failure",
+        "inner_cache",
+    );
+}
+
+#[test]
+fn inner_cache() {
+    if !is_inner("inner_cache") {
+        return;
+    }
+    let mut w = World::new();
+    let desired = w.default_desired();
+    w.dp.command_log().enable();
+    block_on(w.dp.apply(&desired)).unwrap();
+    // The first apply had nothing to go on: it read the kernel.
+    let first = started(&w.dp);
+    for save in ["iptables-save", "ip6tables-save", "ipset save"] {
+        assert!(first.iter().any(|c| c == save), "{save}: {first:?}");
+    }
+
+    // Behind the dataplane's back: a chain flushed and a set member deleted.
+    must("iptables", &["-w", "-F", "cali-FORWARD"]);
+    must("ipset", &["del", "cali4-t-PROF_A_B", w.wls[1].ip]);
+    let flushed = |save: &str| !save.lines().any(|l| l.starts_with("-A cali-FORWARD "));
+
+    // A plain apply trusts what it wrote last: it starts nothing and the drift stays.
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(started(&w.dp), Vec::<String>::new());
+    assert!(flushed(&must("iptables-save", &["-t", "filter"])));
+
+    // observe reads the kernel and sees both; the apply after it repairs exactly those.
+    let drifted = block_on(w.dp.observe()).unwrap();
+    assert_ne!(drifted.tables[&FILTER4], desired.tables[&FILTER4]);
+    assert_eq!(
+        drifted.ipsets["cali4-t-PROF_A_B"].members.len(),
+        desired.ipsets["cali4-t-PROF_A_B"].members.len() - 1
+    );
+    w.dp.command_log().take();
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(
+        report.changes,
+        vec![
+            "update ipset cali4-t-PROF_A_B (+1 -0)".to_string(),
+            "rewrite chain cali-FORWARD in v4 filter".to_string(),
+        ]
+    );
+    let log = w.dp.command_log().take();
+    let programs: Vec<&str> = log.iter().map(|i| i.program.as_str()).collect();
+    assert_eq!(programs, ["ipset", "iptables-restore"], "{log:?}");
+    assert_eq!(
+        declared(log[1].stdin.as_deref().unwrap_or_default()),
+        BTreeSet::from(["cali-FORWARD".to_string()])
+    );
+    assert!(!flushed(&must("iptables-save", &["-t", "filter"])));
+    assert_eq!(block_on(w.dp.observe()).unwrap(), desired);
+
+    // A restore the kernel refuses (a jump to a chain that does not exist) forgets the record:
+    // the next apply reads the kernel again, finds the refused transaction left nothing
+    // behind, and the one after that trusts its record again.
+    let mut refused = desired.clone();
+    let filter = refused.tables.get_mut(&FILTER4).unwrap();
+    filter.chains.insert(
+        "cali-broken".to_string(),
+        Chain {
+            name: "cali-broken".to_string(),
+            rules: vec![
+                Rule::new(vec![], Target::Jump("cali-nowhere".to_string())).with_comment("refused")
+            ],
+        },
+    );
+    w.dp.command_log().take();
+    let err = block_on(w.dp.apply(&refused)).unwrap_err();
+    assert!(matches!(err, DataplaneError::Command { .. }), "{err}");
+    assert!(!must("iptables-save", &["-t", "filter"]).contains("cali-broken"));
+    w.dp.command_log().take();
+    let report = block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(
+        started(&w.dp),
+        ["iptables-save", "ip6tables-save", "ipset save"]
+    );
+    block_on(w.dp.apply(&desired)).unwrap();
+    assert_eq!(started(&w.dp), Vec::<String>::new());
     assert!(w.dp.stop_bird().is_empty());
 }
 

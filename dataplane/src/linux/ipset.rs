@@ -189,6 +189,31 @@ pub fn plan_destroy(
     plan
 }
 
+/// Records in `installed` what a committed [`plan_update`] input made of the kernel's sets:
+/// every wanted set with its members as the kernel keeps them (only changed sets are copied).
+pub fn record_update(installed: &mut BTreeMap<String, IpSet>, desired: &BTreeMap<String, IpSet>) {
+    for (name, set) in desired {
+        let members = normalized(set);
+        let same = installed.get(name).is_some_and(|old| {
+            old.kind == set.kind && old.family == set.family && old.members == members
+        });
+        if !same {
+            installed.insert(
+                name.clone(),
+                IpSet {
+                    members,
+                    ..set.clone()
+                },
+            );
+        }
+    }
+}
+
+/// Records in `installed` that a committed [`plan_destroy`] input removed the unwanted sets.
+pub fn record_destroy(installed: &mut BTreeMap<String, IpSet>, desired: &BTreeMap<String, IpSet>) {
+    installed.retain(|name, _| desired.contains_key(name));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +280,34 @@ mod tests {
 
         let destroy = plan_destroy(&desired, &installed);
         assert_eq!(destroy.input, "destroy cali4-all-pools\n");
+    }
+
+    #[test]
+    fn recorded_plans_leave_nothing_to_do() {
+        let mut installed = parse_save(SAVE).unwrap();
+        let mut desired = BTreeMap::new();
+        // A host address written as a network: the kernel (and the record) keep 10.0.0.0/24.
+        let mut pools = set("cali4-all-pools", &["10.0.0.7/24"]);
+        pools.kind = IpSetKind::HashNet;
+        desired.insert(pools.name.clone(), pools);
+        desired.insert("cali4-new".to_string(), set("cali4-new", &["10.9.9.9/32"]));
+        assert_ne!(plan_update(&desired, &installed), SetPlan::default());
+        record_update(&mut installed, &desired);
+        assert_eq!(
+            installed["cali4-all-pools"].members,
+            BTreeSet::from(["10.0.0.0/24".parse().unwrap()])
+        );
+        assert_eq!(plan_update(&desired, &installed), SetPlan::default());
+        assert_eq!(
+            plan_destroy(&desired, &installed).input,
+            "destroy cali4-t-A\n"
+        );
+        record_destroy(&mut installed, &desired);
+        assert_eq!(
+            installed.keys().collect::<Vec<_>>(),
+            ["cali4-all-pools", "cali4-new"]
+        );
+        assert_eq!(plan_destroy(&desired, &installed), SetPlan::default());
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct TablePlan {
     pub changes: Vec<String>,
     /// Chains whose rules the transaction writes (new or changed).
     pub written: Vec<String>,
+    /// What we own in the table once the transaction committed (every wanted chain as
+    /// rendered, one hook per wanted hook), so the next plan can start from it without
+    /// reading `iptables-save` again.
+    pub after: InstalledTable,
 }
 
 fn rendered_hash(lines: &[String]) -> Vec<Option<String>> {
@@ -156,6 +160,10 @@ fn rendered_hash(lines: &[String]) -> Vec<Option<String>> {
 /// that parse to the same typed rules (a hand edit that kept our comment is caught too; an
 /// unparsable installed rule counts as different).
 fn same_rules(old: &InstalledChain, lines: &[String]) -> bool {
+    // What we wrote ourselves (the cached `after` of a plan) is the rendered text itself.
+    if old.lines == lines {
+        return true;
+    }
     if old.hashes != rendered_hash(lines) {
         return false;
     }
@@ -185,18 +193,24 @@ pub fn plan_table(
     for (name, chain) in &desired.chains {
         let lines = render_chain(chain);
         let change = match installed.chains.get(name) {
-            None => "create",
-            Some(old) if !same_rules(old, &lines) => "rewrite",
-            Some(_) => continue,
+            None => Some("create"),
+            Some(old) if !same_rules(old, &lines) => Some("rewrite"),
+            Some(_) => None,
         };
-        let _ = writeln!(decls, ":{name} - [0:0]");
-        for line in &lines {
-            body.push_str(line);
-            body.push('\n');
+        if let Some(change) = change {
+            let _ = writeln!(decls, ":{name} - [0:0]");
+            for line in &lines {
+                body.push_str(line);
+                body.push('\n');
+            }
+            plan.changes
+                .push(format!("{change} chain {name} in {label}"));
+            plan.written.push(name.clone());
         }
-        plan.changes
-            .push(format!("{change} chain {name} in {label}"));
-        plan.written.push(name.clone());
+        let hashes = rendered_hash(&lines);
+        plan.after
+            .chains
+            .insert(name.clone(), InstalledChain { lines, hashes });
     }
 
     // Hooks: keep the first installed copy of each wanted one, delete every other.
@@ -217,10 +231,16 @@ pub fn plan_table(
     }
     let mut inserts = String::new();
     for (builtin, target) in &desired.hooks {
+        let line = render_rule(builtin, &hook_rule(target));
+        plan.after.hooks.push(InstalledHook {
+            builtin: builtin.clone(),
+            target: target.clone(),
+            hash: line_hash(&line),
+            line: line.clone(),
+        });
         if kept.contains(&(builtin.clone(), target.clone())) {
             continue;
         }
-        let line = render_rule(builtin, &hook_rule(target));
         if let Some(rest) = line.strip_prefix(&format!("-A {builtin} ")) {
             let _ = writeln!(inserts, "-I {builtin} 1 {rest}");
             plan.changes
@@ -355,7 +375,7 @@ mod tests {
         let s = base();
         let installed = parse_save(&saved(&s));
         let plan = plan_table(FILTER4, Some(&s), &installed[&Table::Filter]);
-        assert_eq!(plan, TablePlan::default());
+        assert_eq!((plan.input.as_str(), plan.changes.len()), ("", 0));
         let observed = observe_table(Table::Filter, &installed[&Table::Filter]).unwrap();
         assert_eq!(observed, Some(s));
     }
@@ -376,6 +396,43 @@ mod tests {
         assert!(lines[3].starts_with("-A cali-a ") && lines[3].ends_with("-j DROP"));
         assert_eq!(&lines[4..], &["-X cali-b", "COMMIT"]);
         assert!(!plan.input.contains("DOCKER"));
+    }
+
+    #[test]
+    fn planning_from_the_recorded_result_is_incremental() {
+        let old = base();
+        let written = plan_table(FILTER4, Some(&old), &InstalledTable::default());
+        assert_eq!(written.written.len(), 3);
+        let after = written.after;
+        assert_eq!(after.hooks.len(), 1);
+        assert_eq!(
+            plan_table(FILTER4, Some(&old), &after),
+            TablePlan {
+                after: after.clone(),
+                ..TablePlan::default()
+            }
+        );
+
+        // The record is what the kernel would report, down to the observed state.
+        let read = &parse_save(&saved(&old))[&Table::Filter];
+        assert_eq!(
+            observe_table(Table::Filter, &after).unwrap(),
+            observe_table(Table::Filter, read).unwrap()
+        );
+
+        let mut new = old.clone();
+        new.chains
+            .insert("cali-a".into(), chain("cali-a", &[Target::Drop]));
+        new.hooks.clear();
+        let plan = plan_table(FILTER4, Some(&new), &after);
+        assert_eq!(plan.written, vec!["cali-a".to_string()]);
+        assert!(
+            plan.input.contains("-D FORWARD -m comment"),
+            "{}",
+            plan.input
+        );
+        assert!(plan.after.hooks.is_empty());
+        assert_eq!(plan_table(FILTER4, Some(&new), &plan.after).input, "");
     }
 
     #[test]

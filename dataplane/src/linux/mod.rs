@@ -9,9 +9,15 @@
 //! - [`plumbing`]: [`LinuxPlumbing`], `calicoctl container add/remove` on iproute2.
 //!
 //! Apply order as on the simulator: ipsets we want, then each table, then stale ipsets (once
-//! no rule uses them), routes and neighbours, sysctls, BIRD. Everything is read back first and
-//! only differences are written, so applying the same state twice starts no writing process
-//! and sends no netlink write.
+//! no rule uses them), routes and neighbours, sysctls, BIRD. Only differences are written, so
+//! applying the same state twice starts no process and sends no netlink write.
+//!
+//! iptables and ipsets are diffed, as Felix does, against what we last wrote (chain name →
+//! rule lines and hashes, hooks, set name → members) rather than a fresh `iptables-save` /
+//! `ipset save`, which at 10,000 rules costs more than the restore itself. The kernel is read
+//! on the first apply, in every `observe` (the agent's resync: observe, compare, re-apply,
+//! which therefore repairs drift made behind our back), and after a restore or `ipset`
+//! command failed. Routes, neighbours and sysctls are cheap to read and are read every apply.
 //!
 //! The tools are run synchronously: an apply is a handful of short processes, and the agent
 //! calls it from one task. Routes and neighbours go over one rtnetlink connection per apply,
@@ -53,9 +59,15 @@ pub struct LinuxDataplane {
     owned_sysctls: BTreeSet<String>,
     /// Netlink write requests sent so far (see [`LinuxDataplane::netlink_writes`]).
     netlink_writes: u64,
+    /// Our iptables and ipsets as of the last kernel read plus what we wrote since; `None`
+    /// (the next apply reads the kernel) before the first apply, when `observe` could not
+    /// read, and after a restore or `ipset` command failed.
+    known: Option<Installed>,
 }
 
-/// What the kernel holds of ours, read in one go.
+/// What the kernel holds of ours in iptables and ipsets, read in one go or kept up to date by
+/// our own writes.
+#[derive(Debug)]
 struct Installed {
     tables: BTreeMap<TableId, iptables::InstalledTable>,
     ipsets: BTreeMap<String, calico_core::desired::IpSet>,
@@ -73,6 +85,7 @@ impl LinuxDataplane {
             owned_neighbours: BTreeSet::new(),
             owned_sysctls: BTreeSet::new(),
             netlink_writes: 0,
+            known: None,
         }
     }
 
@@ -137,11 +150,12 @@ impl LinuxDataplane {
         Ok(())
     }
 
-    /// Step 2: one restore per table with changes. Returns whether every table applied.
+    /// Step 2: one restore per table with changes, recording each committed one in
+    /// `installed`. Returns whether every table applied.
     fn apply_tables(
         &self,
         desired: &DesiredState,
-        installed: &Installed,
+        installed: &mut BTreeMap<TableId, iptables::InstalledTable>,
         changes: &mut Vec<String>,
         first_error: &mut Option<DataplaneError>,
     ) -> bool {
@@ -150,23 +164,22 @@ impl LinuxDataplane {
         for family in FAMILIES {
             for table in iptables::TABLES {
                 let id = TableId { family, table };
-                let have = installed.tables.get(&id).unwrap_or(&empty);
+                let have = installed.get(&id).unwrap_or(&empty);
                 let plan = iptables::plan_table(id, desired.tables.get(&id), have);
-                if plan.input.is_empty() {
-                    continue;
-                }
-                let tool = iptables::restore_tool(family);
-                let operation = format!("restoring {}", crate::sim::netfilter::table_label(id));
-                match self
-                    .runner
-                    .run(&operation, tool, &["--noflush", "-w"], Some(&plan.input))
-                {
-                    Ok(_) => changes.extend(plan.changes),
-                    Err(e) => {
+                if !plan.input.is_empty() {
+                    let tool = iptables::restore_tool(family);
+                    let operation = format!("restoring {}", crate::sim::netfilter::table_label(id));
+                    let run =
+                        self.runner
+                            .run(&operation, tool, &["--noflush", "-w"], Some(&plan.input));
+                    if let Err(e) = run {
                         ok = false;
                         first_error.get_or_insert(e);
+                        continue;
                     }
                 }
+                changes.extend(plan.changes);
+                installed.insert(id, plan.after);
             }
         }
         ok
@@ -277,22 +290,38 @@ impl Dataplane for LinuxDataplane {
     async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let mut changes = Vec::new();
         let mut first_error = None;
-        let installed = self.read()?;
+        // Taken, not borrowed: an early return or a failed command below leaves `None`, so the
+        // next apply reads the kernel instead of trusting a record of writes that may not have
+        // happened.
+        let mut known = match self.known.take() {
+            Some(known) => known,
+            None => self.read()?,
+        };
 
         // 1. Sets the rules will match on.
-        let sets = ipset::plan_update(&desired.ipsets, &installed.ipsets);
+        let sets = ipset::plan_update(&desired.ipsets, &known.ipsets);
         self.ipset_restore("updating ipsets", &sets.input)?;
+        ipset::record_update(&mut known.ipsets, &desired.ipsets);
         changes.extend(sets.changes);
 
         // 2. Tables; 3. stale sets, only once every table stopped using them.
-        if self.apply_tables(desired, &installed, &mut changes, &mut first_error) {
-            let stale = ipset::plan_destroy(&desired.ipsets, &installed.ipsets);
+        let mut written =
+            self.apply_tables(desired, &mut known.tables, &mut changes, &mut first_error);
+        if written {
+            let stale = ipset::plan_destroy(&desired.ipsets, &known.ipsets);
             match self.ipset_restore("destroying stale ipsets", &stale.input) {
-                Ok(()) => changes.extend(stale.changes),
+                Ok(()) => {
+                    ipset::record_destroy(&mut known.ipsets, &desired.ipsets);
+                    changes.extend(stale.changes);
+                }
                 Err(e) => {
+                    written = false;
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if written {
+            self.known = Some(known);
         }
 
         // 4. Routes and neighbours.
@@ -322,6 +351,9 @@ impl Dataplane for LinuxDataplane {
     }
 
     async fn observe(&mut self) -> Result<DesiredState, DataplaneError> {
+        // The read also replaces what the next apply diffs against, so the apply of a resync
+        // that found drift repairs it; a failed read leaves that apply to read again.
+        self.known = None;
         let installed = self.read()?;
         let mut tables = BTreeMap::new();
         for (id, have) in &installed.tables {
@@ -329,6 +361,8 @@ impl Dataplane for LinuxDataplane {
                 tables.insert(*id, state);
             }
         }
+        let ipsets = installed.ipsets.clone();
+        self.known = Some(installed);
         let (routes, neighbours) = self.observe_routes().await?;
         let sysctls = self
             .owned_sysctls
@@ -338,7 +372,7 @@ impl Dataplane for LinuxDataplane {
         let (bird_v4, bird_v6) = self.bird.observe();
         Ok(DesiredState {
             tables,
-            ipsets: installed.ipsets,
+            ipsets,
             routes,
             neighbours,
             sysctls,
