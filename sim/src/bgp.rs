@@ -18,6 +18,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use calico_core::desired::{BirdConfig, PeerKind};
+use calico_core::model::AsNumber;
 use ipnet::IpNet;
 
 /// What the BGP model needs to know about one host.
@@ -134,7 +135,8 @@ impl BgpFabric {
     }
 
     pub fn is_cut(&self, a: &str, b: &str) -> bool {
-        self.cuts.contains(&pair(a, b))
+        // Asked once per session per exchange: no pair is built while nothing is cut.
+        !self.cuts.is_empty() && self.cuts.contains(&pair(a, b))
     }
 
     /// The state of every session `host` configures, in its BIRD config order (v4 then v6).
@@ -198,10 +200,11 @@ impl BgpFabric {
                 other.host, theirs.local_as
             ));
         }
-        let reciprocal = theirs
-            .peers
-            .iter()
-            .any(|p| p.ip == mine.source_address && p.as_num == mine.local_as);
+        let reciprocal = index.peerings[family].contains(&(
+            theirs.source_address,
+            mine.source_address,
+            mine.local_as,
+        ));
         if !reciprocal {
             return down(format!(
                 "{} does not peer with {}",
@@ -266,9 +269,12 @@ fn advertised<'s>(
         .filter(move |dst| config.export_pools.iter().any(|pool| pool.contains(dst)))
 }
 
-/// Speakers by the source address of their v4 and v6 BIRD.
+/// Speakers by the source address of their v4 and v6 BIRD, and who peers with whom, so a
+/// session's reciprocity is one lookup instead of a scan of the other side's peers.
 struct AddressIndex<'s, 'a> {
     by_address: [BTreeMap<IpAddr, &'s Speaker<'a>>; 2],
+    /// (source address of the speaker `by_address` names, peer address, peer AS).
+    peerings: [BTreeSet<(IpAddr, IpAddr, AsNumber)>; 2],
 }
 
 impl<'s, 'a> AddressIndex<'s, 'a> {
@@ -281,7 +287,17 @@ impl<'s, 'a> AddressIndex<'s, 'a> {
                 }
             }
         }
-        AddressIndex { by_address }
+        let peerings = [0, 1].map(|family: usize| {
+            by_address[family]
+                .iter()
+                .filter_map(|(addr, s)| s.bird[family].map(|config| (addr, config)))
+                .flat_map(|(addr, config)| config.peers.iter().map(|p| (*addr, p.ip, p.as_num)))
+                .collect()
+        });
+        AddressIndex {
+            by_address,
+            peerings,
+        }
     }
 }
 
@@ -290,7 +306,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use calico_core::desired::BirdPeer;
-    use calico_core::model::AsNumber;
 
     use super::*;
 

@@ -6,17 +6,16 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use calico_backends::{MemStore, Store};
 use calico_cli::agent::StepOutcome;
-use calico_core::desired::BirdConfig;
-use calico_dataplane::sim::{SimDataplane, WireConfig};
+use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::WorkloadPlumbing;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::agent::{self, HostAgent};
-use crate::bgp::{BgpFabric, PeerStatus, Speaker};
+use crate::bgp::{BgpFabric, LearnedRoutes, PeerStatus, Speaker};
 use crate::SimError;
 
 /// Rounds `settle` runs before it gives up.
@@ -310,22 +309,28 @@ impl World {
         Ok(report)
     }
 
-    /// The BIRD configs and exportable routes of every host, as the BGP model sees them.
+    /// Every host's kernel, locked, with its name and whether its agent runs: what the BGP
+    /// model reads (BIRD configs and exportable routes) without copying it.
     fn bgp_inputs(&self) -> Vec<BgpInput<'_>> {
         self.hosts
             .values()
             .map(|h| {
-                let (v4, v6) = h.dataplane.bird_configs();
-                let exports = h
-                    .dataplane
-                    .routes_for_export()
-                    .into_iter()
-                    .map(|r| r.dst)
-                    .collect();
+                let kernel = h.dataplane.lock();
+                let exports = kernel.ns(ROOT_NS).map_or_else(
+                    |_| Vec::new(),
+                    |space| {
+                        space
+                            .routes
+                            .iter()
+                            .filter(|r| !matches!(r.proto, RouteProto::Bird | RouteProto::Kernel))
+                            .map(|r| r.dst)
+                            .collect()
+                    },
+                );
                 BgpInput {
                     host: &h.name,
                     running: h.agent.is_some(),
-                    bird: [v4, v6],
+                    kernel,
                     exports,
                 }
             })
@@ -335,29 +340,21 @@ impl World {
     /// One BGP exchange: every running host's kernel gets exactly the routes its established
     /// peers advertise. Returns the number of routes installed, replaced or withdrawn.
     fn run_bgp(&mut self) -> Result<usize, SimError> {
-        let inputs = self.bgp_inputs();
-        let speakers = speakers(&inputs);
-        let learned = self.bgp.learned(&speakers);
+        let learned = {
+            let inputs = self.bgp_inputs();
+            self.bgp.learned(&speakers(&inputs))
+        };
         let mut changes = 0;
         for host in self.hosts.values().filter(|h| h.agent.is_some()) {
-            let want = learned.get(&host.name).cloned().unwrap_or_default();
-            let have = host.dataplane.bgp_routes();
-            for dst in have.keys().filter(|dst| !want.contains_key(dst)) {
-                if host.dataplane.remove_bgp_route(*dst) {
-                    changes += 1;
-                }
-            }
-            for (dst, via) in &want {
-                if have.get(dst) != Some(via) {
-                    host.dataplane
-                        .add_bgp_route(*dst, *via)
-                        .map_err(SimError::dataplane(
-                            &host.name,
-                            format!("adding route {dst} via {via}"),
-                        ))?;
-                    changes += 1;
-                }
-            }
+            let empty = LearnedRoutes::new();
+            let want = learned.get(&host.name).unwrap_or(&empty);
+            changes += host
+                .dataplane
+                .sync_bgp_routes(want)
+                .map_err(SimError::dataplane(
+                    &host.name,
+                    "installing BGP routes".to_string(),
+                ))?;
         }
         Ok(changes)
     }
@@ -373,11 +370,12 @@ impl World {
     }
 }
 
-/// One host's BGP-relevant state, owned, so [`Speaker`]s can borrow it.
+/// One host's BGP-relevant state: its locked kernel (for the BIRD configs) and its exportable
+/// destinations, so [`Speaker`]s can borrow them.
 struct BgpInput<'a> {
     host: &'a str,
     running: bool,
-    bird: [Option<BirdConfig>; 2],
+    kernel: MutexGuard<'a, Kernel>,
     exports: Vec<IpNet>,
 }
 
@@ -387,7 +385,7 @@ fn speakers<'a>(inputs: &'a [BgpInput<'a>]) -> Vec<Speaker<'a>> {
         .map(|i| Speaker {
             host: i.host,
             running: i.running,
-            bird: [i.bird[0].as_ref(), i.bird[1].as_ref()],
+            bird: [i.kernel.bird_v4.as_ref(), i.kernel.bird_v6.as_ref()],
             exports: &i.exports,
         })
         .collect()

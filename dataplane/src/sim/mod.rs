@@ -211,11 +211,53 @@ impl SimDataplane {
 
     /// The BGP-learned routes: destination → next hop.
     pub fn bgp_routes(&self) -> BTreeMap<IpNet, IpAddr> {
-        self.routes(ROOT_NS)
-            .into_iter()
-            .filter(|r| r.proto == RouteProto::Bird)
-            .filter_map(|r| r.via.map(|via| (r.dst, via)))
-            .collect()
+        let k = self.lock();
+        k.ns(ROOT_NS)
+            .map(|s| {
+                s.routes
+                    .iter()
+                    .filter(|r| r.proto == RouteProto::Bird)
+                    .filter_map(|r| r.via.map(|via| (r.dst, via)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Brings the BGP-learned routes to exactly `want` (destination → next hop), like BIRD
+    /// syncing its table into the kernel: routes BIRD wrote and no longer wants are deleted,
+    /// missing or different ones replaced (`ip route replace ... proto bird`), equal ones left
+    /// alone. One pass under one lock, without copying the table. Returns the number of routes
+    /// installed, replaced or withdrawn.
+    ///
+    /// # Errors
+    /// Never in practice (the routes name no device); kept fallible like the kernel call.
+    pub fn sync_bgp_routes(&self, want: &BTreeMap<IpNet, IpAddr>) -> Result<usize, DataplaneError> {
+        let mut k = self.lock();
+        let space = k.ns_mut(ROOT_NS)?;
+        let stale: Vec<IpNet> = space
+            .routes
+            .iter()
+            .filter(|r| r.proto == RouteProto::Bird && !want.contains_key(&r.dst))
+            .map(|r| r.dst)
+            .collect();
+        let mut changes = stale.len();
+        for dst in stale {
+            space.routes.remove(&dst);
+        }
+        for (dst, via) in want {
+            let installed = space
+                .routes
+                .get(dst)
+                .is_some_and(|r| r.proto == RouteProto::Bird && r.via == Some(*via));
+            if !installed {
+                // No device to check: `route_replace` would only insert it.
+                space
+                    .routes
+                    .replace(KernelRoute::via(*dst, *via, None, RouteProto::Bird));
+                changes += 1;
+            }
+        }
+        Ok(changes)
     }
 
     /// The routes BIRD's kernel protocol would learn (`learn`): every host route not written
@@ -319,5 +361,46 @@ impl SimDataplane {
     /// A frame from `src_mac` carrying `packet` arrives on the wire interface.
     pub fn receive_on_wire(&self, packet: Packet, src_mac: MacAddr) -> HostOutcome {
         walk::receive_on_wire(&mut self.lock(), packet, src_mac)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bgp_sync_installs_replaces_and_withdraws_only_bird_routes() {
+        let host = SimDataplane::new("h", WireConfig::eth0([net("10.0.0.1/24")]));
+        let stat = KernelRoute::via(net("10.9.0.0/16"), ip("10.0.0.9"), None, RouteProto::Static);
+        host.replace_route(ROOT_NS, stat.clone()).unwrap();
+        let first = BTreeMap::from([
+            (net("192.168.0.1/32"), ip("10.0.0.2")),
+            (net("192.168.0.2/32"), ip("10.0.0.3")),
+        ]);
+        assert_eq!(host.sync_bgp_routes(&first).unwrap(), 2);
+        assert_eq!(host.sync_bgp_routes(&first).unwrap(), 0);
+        assert_eq!(host.bgp_routes(), first);
+
+        let second = BTreeMap::from([
+            (net("192.168.0.2/32"), ip("10.0.0.4")),
+            (net("10.9.0.0/16"), ip("10.0.0.5")),
+        ]);
+        // One withdrawn, one next hop changed, the static route taken over (as BIRD would).
+        assert_eq!(host.sync_bgp_routes(&second).unwrap(), 3);
+        assert_eq!(host.bgp_routes(), second);
+        assert_eq!(host.sync_bgp_routes(&BTreeMap::new()).unwrap(), 2);
+        assert!(host.bgp_routes().is_empty());
+        assert!(host
+            .routes(ROOT_NS)
+            .iter()
+            .all(|r| r.proto == RouteProto::Kernel));
     }
 }
