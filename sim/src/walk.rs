@@ -345,16 +345,7 @@ impl World {
                     });
                     let Some(receiver) = self.host_by_ip(next_hop) else {
                         let reason = format!("no host answers for {next_hop} on the wire");
-                        legs.push(Leg {
-                            host: "wire".to_string(),
-                            direction,
-                            outcome: HostOutcome::Dropped {
-                                trace: vec![Hop::End {
-                                    detail: format!("dropped: {reason}"),
-                                }],
-                                reason,
-                            },
-                        });
+                        legs.push(Leg::wire_drop(direction, reason));
                         return Ok(None);
                     };
                     host = receiver.name().to_string();
@@ -370,7 +361,15 @@ impl World {
             return Ok(next);
         }
         let reason = format!("more than {MAX_WIRE_HOPS} hosts visited (a routing loop)");
-        legs.push(Leg {
+        legs.push(Leg::wire_drop(direction, reason));
+        Ok(None)
+    }
+}
+
+impl Leg {
+    /// A packet lost between hosts: nobody owns its next hop, or it loops.
+    fn wire_drop(direction: Direction, reason: String) -> Leg {
+        Leg {
             host: "wire".to_string(),
             direction,
             outcome: HostOutcome::Dropped {
@@ -379,8 +378,7 @@ impl World {
                 }],
                 reason,
             },
-        });
-        Ok(None)
+        }
     }
 }
 

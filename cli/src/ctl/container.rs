@@ -303,6 +303,26 @@ async fn remove(ctl: &Ctl, ds: &Datastore, container: &str) -> Result<String, Ct
 }
 
 /// Adds `ip` to the endpoint's nets in a plan (compare on the endpoint's revision).
+/// Releases `ip` in IPAM and takes it off the endpoint, as one plan (`ip remove`, and the
+/// undo of a failed `ip add`).
+async fn plan_unassign(ds: &Datastore, id: &EndpointId, ip: IpAddr) -> Result<TxnPlan, CtlError> {
+    let mut plan = ds.plan_release(&[ip]).await?;
+    plan.extend(
+        plan_endpoint_nets(ds, id, |ep| {
+            if !has_net(ep, ip) {
+                return Err(CtlError::AddressNotOnEndpoint {
+                    address: ip.to_string(),
+                    endpoint: id.endpoint.clone(),
+                });
+            }
+            drop_net(ep, ip);
+            Ok(())
+        })
+        .await?,
+    );
+    Ok(plan)
+}
+
 async fn plan_endpoint_nets(
     ds: &Datastore,
     id: &EndpointId,
@@ -387,16 +407,8 @@ async fn ip_add(
         .await
     {
         let err = dataplane(&format!("adding {ip} to {iface} in {container}"), e);
-        let undo = commit_retrying(ds, &format!("undoing {ip} on {container}"), || async {
-            let mut plan = ds.plan_release(&[ip]).await?;
-            plan.extend(
-                plan_endpoint_nets(ds, &id, |ep| {
-                    drop_net(ep, ip);
-                    Ok(())
-                })
-                .await?,
-            );
-            Ok(plan)
+        let undo = commit_retrying(ds, &format!("undoing {ip} on {container}"), || {
+            plan_unassign(ds, &id, ip)
         })
         .await;
         return Err(match undo {
@@ -418,22 +430,8 @@ async fn ip_remove(
     iface: &str,
 ) -> Result<String, CtlError> {
     let (id, workload) = the_endpoint(ctl, ds, container).await?;
-    commit_retrying(ds, &format!("removing {ip} from {container}"), || async {
-        let mut plan = ds.plan_release(&[ip]).await?;
-        plan.extend(
-            plan_endpoint_nets(ds, &id, |ep| {
-                if !has_net(ep, ip) {
-                    return Err(CtlError::AddressNotOnEndpoint {
-                        address: ip.to_string(),
-                        endpoint: id.endpoint.clone(),
-                    });
-                }
-                drop_net(ep, ip);
-                Ok(())
-            })
-            .await?,
-        );
-        Ok(plan)
+    commit_retrying(ds, &format!("removing {ip} from {container}"), || {
+        plan_unassign(ds, &id, ip)
     })
     .await?;
     ctl.plumbing
