@@ -1,0 +1,1 @@
+//! Empty: the check is the build script (see build.rs).
