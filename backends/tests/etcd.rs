@@ -412,3 +412,30 @@ fn conformance_model_check() {
     conformance::model_check(|| async move { connect(&endpoint).await }, 32);
     drop(server);
 }
+
+/// An idle watch on a healthy etcd must never break: our HTTP/2 keepalive pings once stayed
+/// under etcd's `--grpc-keepalive-min-time` (5 s) and etcd answered with GOAWAY
+/// `too_many_pings` about every 12 s. Two minutes cover ten such cycles.
+#[tokio::test]
+async fn an_idle_watch_holds_for_two_minutes_without_reconnecting() {
+    const HOLD: Duration = Duration::from_secs(120);
+    let Some(server) = EtcdServer::start().await else {
+        return;
+    };
+    let store = connect(&server.endpoint()).await;
+    let prefix = unique_prefix("idle");
+    let (_, listed_at) = store.list(&prefix).await.unwrap();
+    let mut stream = store.watch(&prefix, listed_at + 1).await.unwrap();
+    assert!(matches!(
+        next_item(&mut stream).await.unwrap(),
+        WatchEvent::InSync { .. }
+    ));
+    tokio::time::sleep(HOLD).await;
+    let key = format!("{prefix}after");
+    store.create(&key, b"1".to_vec()).await.unwrap();
+    match next_item(&mut stream).await.unwrap() {
+        WatchEvent::Put(kv) => assert_eq!(kv.key, key),
+        other => panic!("expected the put of {key}, got {other:?}"),
+    }
+    assert_eq!(store.watch_interruptions(), 0, "the idle watch reconnected");
+}

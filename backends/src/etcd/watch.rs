@@ -235,6 +235,9 @@ impl WatchTask {
                     return;
                 }
                 Interruption::Lost(reason) => {
+                    self.store
+                        .watch_interruptions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(prefix = %self.prefix, %reason, "etcd watch interrupted; resuming");
                 }
             }
