@@ -30,7 +30,15 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), ModelError> {
     if !name.bytes().all(is_name_byte) {
         return bad("may only contain letters, digits, '_', '.' and '-'");
     }
+    if is_dot_segment(name) {
+        return bad("must not be '.' or '..' (they name other keys in the datastore)");
+    }
     Ok(())
+}
+
+/// `.` and `..` are path segments, not names: `/calico/v1/host/../bird_ip` is another key.
+fn is_dot_segment(name: &str) -> bool {
+    name == "." || name == ".."
 }
 
 /// Validates a host-side or workload-side interface name (also `[A-Za-z0-9_.-]`, at most 15).
@@ -48,14 +56,17 @@ pub fn validate_iface(name: &str) -> Result<(), ModelError> {
 
 /// Validates a hostname as it appears in keys: like a name, at most 253 characters.
 pub fn validate_hostname(name: &str) -> Result<(), ModelError> {
-    let ok = !name.is_empty() && name.len() <= 253 && name.bytes().all(is_name_byte);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(is_name_byte)
+        && !is_dot_segment(name);
     if ok {
         Ok(())
     } else {
         Err(ModelError::InvalidName {
             what: "hostname",
             name: name.to_string(),
-            reason: "must be 1-253 letters, digits, '_', '.' or '-'",
+            reason: "must be 1-253 letters, digits, '_', '.' or '-', and not '.' or '..'",
         })
     }
 }

@@ -12,6 +12,13 @@ pub const DEFAULT_AS: u32 = 64511;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AsNumber(pub u32);
 
+impl AsNumber {
+    /// `n` unless it is 0, which RFC 7607 reserves and BGP speakers refuse.
+    pub fn new(n: u32) -> Option<AsNumber> {
+        (n != 0).then_some(AsNumber(n))
+    }
+}
+
 impl FromStr for AsNumber {
     type Err = ModelError;
 
@@ -20,7 +27,7 @@ impl FromStr for AsNumber {
             ModelError::field(
                 "AS number",
                 s,
-                "expected 0-4294967295 or a.b with a, b < 65536",
+                "expected 1-4294967295 or a.b with a, b < 65536 (AS 0 is reserved)",
             )
         };
         let n = match s.split_once('.') {
@@ -34,7 +41,7 @@ impl FromStr for AsNumber {
             }
             None => s.parse().map_err(|_| bad())?,
         };
-        Ok(AsNumber(n))
+        AsNumber::new(n).ok_or_else(bad)
     }
 }
 
@@ -110,7 +117,7 @@ mod as_string {
             serde_json::Value::Number(n) => n
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
-                .map(AsNumber)
+                .and_then(AsNumber::new)
                 .ok_or_else(|| serde::de::Error::custom(format!("invalid AS number {n}"))),
             other => Err(serde::de::Error::custom(format!(
                 "invalid AS number {other}"

@@ -22,6 +22,16 @@ pub struct IpPool {
     pub disabled: bool,
 }
 
+/// Ranges no pool may overlap: loopback, link-local and multicast, v4 and v6.
+const RESERVED: &[&str] = &[
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "ff00::/8",
+];
+
 fn yes() -> bool {
     true
 }
@@ -42,8 +52,21 @@ impl IpPool {
         }
     }
 
-    /// Checks the invariants the original enforced: IPIP is IPv4-only.
+    /// Checks the invariants the original enforced (IPIP is IPv4-only) and that the pool
+    /// overlaps no range a workload must never be given or routed: loopback, link-local,
+    /// multicast (so `0.0.0.0/0` and `::/0` are refused, naming the range they cover).
     pub fn validate(&self) -> Result<(), ModelError> {
+        if let Some(reserved) = RESERVED
+            .iter()
+            .filter_map(|r| r.parse::<IpNet>().ok())
+            .find(|r| r.contains(&self.cidr) || self.cidr.contains(r))
+        {
+            return Err(ModelError::field(
+                "cidr",
+                self.cidr,
+                format!("overlaps the reserved range {reserved}"),
+            ));
+        }
         if self.ipip.is_some() && matches!(self.cidr, IpNet::V6(_)) {
             return Err(ModelError::field(
                 "ipip",

@@ -257,6 +257,13 @@ impl Rule {
                 "needs protocol icmp or icmpv6",
             ));
         }
+        // iptables reads 255 as "any type" and the kernel never sees a type or code 255.
+        if let Some(n) = self.icmp_type.filter(|n| *n == 255) {
+            return Err(ModelError::field("icmp_type", n, "must be 0-254"));
+        }
+        if let Some(n) = self.icmp_code.filter(|n| *n == 255) {
+            return Err(ModelError::field("icmp_code", n, "must be 0-254"));
+        }
         if self.icmp_code.is_some() && self.icmp_type.is_none() {
             return Err(ModelError::field(
                 "icmp_code",
