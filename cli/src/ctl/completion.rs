@@ -235,7 +235,10 @@ _calicoctl() {
         done
         ((ok)) || continue
         tok="${toks[n]-}"
-        case "$tok" in "" | "*" | "**") ;; *) cands+=" ${tok//|/ }" ;; esac
+        case "$tok" in "" | "*" | "**") continue ;; esac
+        for w in ${tok//|/ }; do
+            [[ "$cands " == *" $w "* ]] || cands+=" $w"
+        done
     done
     COMPREPLY=($(compgen -W "$cands" -- "$cur"))
     return 0
