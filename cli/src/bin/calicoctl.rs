@@ -9,7 +9,8 @@
 //! hostname and data dir; the etcd variables reach it through the environment.
 //! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1; after a
 //! usage error (unknown command, subcommand or option, missing argument) the usage lines of
-//! the command follow the error. Help (`-h`, `--help`, `help <command>`) needs no datastore.
+//! the command follow the error. Help (`-h`, `--help`, `help <command>`),
+//! `completion bash` and `version` need no datastore.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use anyhow::{bail, Context};
 use calico_backends::proxy::open_local_store;
 use calico_backends::{EtcdStore, Store};
 use calico_cli::ctl::host_env::{hostname, LinuxNode, NetnsResolver};
-use calico_cli::ctl::{help, run_with_input, split_globals, Ctl, CtlError};
+use calico_cli::ctl::{help, run_offline, run_with_input, split_globals, Ctl, CtlError};
 use calico_dataplane::linux::LinuxPlumbing;
 
 fn env(key: &str) -> Option<String> {
@@ -75,8 +76,13 @@ fn with_usage(args: &[String], error: CtlError) -> anyhow::Error {
 async fn real_main() -> anyhow::Result<String> {
     let all: Vec<String> = std::env::args().skip(1).collect();
     let (globals, args) = split_globals(&all).map_err(|e| with_usage(&all, e))?;
-    // Help is answered before the datastore is opened, so it works on any machine.
+    // Help, completion and version are answered before the datastore is opened, so they
+    // work on any machine; help even with a wrong --datastore, which it documents.
     if let Some(text) = help::requested(&args).map_err(|e| with_usage(&args, e))? {
+        return Ok(text);
+    }
+    let datastore = datastore_choice(globals.datastore)?;
+    if let Some(text) = run_offline(&args).map_err(|e| with_usage(&args, e))? {
         return Ok(text);
     }
     let needs_stdin = args.iter().any(|a| a == "rule") && args.iter().any(|a| a == "update");
@@ -88,7 +94,6 @@ async fn real_main() -> anyhow::Result<String> {
     }
     let host = hostname(globals.hostname.as_deref())
         .context("cannot determine the hostname; pass --hostname")?;
-    let datastore = datastore_choice(globals.datastore)?;
     let data_dir = data_dir();
     let node = LinuxNode::new(
         &data_dir,

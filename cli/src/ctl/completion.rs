@@ -260,7 +260,10 @@ mod tests {
             pattern("bgp peer show [--ipv4 | --ipv6]"),
             ["bgp", "peer", "show"]
         );
-        assert_eq!(pattern("bgp node-mesh [on|off]"), ["bgp", "node-mesh", "on|off"]);
+        assert_eq!(
+            pattern("bgp node-mesh [on|off]"),
+            ["bgp", "node-mesh", "on|off"]
+        );
         assert_eq!(
             pattern("config felix <NAME> [<VALUE>|--remove] [--force]"),
             ["config", "felix", "*", "*"]

@@ -418,9 +418,7 @@ async fn ip_add(
     let (id, workload) = the_endpoint(ctl, ds, container).await?;
     let mut assigned = None;
     for _ in 0..MAX_RETRIES {
-        let (ip, mut plan) = ds
-            .plan_assign(request, &id.endpoint, &ctl.hostname)
-            .await?;
+        let (ip, mut plan) = ds.plan_assign(request, &id.endpoint, &ctl.hostname).await?;
         plan.extend(
             plan_endpoint_nets(ds, &id, |ep| {
                 push_net(ep, ip);

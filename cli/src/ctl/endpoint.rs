@@ -111,7 +111,9 @@ pub(crate) async fn profile_cmd(
             ))
         }
         Err(DatastoreError::ProfileNotInEndpoint { profile, .. }) => {
-            return Ok(format!("Profile {profile} is not in endpoint profile list\n"))
+            return Ok(format!(
+                "Profile {profile} is not in endpoint profile list\n"
+            ))
         }
         Err(e) => return Err(e.into()),
     };

@@ -70,7 +70,8 @@ pub const GLOBAL_OPTIONS: &[Opt] = &[
         value: "<DATASTORE>",
         choices: &["sled", "etcd"],
         default: "etcd when ETCD_ENDPOINTS or ETCD_AUTHORITY is set, else sled",
-        help: "The datastore: sled (embedded, under CALICO_DATA_DIR) or etcd.\nAlso CALICO_DATASTORE.",
+        help:
+            "The datastore: sled (embedded, under CALICO_DATA_DIR) or etcd.\nAlso CALICO_DATASTORE.",
     },
     valued(
         "--hostname",
@@ -114,7 +115,12 @@ configure the BGP peers specific to this node.",
             "the last IPv4 address on this host",
             "The local management address to use; BGP peers reach this node on it.",
         ),
-        valued("--ip6", "<IP6>", "", "The local IPv6 management address to use."),
+        valued(
+            "--ip6",
+            "<IP6>",
+            "",
+            "The local IPv6 management address to use.",
+        ),
         valued(
             "--as",
             "<AS_NUM>",
@@ -139,7 +145,8 @@ configure the BGP peers specific to this node.",
             value: "<RUNTIME>",
             choices: &["docker", "rkt", "none"],
             default: "docker",
-            help: "none: register the node but do not start the agent; print how to\nrun it instead.",
+            help:
+                "none: register the node but do not start the agent; print how to\nrun it instead.",
         },
         Opt {
             name: "--detach",
@@ -364,7 +371,10 @@ const POOL: Command = Command {
     description: "Configure IP Pools: the address ranges workloads are assigned from and BGP
 announces.",
     options: &[
-        flag("--ipip", "Use IP-over-IP encapsulation across hosts (IPv4 only)."),
+        flag(
+            "--ipip",
+            "Use IP-over-IP encapsulation across hosts (IPv4 only).",
+        ),
         flag(
             "--nat-outgoing",
             "Apply NAT to traffic leaving the data center from this pool.",
@@ -410,8 +420,14 @@ const CHECKSYSTEM: Command = Command {
     description: "Check that the tools and kernel modules the calico-node agent needs are
 present, loadable or built in.",
     options: &[
-        flag("--fix", "Deprecated; accepted and ignored, as in the original."),
-        flag("--libnetwork", "Accepted for compatibility with the original."),
+        flag(
+            "--fix",
+            "Deprecated; accepted and ignored, as in the original.",
+        ),
+        flag(
+            "--libnetwork",
+            "Accepted for compatibility with the original.",
+        ),
     ],
     extra: "",
 };

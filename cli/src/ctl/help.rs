@@ -78,7 +78,11 @@ fn options_block(opts: &[Opt]) -> String {
             let last = text.lines().last().unwrap_or_default().len();
             let default = format!("[default: {}]", o.default);
             // Keep lines within 80 columns where the default would overflow them.
-            let sep = if 2 + width + last + 1 + default.len() > 80 { "\n" } else { " " };
+            let sep = if 2 + width + last + 1 + default.len() > 80 {
+                "\n"
+            } else {
+                " "
+            };
             text.push_str(sep);
             text.push_str(&default);
         }

@@ -104,6 +104,28 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
     }
 }
 
+/// Answers what needs no datastore: help (`-h`, `--help`, `help <command>`), `completion` and
+/// `version`. `Ok(None)` for every other command line.
+///
+/// # Errors
+/// As [`run`], for the lines it answers.
+pub fn run_offline(args: &[String]) -> Result<Option<String>, CtlError> {
+    if let Some(text) = help::requested(args)? {
+        return Ok(Some(text));
+    }
+    let a = Args::parse(args)?;
+    let words = a.words();
+    match words.split_first() {
+        Some((&"completion", rest)) => completion::run(&a, rest).map(Some),
+        Some((&"version", rest)) => misc::version(&a, rest).map(Some),
+        None if a.flag("version") => misc::version(&a, &[]).map(Some),
+        Some((cmd, _)) if grammar::command(cmd).is_none() => Err(CtlError::UnknownCommand {
+            command: (*cmd).to_string(),
+        }),
+        _ => Ok(None),
+    }
+}
+
 /// Fails when positionals remain after a command's grammar was matched.
 pub(crate) fn no_more(rest: &[&str]) -> Result<(), CtlError> {
     match rest.first() {
