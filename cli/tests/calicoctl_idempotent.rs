@@ -71,6 +71,8 @@ async fn repeated_adds_and_removes_of_what_is_gone_exit_zero() {
         "Failed to find Calico data for workload_C\n",
     )
     .await;
+    // `node` wrote LogSeverityScreen; the second removal finds nothing.
+    h1.ok("config felix loglevel --remove").await;
     no_op(
         &h1,
         "config felix loglevel --remove",

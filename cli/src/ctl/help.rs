@@ -173,7 +173,9 @@ mod tests {
     fn options_are_aligned_with_defaults() {
         let text = command_help(grammar::command("container").unwrap());
         assert!(
-            text.contains("  --interface=<INTERFACE>  The name to give to the interface in the container. [default: eth1]\n"),
+            text.contains(
+                "  --interface=<INTERFACE>  The name to give to the interface in the container.\n                           [default: eth1]\n"
+            ),
             "{text}"
         );
     }
