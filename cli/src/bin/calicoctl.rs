@@ -1,8 +1,9 @@
 //! `calicoctl`: builds the real [`Ctl`] from the environment and runs one command.
 //!
-//! Global options anywhere on the line (before `--`): `--datastore sled|etcd` (or `CALICO_DATASTORE`; etcd is
-//! the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled under `CALICO_DATA_DIR`,
-//! default `/var/lib/calico`, otherwise) and `--hostname` (else `HOSTNAME`, else the kernel's).
+//! Global options anywhere on the line (before `--`): `--datastore sled|etcd` (or
+//! `CALICO_DATASTORE`; etcd is the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled
+//! under `CALICO_DATA_DIR`, default `/var/lib/calico`, otherwise) and `--hostname` (else
+//! `HOSTNAME`, else the kernel's).
 //! With sled, a running calico-node serves the database over `<data-dir>/calico.sock` and
 //! calicoctl goes through it. Workloads are plumbed with iproute2 ([`LinuxPlumbing`]);
 //! `calicoctl node` starts `calico-node` (next to this binary) with the same datastore,

@@ -34,6 +34,7 @@ mod rule_syntax;
 use calico_backends::Datastore;
 
 pub use args::{split_globals, Args, Globals};
+pub use completion::pattern as completion_pattern;
 pub use context::{
     BgpPeerStatus, Ctl, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
 };
