@@ -107,7 +107,8 @@ const NODE: Command = Command {
     ],
     description: "Start the calico-node agent on this host (policy, and BGP through BIRD), register
 this host and its addresses in the datastore, stop or remove the node, and
-configure the BGP peers specific to this node.",
+configure the BGP peers specific to this node. The node is named by the global
+--hostname option (the original's --name), else HOSTNAME, else the kernel's.",
     options: &[
         valued(
             "--ip",
