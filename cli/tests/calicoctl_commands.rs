@@ -158,7 +158,7 @@ async fn node_pool_bgp_and_config_commands() {
     assert!(status.starts_with("calico-node is running"), "{status}");
     assert_eq!(json_of(&h1, "status -o json").await["running"], json!(true));
     assert!(h1.ok("version").await.starts_with("calicoctl "));
-    assert!(h1.ok("help").await.contains("Usage: calicoctl"));
+    assert!(h1.ok("help").await.contains("Usage:\n  calicoctl"));
     h2.ok("node stop").await;
     assert_eq!(
         h2.node.calls.lock().unwrap().last().map(String::as_str),

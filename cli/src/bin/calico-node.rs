@@ -66,11 +66,19 @@ struct Args {
     /// Log here instead of stderr.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Print the completion script for this shell and exit (scripts/install-completion).
+    #[arg(long, value_name = "SHELL")]
+    completion: Option<clap_complete::Shell>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(shell) = args.completion {
+        let mut cmd = <Args as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "calico-node", &mut std::io::stdout());
+        return Ok(());
+    }
     init_logging(args.log_file.as_deref())?;
     let result = run(&args).await;
     if let Some(pid_file) = &args.pid_file {

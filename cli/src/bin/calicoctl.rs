@@ -1,13 +1,17 @@
 //! `calicoctl`: builds the real [`Ctl`] from the environment and runs one command.
 //!
-//! Global options before the command: `--datastore sled|etcd` (or `CALICO_DATASTORE`; etcd is
-//! the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled under `CALICO_DATA_DIR`,
-//! default `/var/lib/calico`, otherwise) and `--hostname` (else `HOSTNAME`, else the kernel's).
+//! Global options anywhere on the line (before `--`): `--datastore sled|etcd` (or
+//! `CALICO_DATASTORE`; etcd is the default when `ETCD_ENDPOINTS`/`ETCD_AUTHORITY` is set, sled
+//! under `CALICO_DATA_DIR`, default `/var/lib/calico`, otherwise) and `--hostname` (else
+//! `HOSTNAME`, else the kernel's).
 //! With sled, a running calico-node serves the database over `<data-dir>/calico.sock` and
 //! calicoctl goes through it. Workloads are plumbed with iproute2 ([`LinuxPlumbing`]);
 //! `calicoctl node` starts `calico-node` (next to this binary) with the same datastore,
 //! hostname and data dir; the etcd variables reach it through the environment.
-//! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1.
+//! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1; after a
+//! usage error (unknown command, subcommand or option, missing argument) the usage lines of
+//! the command follow the error. Help (`-h`, `--help`, `help <command>`),
+//! `completion bash` and `version` need no datastore.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,44 +21,8 @@ use anyhow::{bail, Context};
 use calico_backends::proxy::open_local_store;
 use calico_backends::{EtcdStore, Store};
 use calico_cli::ctl::host_env::{hostname, LinuxNode, NetnsResolver};
-use calico_cli::ctl::{run_with_input, Ctl};
+use calico_cli::ctl::{help, run_offline, run_with_input, split_globals, Ctl, CtlError};
 use calico_dataplane::linux::LinuxPlumbing;
-
-/// Options only the binary understands, taken from before the command word.
-#[derive(Debug, Default)]
-struct Globals {
-    datastore: Option<String>,
-    hostname: Option<String>,
-}
-
-fn split_globals(args: Vec<String>) -> anyhow::Result<(Globals, Vec<String>)> {
-    let mut g = Globals::default();
-    let mut it = args.into_iter().peekable();
-    let mut rest = Vec::new();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let slot = match name.as_str() {
-            "--datastore" => &mut g.datastore,
-            "--hostname" => &mut g.hostname,
-            _ => {
-                rest.push(arg);
-                rest.extend(it);
-                break;
-            }
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .with_context(|| format!("option {name} needs a value"))?,
-        };
-        *slot = Some(value);
-    }
-    Ok((g, rest))
-}
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
@@ -90,8 +58,34 @@ async fn open_store(choice: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Sto
         .with_context(|| format!("opening datastore {}", data_dir.display()))
 }
 
+/// A usage error of the command line, with the usage lines to show under it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+struct UsageError {
+    error: CtlError,
+    usage: String,
+}
+
+/// Keeps a usage error's usage lines for `main` to print.
+fn with_usage(args: &[String], error: CtlError) -> anyhow::Error {
+    match help::usage_for(args, &error) {
+        Some(usage) => UsageError { error, usage }.into(),
+        None => error.into(),
+    }
+}
+
 async fn real_main() -> anyhow::Result<String> {
-    let (globals, args) = split_globals(std::env::args().skip(1).collect())?;
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let (globals, args) = split_globals(&all).map_err(|e| with_usage(&all, e))?;
+    // Help, completion and version are answered before the datastore is opened, so they
+    // work on any machine; help even with a wrong --datastore, which it documents.
+    if let Some(text) = help::requested(&args).map_err(|e| with_usage(&args, e))? {
+        return Ok(text);
+    }
+    let datastore = datastore_choice(globals.datastore)?;
+    if let Some(text) = run_offline(&args).map_err(|e| with_usage(&args, e))? {
+        return Ok(text);
+    }
     let needs_stdin = args.iter().any(|a| a == "rule") && args.iter().any(|a| a == "update");
     let mut stdin = String::new();
     if needs_stdin {
@@ -101,7 +95,6 @@ async fn real_main() -> anyhow::Result<String> {
     }
     let host = hostname(globals.hostname.as_deref())
         .context("cannot determine the hostname; pass --hostname")?;
-    let datastore = datastore_choice(globals.datastore)?;
     let data_dir = data_dir();
     let node = LinuxNode::new(
         &data_dir,
@@ -119,7 +112,9 @@ async fn real_main() -> anyhow::Result<String> {
         resolver: Arc::new(NetnsResolver::default()),
         node: Arc::new(node),
     };
-    Ok(run_with_input(&ctl, &args, &stdin).await?)
+    run_with_input(&ctl, &args, &stdin)
+        .await
+        .map_err(|e| with_usage(&args, e))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -128,6 +123,9 @@ async fn main() {
         Ok(out) => print!("{out}"),
         Err(e) => {
             eprintln!("Error: {e:#}");
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprint!("\n{}", u.usage);
+            }
             std::process::exit(1);
         }
     }

@@ -36,8 +36,8 @@ pub struct Args {
 }
 
 impl Args {
-    /// Splits `args`. `-o json` is `--output=json`; `--` ends option parsing; a single-dash
-    /// word other than `-o` is a positional (so a bad name like `-j ACCEPT` reaches the name
+    /// Splits `args`. `-o json` is `--output=json`, `-h` is `--help`; `--` ends option parsing;
+    /// any other single-dash word is a positional (so a bad name like `-j ACCEPT` reaches the name
     /// validation and is reported as such).
     ///
     /// # Errors
@@ -57,6 +57,8 @@ impl Args {
             }
             let long = if arg == "-o" {
                 Some("output")
+            } else if arg == "-h" {
+                Some("help")
             } else {
                 arg.strip_prefix("--").filter(|s| !s.is_empty())
             };
@@ -120,6 +122,64 @@ impl Args {
     }
 }
 
+/// The global options, which the binary acts on before any command runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Globals {
+    /// `--datastore sled|etcd`.
+    pub datastore: Option<String>,
+    /// `--hostname <HOSTNAME>`.
+    pub hostname: Option<String>,
+}
+
+/// Takes `--datastore` and `--hostname` (`--x=v` or `--x v`) out of `args`, from anywhere
+/// before `--`, and returns them with the rest. The value of another valued option is never
+/// mistaken for one (`--interface --hostname` keeps `--hostname` as the interface name).
+///
+/// # Errors
+/// A global option at the end without its value.
+pub fn split_globals(args: &[String]) -> Result<(Globals, Vec<String>), CtlError> {
+    let mut g = Globals::default();
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            rest.push(arg.clone());
+            rest.extend(it.by_ref().cloned());
+            break;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (arg.as_str(), None),
+        };
+        let slot = match name {
+            "--datastore" => &mut g.datastore,
+            "--hostname" => &mut g.hostname,
+            _ => {
+                rest.push(arg.clone());
+                let takes_value = arg == "-o"
+                    || arg
+                        .strip_prefix("--")
+                        .is_some_and(|long| VALUED.contains(&long));
+                if takes_value {
+                    rest.extend(it.next().cloned());
+                }
+                continue;
+            }
+        };
+        let value = match inline {
+            Some(v) => v.to_string(),
+            None => it
+                .next()
+                .ok_or_else(|| CtlError::MissingOptionValue {
+                    option: name.trim_start_matches('-').to_string(),
+                })?
+                .clone(),
+        };
+        *slot = Some(value);
+    }
+    Ok((g, rest))
+}
+
 /// Parses `value` or reports it as a bad `what`.
 pub fn parse_as<T: std::str::FromStr>(what: &'static str, value: &str) -> Result<T, CtlError>
 where
@@ -160,5 +220,43 @@ mod tests {
         assert!(a.flag("no-check"));
         let err = a.allow(&[]).unwrap_err();
         assert!(err.to_string().contains("--no-check"), "{err}");
+        assert!(parse(&["node", "-h", "stop"]).flag("help"));
+        assert_eq!(parse(&["node", "-h", "stop"]).words(), ["node", "stop"]);
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn globals_anywhere_before_double_dash() {
+        let (g, rest) = split_globals(&strings(&[
+            "-o",
+            "json",
+            "profile",
+            "--hostname=h2",
+            "show",
+            "--datastore",
+            "sled",
+        ]))
+        .unwrap();
+        assert_eq!(g.hostname.as_deref(), Some("h2"));
+        assert_eq!(g.datastore.as_deref(), Some("sled"));
+        assert_eq!(rest, ["-o", "json", "profile", "show"]);
+        let (g, rest) = split_globals(&strings(&[
+            "container",
+            "add",
+            "w",
+            "ipv4",
+            "--interface",
+            "--hostname",
+            "--",
+            "--hostname=x",
+        ]))
+        .unwrap();
+        assert_eq!(g, Globals::default());
+        assert_eq!(rest.len(), 8);
+        let err = split_globals(&strings(&["version", "--hostname"])).unwrap_err();
+        assert!(err.to_string().contains("--hostname"), "{err}");
     }
 }

@@ -51,19 +51,23 @@ pub(crate) async fn run(
             no_more(more)?;
             a.allow(&["interface"])?;
             let iface = a.value("interface").unwrap_or("eth1");
-            let ip: IpAddr = parse_as("IP address", ip)?;
             if *op == "add" {
-                ip_add(ctl, ds, container, ip, iface).await
+                ip_add(ctl, ds, container, parse_request(ip)?, iface).await
             } else {
+                let ip: IpAddr = parse_as("IP address", ip)?;
                 ip_remove(ctl, ds, container, ip, iface).await
             }
         }
-        [container, "endpoint", "show", more @ ..]
-        | [container, "endpoint-id", "show", more @ ..] => {
+        [container, "endpoint", "show", more @ ..] => {
             no_more(more)?;
             a.allow(&[])?;
             let (_, list) = endpoints_of(ctl, ds, container).await?;
             Ok(detailed(&list, a.json()?))
+        }
+        [container, "endpoint-id", "show", more @ ..] => {
+            no_more(more)?;
+            a.allow(&[])?;
+            endpoint_ids(ctl, ds, container, a.json()?).await
         }
         [container, "profile", more @ ..] => {
             a.allow(&[])?;
@@ -80,6 +84,27 @@ pub(crate) async fn run(
             arg: (*other).to_string(),
         }),
     }
+}
+
+/// `container <C> endpoint-id show` (the original's CC48 form): the bare endpoint id, one
+/// per line, for scripts.
+async fn endpoint_ids(
+    ctl: &Ctl,
+    ds: &Datastore,
+    container: &str,
+    json: bool,
+) -> Result<String, CtlError> {
+    let (_, list) = endpoints_of(ctl, ds, container).await?;
+    if list.is_empty() {
+        return Err(CtlError::NoEndpoint {
+            container: container.to_string(),
+        });
+    }
+    let ids: Vec<&str> = list.iter().map(|(id, _)| id.endpoint.as_str()).collect();
+    if json {
+        return Ok(super::output::json(&ids));
+    }
+    Ok(ids.iter().map(|id| format!("{id}\n")).collect())
 }
 
 async fn resolve(ctl: &Ctl, container: &str) -> Result<Workload, CtlError> {
@@ -267,9 +292,9 @@ fn dataplane(action: &str, e: calico_dataplane::DataplaneError) -> CtlError {
 async fn remove(ctl: &Ctl, ds: &Datastore, container: &str) -> Result<String, CtlError> {
     let (workload, list) = endpoints_of(ctl, ds, container).await?;
     if list.is_empty() {
-        return Err(CtlError::NoEndpoint {
-            container: container.to_string(),
-        });
+        // As the original: a container Calico has no data for is reported, not an error;
+        // it is out of Calico either way.
+        return Ok(format!("Failed to find Calico data for {container}\n"));
     }
     retry_on_conflict(&format!("removing container {container}"), || async {
         let list = ds.list_endpoints(&workload_filter(ctl, &workload)).await?;
@@ -379,18 +404,21 @@ where
     }))
 }
 
+/// `container <C> ip add <IP>`: an explicit address, or `ipv4` / `ipv6` / a pool CIDR to
+/// auto-assign one as `container add` does. The address is reserved and put on the endpoint
+/// in one transaction; when the kernel refuses it, both are undone.
 async fn ip_add(
     ctl: &Ctl,
     ds: &Datastore,
     container: &str,
-    ip: IpAddr,
+    request: AssignRequest,
     iface: &str,
 ) -> Result<String, CtlError> {
+    calico_core::names::validate_iface(iface)?;
     let (id, workload) = the_endpoint(ctl, ds, container).await?;
-    commit_retrying(ds, &format!("adding {ip} to {container}"), || async {
-        let (_, mut plan) = ds
-            .plan_assign(AssignRequest::Ip(ip), &id.endpoint, &ctl.hostname)
-            .await?;
+    let mut assigned = None;
+    for _ in 0..MAX_RETRIES {
+        let (ip, mut plan) = ds.plan_assign(request, &id.endpoint, &ctl.hostname).await?;
         plan.extend(
             plan_endpoint_nets(ds, &id, |ep| {
                 push_net(ep, ip);
@@ -398,9 +426,21 @@ async fn ip_add(
             })
             .await?,
         );
-        Ok(plan)
-    })
-    .await?;
+        match ds.commit(plan).await {
+            Ok(_) => {
+                assigned = Some(ip);
+                break;
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let ip = assigned.ok_or_else(|| {
+        CtlError::Datastore(DatastoreError::TooManyConflicts {
+            what: format!("adding an address to {container}"),
+            attempts: MAX_RETRIES,
+        })
+    })?;
     if let Err(e) = ctl
         .plumbing
         .add_addr(&workload.netns, iface, IpNet::from(ip))

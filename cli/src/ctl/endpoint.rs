@@ -1,7 +1,7 @@
 //! `calicoctl endpoint` (reference 2.6) and the endpoint table and profile-list editing the
 //! `container` command shares.
 
-use calico_backends::{Datastore, EndpointFilter, ProfileEdit, Versioned};
+use calico_backends::{Datastore, DatastoreError, EndpointFilter, ProfileEdit, Versioned};
 use calico_core::model::{EndpointId, EndpointState, WorkloadEndpoint};
 use serde_json::json;
 
@@ -101,7 +101,22 @@ pub(crate) async fn profile_cmd(
             })
         }
     };
-    let ep = ds.edit_endpoint_profiles(id, &edit).await?;
+    // As the original: appending a profile that is there, or removing one that is not,
+    // reports it, changes nothing and succeeds.
+    let ep = match ds.edit_endpoint_profiles(id, &edit).await {
+        Ok(ep) => ep,
+        Err(DatastoreError::ProfileAlreadyInEndpoint { profile, .. }) => {
+            return Ok(format!(
+                "Profile {profile} is already in endpoint profile list\n"
+            ))
+        }
+        Err(DatastoreError::ProfileNotInEndpoint { profile, .. }) => {
+            return Ok(format!(
+                "Profile {profile} is not in endpoint profile list\n"
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let verb = match edit {
         ProfileEdit::Set(_) => "set",
         ProfileEdit::Append(_) => "appended",

@@ -82,6 +82,21 @@ pub enum CtlError {
     },
 }
 
+impl CtlError {
+    /// Whether the command line itself is wrong (not its values): the caller shows the
+    /// usage lines of the command with the error.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CtlError::UnknownCommand { .. }
+                | CtlError::MissingArgument { .. }
+                | CtlError::UnexpectedArgument { .. }
+                | CtlError::UnknownOption { .. }
+                | CtlError::MissingOptionValue { .. }
+        )
+    }
+}
+
 impl From<ModelError> for CtlError {
     fn from(e: ModelError) -> Self {
         match e {

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use calico_backends::Datastore;
+use calico_backends::{Datastore, DatastoreError};
+use calico_core::codec::Value;
+use calico_core::keys::Key;
 use calico_core::model::BgpLogLevel;
 use serde_json::json;
 
@@ -37,8 +39,15 @@ pub(crate) async fn ipam(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Stri
         ["release", ip, more @ ..] => {
             no_more(more)?;
             let ip: IpAddr = parse_as("IP address", ip)?;
-            ds.release_ip(ip).await?;
-            Ok(format!("Address {ip} released\n"))
+            // As the original: releasing an address that is not assigned reports it and
+            // succeeds (the address is free either way).
+            match ds.release_ip(ip).await {
+                Ok(()) => Ok(format!("Address {ip} released\n")),
+                Err(DatastoreError::IpNotAssigned { .. }) => Ok(format!(
+                    "IP address {ip} is not currently assigned; nothing to release\n"
+                )),
+                Err(e) => Err(e.into()),
+            }
         }
         _ => Err(CtlError::MissingArgument {
             what: "ipam subcommand: info <IP> | release <IP>",
@@ -74,9 +83,13 @@ pub(crate) async fn config(
                     if a.json()? {
                         return Ok(output::json(&json!({ (*name): value })));
                     }
-                    Ok(format!("{}\n", value.unwrap_or_else(|| "(not set)".into())))
+                    Ok(format!("{}\n", value.as_deref().unwrap_or(NO_VALUE)))
                 }
                 ([], true) => {
+                    // As the original: removing what is not set says so and succeeds.
+                    if ds.felix_config(key).await?.is_none() {
+                        return Ok(format!("{NO_VALUE}\n"));
+                    }
                     ds.set_felix_config(key, None).await?;
                     Ok(format!("Removed felix config {key}\n"))
                 }
@@ -97,22 +110,75 @@ pub(crate) async fn config(
                 }),
             }
         }
-        ["bgp", "loglevel", level, more @ ..] => {
-            no_more(more)?;
-            a.allow(&[])?;
-            let level: BgpLogLevel = parse_as("BGP log level", level)?;
-            ds.set_bgp_loglevel(None, level).await?;
-            Ok(format!("Set global BGP log level to {level}\n"))
-        }
-        ["node", "bgp", "loglevel", level, more @ ..] => {
-            no_more(more)?;
-            a.allow(&[])?;
-            let level: BgpLogLevel = parse_as("BGP log level", level)?;
-            ds.set_bgp_loglevel(Some(&ctl.hostname), level).await?;
-            Ok(format!("Set BGP log level of node {} to {level}\n", ctl.hostname))
+        ["bgp", name, more @ ..] => bgp_config(ds, a, None, name, more).await,
+        ["node", "bgp", name, more @ ..] => {
+            bgp_config(ds, a, Some(&ctl.hostname), name, more).await
         }
         _ => Err(CtlError::MissingArgument {
-            what: "config subcommand: felix <NAME> [<VALUE>|--remove] | bgp loglevel <LEVEL> | node bgp loglevel <LEVEL>",
+            what: "config subcommand: felix|bgp|node bgp <NAME> [<VALUE>|--remove]",
+        }),
+    }
+}
+
+/// What the original printed for a config entry that is not set.
+const NO_VALUE: &str = "No value configured";
+
+/// `config bgp <NAME> [<VALUE>|--remove]` (host `None`) and `config node bgp ...`: show, set
+/// or remove BIRD's log level. Only `loglevel` is known, and `--force` cannot widen that: the
+/// datastore keeps typed BGP values, so an unknown name or level has no key to go to.
+async fn bgp_config(
+    ds: &Datastore,
+    a: &Args,
+    host: Option<&str>,
+    name: &str,
+    rest: &[&str],
+) -> Result<String, CtlError> {
+    a.allow(&["remove", "force"])?;
+    if name != "loglevel" {
+        return Err(CtlError::BadArgument {
+            what: "BGP config name",
+            value: name.to_string(),
+            reason: "only loglevel is known".into(),
+        });
+    }
+    let key = match host {
+        None => Key::GlobalBgpLogLevel,
+        Some(h) => Key::HostBgpLogLevel {
+            host: h.to_string(),
+        },
+    };
+    match (rest, a.flag("remove")) {
+        ([], false) => {
+            let level = match ds.get(&key).await?.map(|v| v.value) {
+                None => None,
+                Some(Value::LogLevel(level)) => Some(level.to_string()),
+                Some(_) => {
+                    return Err(CtlError::Datastore(DatastoreError::UnexpectedValue {
+                        key: key.to_string(),
+                    }))
+                }
+            };
+            if a.json()? {
+                return Ok(output::json(&json!({ "loglevel": level })));
+            }
+            Ok(format!("{}\n", level.as_deref().unwrap_or(NO_VALUE)))
+        }
+        ([], true) => Ok(if ds.delete(&key).await? {
+            "Value removed\n".to_string()
+        } else {
+            format!("{NO_VALUE}\n")
+        }),
+        ([value, more @ ..], false) => {
+            no_more(more)?;
+            let level: BgpLogLevel = parse_as("BGP log level", value)?;
+            ds.set_bgp_loglevel(host, level).await?;
+            Ok(match host {
+                None => format!("Set global BGP log level to {level}\n"),
+                Some(h) => format!("Set BGP log level of node {h} to {level}\n"),
+            })
+        }
+        ([value, ..], true) => Err(CtlError::UnexpectedArgument {
+            arg: (*value).to_string(),
         }),
     }
 }

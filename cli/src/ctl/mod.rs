@@ -4,6 +4,9 @@
 //!   dispatch on the first word to one module per command, return what to print.
 //! - `node`, `pool`, `container`, `endpoint`, `profile` (+ `rule_syntax`), `bgp`, `misc`
 //!   (ipam, config, version), `checksystem`.
+//! - [`grammar`]: one table per command (usage lines, description, options with defaults),
+//!   read by [`help`] (`--help`, `-h`, `help <command>`, usage errors) and by `completion`
+//!   (the bash completion script).
 //! - [`output`]: aligned tables and JSON; [`CtlError`]: every failure, naming the object.
 //! - [`host_env`]: the real machine's resolver, hostname and the placeholders for the Linux
 //!   dataplane and node launcher that land later.
@@ -11,11 +14,14 @@
 pub mod args;
 mod bgp;
 mod checksystem;
+mod completion;
 mod container;
 mod context;
 mod docker;
 mod endpoint;
 mod error;
+pub mod grammar;
+pub mod help;
 pub mod host_env;
 mod ids;
 mod misc;
@@ -27,29 +33,13 @@ mod rule_syntax;
 
 use calico_backends::Datastore;
 
-pub use args::Args;
+pub use args::{split_globals, Args, Globals};
+pub use completion::pattern as completion_pattern;
 pub use context::{
     BgpPeerStatus, Ctl, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
 };
 pub use error::CtlError;
 pub use node::detect_ipv4;
-
-/// The usage summary `calicoctl help` prints.
-pub const USAGE: &str = "\
-Usage: calicoctl [-o json] <command> [<args>...]
-
-    node            Configure the main calico/node container and BGP peers
-    status          Print current status information
-    container       Configure containers and their addresses
-    profile         Configure endpoint profiles
-    endpoint        Configure the endpoints assigned to existing containers
-    pool            Configure ip-pools
-    bgp             Configure global BGP options
-    ipam            Configure IP address management
-    checksystem     Check for incompatibilities on the host system
-    config          Configure low-level component configuration
-    version         Display the version of calicoctl
-";
 
 /// Runs one calicoctl command (`args` without the leading `calicoctl`) and returns what to
 /// print on stdout.
@@ -65,13 +55,36 @@ pub async fn run(ctl: &Ctl, args: &[String]) -> Result<String, CtlError> {
 /// # Errors
 /// As [`run`].
 pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<String, CtlError> {
-    let a = Args::parse(args)?;
+    let (globals, args) = split_globals(args)?;
+    if let Some(text) = help::requested(&args)? {
+        return Ok(text);
+    }
+    if let Some(datastore) = globals.datastore {
+        // The binary takes --datastore before it builds the Ctl; here the store is given.
+        return Err(CtlError::BadArgument {
+            what: "option --datastore",
+            value: datastore,
+            reason: "the datastore is chosen when calicoctl starts".into(),
+        });
+    }
+    let renamed;
+    let ctl = match globals.hostname {
+        Some(hostname) => {
+            renamed = Ctl {
+                hostname,
+                ..ctl.clone()
+            };
+            &renamed
+        }
+        None => ctl,
+    };
+    let a = Args::parse(&args)?;
     let ds = Datastore::new(ctl.store.clone());
     let words = a.words();
     let (cmd, rest) = match words.split_first() {
         Some((cmd, rest)) => (*cmd, rest),
         None if a.flag("version") => ("version", &[][..]),
-        None => return Ok(USAGE.to_string()),
+        None => return Ok(help::top_level()),
     };
     match cmd {
         "node" => node::run(ctl, &ds, &a, rest).await,
@@ -85,10 +98,32 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         "config" => misc::config(ctl, &ds, &a, rest).await,
         "checksystem" => checksystem::run(&a, rest),
         "version" => misc::version(&a, rest),
-        "help" | "-h" => Ok(USAGE.to_string()),
+        "completion" => completion::run(&a, rest),
         other => Err(CtlError::UnknownCommand {
             command: other.to_string(),
         }),
+    }
+}
+
+/// Answers what needs no datastore: help (`-h`, `--help`, `help <command>`), `completion` and
+/// `version`. `Ok(None)` for every other command line.
+///
+/// # Errors
+/// As [`run`], for the lines it answers.
+pub fn run_offline(args: &[String]) -> Result<Option<String>, CtlError> {
+    if let Some(text) = help::requested(args)? {
+        return Ok(Some(text));
+    }
+    let a = Args::parse(args)?;
+    let words = a.words();
+    match words.split_first() {
+        Some((&"completion", rest)) => completion::run(&a, rest).map(Some),
+        Some((&"version", rest)) => misc::version(&a, rest).map(Some),
+        None if a.flag("version") => misc::version(&a, &[]).map(Some),
+        Some((cmd, _)) if grammar::command(cmd).is_none() => Err(CtlError::UnknownCommand {
+            command: (*cmd).to_string(),
+        }),
+        _ => Ok(None),
     }
 }
 

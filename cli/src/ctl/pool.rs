@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use calico_backends::Datastore;
+use calico_backends::{Datastore, DatastoreError};
 use calico_core::keys::IpVersion;
 use calico_core::model::IpPool;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -57,11 +57,20 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
         }
         ["remove", cidrs @ ..] if !cidrs.is_empty() => {
             a.allow(&[])?;
+            let cidrs = cidrs
+                .iter()
+                .map(|c| parse_as::<IpNet>("pool CIDR", c))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut out = String::new();
-            for c in cidrs {
-                let cidr: IpNet = parse_as("pool CIDR", c)?;
-                ds.remove_pool(cidr).await?;
-                out.push_str(&format!("Removed pool {}\n", cidr.trunc()));
+            for cidr in cidrs {
+                // As the original: a CIDR that is no pool is reported, not an error.
+                match ds.remove_pool(cidr).await {
+                    Ok(()) => out.push_str(&format!("Removed pool {}\n", cidr.trunc())),
+                    Err(DatastoreError::PoolNotFound { .. }) => {
+                        out.push_str(&format!("{cidr} is not a configured pool.\n"))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(out)
         }

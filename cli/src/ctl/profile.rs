@@ -19,14 +19,28 @@ pub(crate) async fn run(
         ["add", name, more @ ..] => {
             no_more(more)?;
             a.allow(&[])?;
-            ds.create_profile(name).await?;
-            Ok(format!("Created profile {name}\n"))
+            // As the original: adding a profile that exists is no error, so scripts can
+            // ensure a profile under `set -e`.
+            match ds.create_profile(name).await {
+                Ok(()) => Ok(format!("Created profile {name}\n")),
+                Err(DatastoreError::ProfileExists { .. }) => {
+                    Ok(format!("Profile {name} already exists.\n"))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         ["remove", name, more @ ..] => {
             no_more(more)?;
             a.allow(&["no-check"])?;
-            ds.remove_profile(name, !a.flag("no-check")).await?;
-            Ok(format!("Deleted profile {name}\n"))
+            // Removing a profile that is not there leaves the wanted state: the original
+            // printed "not found" and exited 0. A profile in use is still refused.
+            match ds.remove_profile(name, !a.flag("no-check")).await {
+                Ok(()) => Ok(format!("Deleted profile {name}\n")),
+                Err(DatastoreError::ProfileNotFound { .. }) => {
+                    Ok(format!("Profile {name} not found.\n"))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         ["show", more @ ..] => {
             no_more(more)?;
@@ -128,18 +142,27 @@ async fn tag(ds: &Datastore, a: &Args, name: &str, rest: &[&str]) -> Result<Stri
         ["add", tag, more @ ..] => {
             no_more(more)?;
             calico_core::names::validate_name("tag", tag)?;
-            ds.update_profile_tags(name, |tags| {
-                if tags.iter().any(|t| t == tag) {
-                    return Err(DatastoreError::TagExists {
-                        profile: name.to_string(),
-                        tag: (*tag).to_string(),
-                    });
+            // Tags are a set in the original: adding one that is there changes nothing and
+            // succeeds.
+            let result = ds
+                .update_profile_tags(name, |tags| {
+                    if tags.iter().any(|t| t == tag) {
+                        return Err(DatastoreError::TagExists {
+                            profile: name.to_string(),
+                            tag: (*tag).to_string(),
+                        });
+                    }
+                    tags.push((*tag).to_string());
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(_) => Ok(format!("Tag {tag} added to profile {name}\n")),
+                Err(DatastoreError::TagExists { .. }) => {
+                    Ok(format!("Tag {tag} is already on profile {name}\n"))
                 }
-                tags.push((*tag).to_string());
-                Ok(())
-            })
-            .await?;
-            Ok(format!("Tag {tag} added to profile {name}\n"))
+                Err(e) => Err(e.into()),
+            }
         }
         ["remove", tag, more @ ..] => {
             no_more(more)?;
