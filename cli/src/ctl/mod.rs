@@ -13,6 +13,7 @@ mod bgp;
 mod checksystem;
 mod container;
 mod context;
+mod diags;
 mod docker;
 mod endpoint;
 mod error;
@@ -29,7 +30,7 @@ use calico_backends::Datastore;
 
 pub use args::Args;
 pub use context::{
-    BgpPeerStatus, Ctl, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
+    BgpPeerStatus, Ctl, DiagFile, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
 };
 pub use error::CtlError;
 pub use node::detect_ipv4;
@@ -84,6 +85,7 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         "ipam" => misc::ipam(&ds, &a, rest).await,
         "config" => misc::config(ctl, &ds, &a, rest).await,
         "checksystem" => checksystem::run(&a, rest),
+        "diags" => diags::run(ctl, &a, rest).await,
         "version" => misc::version(&a, rest),
         "help" | "-h" => Ok(USAGE.to_string()),
         other => Err(CtlError::UnknownCommand {
