@@ -374,7 +374,8 @@ pub(crate) const LOCKED: &str = "held by another process";
 
 fn sled_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+        // sled 0.34 reports a held lock as an `Other` I/O error with this text.
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
             StoreError::Unavailable {
                 endpoint: path.display().to_string(),
                 reason: format!("{LOCKED} ({io})"),

@@ -8,8 +8,11 @@
 //! - `wire`: newline-delimited JSON requests and responses; a watch is a streamed response.
 //! - `server`: [`StoreServer`], one task per connection over any `Store`.
 //! - `client`: [`RemoteStore`], one connection per call.
+//! - `local`: [`LocalStore`], what calicoctl holds: either of the two, released on demand
+//!   so an agent it starts can take the database.
 
 mod client;
+mod local;
 mod server;
 mod wire;
 
@@ -20,6 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use client::RemoteStore;
+pub use local::{release_local, LocalStore};
 pub use server::StoreServer;
 
 use crate::sled_store::LOCKED;
@@ -55,6 +59,12 @@ const LOCK_POLL: Duration = Duration::from_millis(25);
 /// `Unavailable` when neither works; when the database stayed locked, the reason says so
 /// and what to do.
 pub async fn open_local_store(data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let store = open_store(data_dir).await?;
+    Ok(LocalStore::register(data_dir, store))
+}
+
+/// The store [`open_local_store`] wraps: the socket's or the database's.
+async fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     let socket = socket_path(data_dir);
     let deadline = Instant::now() + LOCK_WAIT;
     loop {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
-use calico_backends::proxy::{socket_path, RemoteStore};
+use calico_backends::proxy::{release_local, socket_path, RemoteStore};
 use calico_backends::Store;
 
 use crate::ctl::{NodeControl, NodeStartOptions, NodeStatus};
@@ -156,6 +156,9 @@ impl NodeControl for ProcessNodeControl {
             .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
         let binary = self.binary();
         let args = self.args(opts);
+        // This calicoctl may hold the sled database (it just wrote the host's records): let
+        // go of it so the agent can open it; later calls reach the store through the agent.
+        release_local(&self.data_dir).await;
         if opts.foreground {
             let status = tokio::process::Command::new(&binary)
                 .args(&args)
