@@ -312,6 +312,13 @@ async fn remove(
     remove_endpoints: bool,
 ) -> Result<String, CtlError> {
     calico_core::names::validate_hostname(host)?;
+    let endpoints = local_endpoints(ds, host).await?;
+    if !endpoints.is_empty() && !remove_endpoints {
+        return Err(CtlError::HostHasEndpoints {
+            host: host.to_string(),
+            endpoints,
+        });
+    }
     if host == ctl.hostname {
         let running = ctl.node.status().await.is_ok_and(|s| s.running);
         if running {
@@ -320,13 +327,6 @@ async fn remove(
                 reason: "calico-node is running on it; run calicoctl node stop first".into(),
             });
         }
-    }
-    let endpoints = local_endpoints(ds, host).await?;
-    if !endpoints.is_empty() && !remove_endpoints {
-        return Err(CtlError::HostHasEndpoints {
-            host: host.to_string(),
-            endpoints,
-        });
     }
     let veths = retry_on_conflict(&format!("removing node {host}"), || async {
         let list = ds
