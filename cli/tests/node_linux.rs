@@ -12,9 +12,12 @@
 
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use calico_backends::Store as _;
 
 fn sh_ok(script: &str) -> bool {
     Command::new("sh")
@@ -190,6 +193,17 @@ fn node_serves_at_once_and_stop_leaves_nothing_running() {
     let logs = node.dir().join("logs");
     let log_dir = format!("--log-dir={}", logs.display());
     node.ok(&["node", "--ip=172.31.250.1", "--ip6=fd10::1", &log_dir]);
+
+    // Ready means serving: the socket answers the moment `node` returned.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let socket = calico_backends::proxy::socket_path(node.dir());
+    let ready = runtime.block_on(async {
+        let remote = calico_backends::proxy::RemoteStore::connect(&socket)
+            .await
+            .unwrap();
+        remote.get("/calico/v1/Ready").await.unwrap()
+    });
+    assert_eq!(ready.map(|kv| kv.value), Some(b"true".to_vec()));
 
     // Right after `node`: 30 commands at once, all through the agent's socket.
     let children: Vec<_> = (0..30)
@@ -370,4 +384,34 @@ fn diags_bundle_holds_logs_tools_and_the_hosts_records() {
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     node.ok(&["node", "stop"]);
     assert_eq!(node.processes(), Vec::new());
+}
+
+#[test]
+fn a_foreground_node_stopped_with_ctrl_c_leaves_nothing_running() {
+    if !can_run("a_foreground_node_stopped_with_ctrl_c_leaves_nothing_running") {
+        return;
+    }
+    let node = Node::new("fg");
+    // Its own process group, as a terminal would give it; the agent joins it.
+    let mut child = node
+        .command(&["node", "--ip=172.31.250.1", "--detach=false"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for("calico-node and BIRD running", || {
+        node.running("calico-node") && node.running("bird")
+    });
+    // Ctrl-C: SIGINT to the whole foreground group.
+    let ok = Command::new("kill")
+        .args(["-s", "INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(node.processes(), Vec::new(), "still running after Ctrl-C");
 }

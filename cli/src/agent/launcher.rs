@@ -160,6 +160,10 @@ impl NodeControl for ProcessNodeControl {
         // go of it so the agent can open it; later calls reach the store through the agent.
         release_local(&self.data_dir).await;
         if opts.foreground {
+            // Ctrl-C reaches the agent (same process group) and must not kill us before it
+            // has exited: our caller cleans up after it (`LinuxNode` stops BIRD).
+            let _sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("installing a SIGINT handler")?;
             let status = tokio::process::Command::new(&binary)
                 .args(&args)
                 .status()

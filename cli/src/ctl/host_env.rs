@@ -174,7 +174,13 @@ impl NodeControl for LinuxNode {
         // Best effort, as the original: without permission the agent's own sysctl write
         // reports the problem.
         let _ = std::fs::write(&self.ip_forward, "1");
-        self.process.start(opts).await
+        let result = self.process.start(opts).await;
+        if opts.foreground {
+            // The agent ran in the foreground and has exited (Ctrl-C): like the original,
+            // which stopped the container, nothing it started keeps running.
+            self.stop().await?;
+        }
+        result
     }
 
     /// Stops the agent, then the BIRD daemons it started (they daemonise, so they outlive
