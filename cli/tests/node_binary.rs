@@ -65,7 +65,11 @@ fn runtime_none_configures_the_host_and_prints_the_agent_command() {
     // The host is registered all the same (the database is free: nobody serves it).
     let out = run(dir.path(), &["node", "show"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("172.31.250.1"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("172.31.250.1"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -73,7 +77,10 @@ fn options_without_meaning_here_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     for (option, named) in [
         ("--libnetwork", "--libnetwork"),
-        ("--libnetwork-image=calico/node-libnetwork", "--libnetwork-image"),
+        (
+            "--libnetwork-image=calico/node-libnetwork",
+            "--libnetwork-image",
+        ),
         ("--kubernetes", "--kubernetes"),
         ("--kube-plugin-version=v0.1", "--kube-plugin-version"),
         ("--rkt", "--rkt"),
@@ -84,7 +91,12 @@ fn options_without_meaning_here_are_refused_before_anything_is_written() {
             dir.path(),
             &["node", "--ip=172.31.250.1", "--runtime=none", option],
         );
-        assert_eq!(out.status.code(), Some(1), "{option}: {}", text(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{option}: {}",
+            text(&out.stdout)
+        );
         let err = text(&out.stderr);
         assert!(
             err.starts_with("Error: ") && err.contains(named) && err.lines().count() == 1,

@@ -84,7 +84,9 @@ async fn node_remove_releases_addresses_and_the_hosts_blocks() {
     }
     assert_eq!(h1.veth_count(), 0, "host1's veths are gone");
     // The block with host2's borrowed address stays, without affinity; the other is gone.
-    let kept = value(&store, block1).await.expect("block 192.168.1.0/26 kept");
+    let kept = value(&store, block1)
+        .await
+        .expect("block 192.168.1.0/26 kept");
     assert!(!kept.contains("host1"), "{kept}");
     assert_eq!(value(&store, block2).await, None);
     let info = h2.ok("ipam info 192.168.1.1").await;
@@ -103,7 +105,9 @@ async fn runtime_none_does_not_start_the_agent() {
     assert!(out.contains("calico-node was not started"), "{out}");
     assert!(h1.node.calls.lock().unwrap().is_empty(), "nothing started");
     assert_eq!(
-        value(&store, "/calico/v1/host/host1/bird_ip").await.as_deref(),
+        value(&store, "/calico/v1/host/host1/bird_ip")
+            .await
+            .as_deref(),
         Some("172.31.250.1")
     );
 }
@@ -156,8 +160,14 @@ async fn status_shows_the_version_and_one_table_per_family() {
     assert!(out.contains("Running calico-node version 9.8.7"), "{out}");
     let (v4, v6) = out.split_once("IPv6 BGP status").expect(&out);
     assert!(v4.contains("IPv4 BGP status"), "{out}");
-    assert!(v4.contains("172.31.250.9") && !v4.contains("fd10::9"), "{out}");
-    assert!(v6.contains("fd10::9") && !v6.contains("172.31.250.9"), "{out}");
+    assert!(
+        v4.contains("172.31.250.9") && !v4.contains("fd10::9"),
+        "{out}"
+    );
+    assert!(
+        v6.contains("fd10::9") && !v6.contains("172.31.250.9"),
+        "{out}"
+    );
 
     // Without sessions each family says so.
     let out = h.ok("status").await;

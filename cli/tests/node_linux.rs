@@ -32,7 +32,14 @@ fn can_run(test: &str) -> bool {
     if !sh_ok("test \"$(id -u)\" = 0") {
         missing.push("root");
     }
-    for tool in ["ip", "iptables-save", "iptables-restore", "ipset", "bird", "birdc"] {
+    for tool in [
+        "ip",
+        "iptables-save",
+        "iptables-restore",
+        "ipset",
+        "bird",
+        "birdc",
+    ] {
         if !sh_ok(&format!("command -v {tool}")) {
             missing.push(tool);
         }
@@ -222,9 +229,17 @@ fn node_serves_at_once_and_stop_leaves_nothing_running() {
             (!out.status.success()).then(|| text(&out.stderr))
         })
         .collect();
-    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
     let shown = node.ok(&["profile", "show"]);
-    assert_eq!(shown.lines().filter(|l| l.starts_with("PROF_")).count(), 30, "{shown}");
+    assert_eq!(
+        shown.lines().filter(|l| l.starts_with("PROF_")).count(),
+        30,
+        "{shown}"
+    );
 
     // One BGP peer per family: BIRD and BIRD6 each get a session, status a table each.
     node.ok(&["bgp", "peer", "add", "172.31.250.2", "as", "64511"]);
@@ -235,8 +250,14 @@ fn node_serves_at_once_and_stop_leaves_nothing_running() {
         status.contains("172.31.250.2") && status.contains("fd10::2")
     });
     let (v4, v6) = status.split_once("IPv6 BGP status").expect(&status);
-    assert!(v4.contains("IPv4 BGP status") && v4.contains("172.31.250.2"), "{status}");
-    assert!(v6.contains("fd10::2") && !v6.contains("172.31.250.2"), "{status}");
+    assert!(
+        v4.contains("IPv4 BGP status") && v4.contains("172.31.250.2"),
+        "{status}"
+    );
+    assert!(
+        v6.contains("fd10::2") && !v6.contains("172.31.250.2"),
+        "{status}"
+    );
     assert!(status.contains("Running calico-node version"), "{status}");
 
     // The node's processes run in the namespace; their logs are in --log-dir.
@@ -252,7 +273,11 @@ fn node_serves_at_once_and_stop_leaves_nothing_running() {
     );
 
     node.ok(&["node", "stop"]);
-    assert_eq!(node.processes(), Vec::new(), "still running after node stop");
+    assert_eq!(
+        node.processes(),
+        Vec::new(),
+        "still running after node stop"
+    );
     let status = node.ok(&["status"]);
     assert!(status.starts_with("calico-node is not running"), "{status}");
 }
@@ -323,7 +348,9 @@ fn diags_bundle_holds_logs_tools_and_the_hosts_records() {
     let node = Node::new("diags");
     node.ok(&["node", "--ip=172.31.250.1"]);
     node.ok(&["bgp", "peer", "add", "172.31.250.2", "as", "64511"]);
-    wait_for("BIRD's session", || node.ok(&["status"]).contains("172.31.250.2"));
+    wait_for("BIRD's session", || {
+        node.ok(&["status"]).contains("172.31.250.2")
+    });
 
     let out = node.ok(&["diags"]);
     let path = bundle_path(&out);
@@ -334,7 +361,12 @@ fn diags_bundle_holds_logs_tools_and_the_hosts_records() {
             .iter()
             .find(|(n, _)| n == &format!("diags-h1/{name}"))
             .map(|(_, c)| c.clone())
-            .unwrap_or_else(|| panic!("no {name} in {:?}", entries.iter().map(|e| &e.0).collect::<Vec<_>>()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} in {:?}",
+                    entries.iter().map(|e| &e.0).collect::<Vec<_>>()
+                )
+            })
     };
     assert!(
         get("datastore.txt").contains("/calico/v1/host/h1/bird_ip 172.31.250.1"),
@@ -350,7 +382,12 @@ fn diags_bundle_holds_logs_tools_and_the_hosts_records() {
     assert!(get("versions.txt").contains("BIRD"));
     assert!(get("logs/calico-node.log").contains("calico-node starting"));
     assert!(!get("logs/bird.log").is_empty());
-    for name in ["commands/ip6tables-save.txt", "commands/ipset-list.txt", "commands/ip-route.txt", "commands/ip-6-route.txt"] {
+    for name in [
+        "commands/ip6tables-save.txt",
+        "commands/ipset-list.txt",
+        "commands/ip-route.txt",
+        "commands/ip-6-route.txt",
+    ] {
         get(name);
     }
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
@@ -377,7 +414,10 @@ fn diags_bundle_holds_logs_tools_and_the_hosts_records() {
         .find(|(n, _)| n.ends_with("commands/iptables-save.txt"))
         .unwrap()
         .1;
-    assert!(iptables.contains("error: running iptables-save"), "{iptables}");
+    assert!(
+        iptables.contains("error: running iptables-save"),
+        "{iptables}"
+    );
     assert!(entries
         .iter()
         .any(|(n, c)| n.ends_with("commands/ip-route.txt") && !c.contains("error")));
@@ -411,7 +451,12 @@ fn a_foreground_node_stopped_with_ctrl_c_leaves_nothing_running() {
     assert!(ok.success());
     let status = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(node.processes(), Vec::new(), "still running after Ctrl-C");
 }

@@ -84,7 +84,12 @@ struct Args {
     #[arg(long)]
     log_dir: Option<PathBuf>,
     /// `bird` runs BGP; `none` is policy only (no BIRD).
-    #[arg(long, env = "CALICO_NETWORKING_BACKEND", value_enum, default_value = "bird")]
+    #[arg(
+        long,
+        env = "CALICO_NETWORKING_BACKEND",
+        value_enum,
+        default_value = "bird"
+    )]
     backend: Backend,
 }
 

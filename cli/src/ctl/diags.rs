@@ -98,7 +98,9 @@ pub(crate) fn command_entry(name: &str, program: &str, args: &[&str]) -> DiagFil
         Ok(out) => {
             content.extend_from_slice(&out.stdout);
             if !out.status.success() {
-                content.extend_from_slice(format!("error: {line} failed: {}\n", out.status).as_bytes());
+                content.extend_from_slice(
+                    format!("error: {line} failed: {}\n", out.status).as_bytes(),
+                );
                 content.extend_from_slice(&out.stderr);
             }
         }
@@ -174,7 +176,11 @@ fn write_bundle(path: &Path, root: &str, files: &[DiagFile]) -> std::io::Result<
                 .map_or(0, |d| d.as_secs()),
         );
         header.set_cksum();
-        tar.append_data(&mut header, format!("{root}/{}", f.name), f.content.as_slice())?;
+        tar.append_data(
+            &mut header,
+            format!("{root}/{}", f.name),
+            f.content.as_slice(),
+        )?;
     }
     tar.into_inner()?.finish()?.flush()
 }
@@ -188,21 +194,30 @@ mod tests {
         let entry = command_entry("x.txt", "calico-no-such-tool", &["--flag"]);
         let text = String::from_utf8(entry.content).unwrap();
         assert!(text.starts_with("$ calico-no-such-tool --flag\n"), "{text}");
-        assert!(text.contains("error: running calico-no-such-tool --flag"), "{text}");
+        assert!(
+            text.contains("error: running calico-no-such-tool --flag"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_failing_tool_keeps_its_stderr() {
         let entry = command_entry("x.txt", "ls", &["/calico-no-such-dir"]);
         let text = String::from_utf8(entry.content).unwrap();
-        assert!(text.contains("error: ls /calico-no-such-dir failed"), "{text}");
+        assert!(
+            text.contains("error: ls /calico-no-such-dir failed"),
+            "{text}"
+        );
         assert!(text.contains("calico-no-such-dir"), "{text}");
     }
 
     #[test]
     fn the_dump_covers_this_hosts_trees_only() {
         let prefixes = dump_prefixes("host1");
-        assert!(prefixes.contains(&"/calico/v1/host/host1/".to_owned()), "{prefixes:?}");
+        assert!(
+            prefixes.contains(&"/calico/v1/host/host1/".to_owned()),
+            "{prefixes:?}"
+        );
         assert!(prefixes.iter().all(|p| !p.contains("host2")));
     }
 }

@@ -30,7 +30,8 @@ use calico_backends::Datastore;
 
 pub use args::Args;
 pub use context::{
-    BgpPeerStatus, Ctl, DiagFile, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
+    BgpPeerStatus, Ctl, DiagFile, NodeControl, NodeStartOptions, NodeStatus, Workload,
+    WorkloadResolver,
 };
 pub use error::CtlError;
 pub use node::detect_ipv4;

@@ -397,9 +397,10 @@ async fn release_affinities(
         let block_key = Key::IpamBlock { cidr };
         let key_text = block_key.to_string();
         // The block as this plan leaves it: rewritten by the release, or as stored.
-        let planned = plan.ops.iter().position(
-            |op| matches!(op, TxnOp::Put { key, .. } if *key == key_text),
-        );
+        let planned = plan
+            .ops
+            .iter()
+            .position(|op| matches!(op, TxnOp::Put { key, .. } if *key == key_text));
         let block = match planned {
             Some(i) => match &plan.ops[i] {
                 TxnOp::Put { value, .. } => match decode(&block_key, value)? {
