@@ -63,7 +63,8 @@ struct Instance {
     applied: Option<BirdConfig>,
 }
 
-/// How long a stopped BIRD may take to exit before the stop counts as failed.
+/// How long a stopped BIRD may take to exit (and a started one to write its pid file)
+/// before the step counts as failed.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
@@ -147,6 +148,20 @@ impl Instance {
                 args.extend(["-D", log.as_str()]);
             }
             runner.run(&format!("starting {name}"), "bird", &args, None)?;
+            // `bird` returns once it has forked; the daemon writes its pid file a moment
+            // later. Started means running: until then a stale pid file (a killed daemon's)
+            // would make the next observe report BIRD as down.
+            let deadline = Instant::now() + EXIT_WAIT;
+            while !self.running() {
+                if Instant::now() >= deadline {
+                    return Err(DataplaneError::Command {
+                        operation: format!("starting {name}"),
+                        command: format!("bird -c {cfg_path} -s {socket} -P {pid}"),
+                        stderr: format!("no live bird named by {pid} after {EXIT_WAIT:?}"),
+                    });
+                }
+                std::thread::sleep(EXIT_POLL);
+            }
             changes.push(format!("start {name}"));
         } else if changed {
             let out = runner.run(
