@@ -295,3 +295,49 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> NodeStartOptions {
+        NodeStartOptions {
+            hostname: "h1".into(),
+            ip: "172.31.250.1".parse().unwrap(),
+            ip6: None,
+            foreground: false,
+            log_dir: None,
+            policy_only: false,
+        }
+    }
+
+    #[test]
+    fn the_agent_gets_the_log_dir_and_the_backend() {
+        let control = ProcessNodeControl::new("/var/lib/calico-test");
+        let args = control.args(&options()).join(" ");
+        assert!(
+            args.contains("--log-dir /var/lib/calico-test ")
+                && args.contains("--log-file /var/lib/calico-test/calico-node.log")
+                && !args.contains("--backend"),
+            "{args}"
+        );
+        let opts = NodeStartOptions {
+            log_dir: Some("/var/log/calico".into()),
+            policy_only: true,
+            ..options()
+        };
+        let args = control.args(&opts).join(" ");
+        assert!(
+            args.contains("--log-dir /var/log/calico ")
+                && args.contains("--log-file /var/log/calico/calico-node.log")
+                && args.ends_with("--backend none"),
+            "{args}"
+        );
+        // By hand: in the foreground, logging to the terminal.
+        let line = control.command_line(&opts);
+        assert!(
+            line.contains("calico-node --hostname h1") && !line.contains("--log-file"),
+            "{line}"
+        );
+    }
+}

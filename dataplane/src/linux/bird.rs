@@ -384,6 +384,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_live_bird_counts_as_running() {
+        // This test process is alive but is not BIRD (a pid file may name a recycled pid).
+        assert!(!is_live_bird(std::process::id()));
+        assert!(!is_live_bird(u32::MAX));
+        let dir = std::env::temp_dir().join(format!("calico-bird-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bird.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(running_daemons(&dir), Vec::new());
+        assert!(stop_daemons(&dir).is_empty(), "nothing to stop is no error");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn show_protocols_parses_into_rows() {
         let text = "BIRD 2.0.12 ready.\n\
             Name       Proto      Table      State  Since         Info\n\
