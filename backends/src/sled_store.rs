@@ -368,8 +368,19 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 
 /// Maps a sled failure: detected corruption to `Corrupt`, anything else (I/O, a lock held by
 /// another process) to `Unavailable`.
+/// The start of the `Unavailable` reason when another process holds the database's lock
+/// (sled allows one process); [`crate::proxy::open_local_store`] waits on it.
+pub(crate) const LOCKED: &str = "held by another process";
+
 fn sled_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
+        // sled 0.34 reports a held lock as an `Other` I/O error with this text.
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+            StoreError::Unavailable {
+                endpoint: path.display().to_string(),
+                reason: format!("{LOCKED} ({io})"),
+            }
+        }
         sled::Error::Corruption { .. } => StoreError::Corrupt {
             key: path.display().to_string(),
             reason: e.to_string(),

@@ -25,6 +25,8 @@ fn options() -> NodeStartOptions {
         ip: "172.31.250.1".parse().unwrap(),
         ip6: None,
         foreground: false,
+        log_dir: None,
+        policy_only: false,
     }
 }
 

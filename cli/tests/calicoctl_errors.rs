@@ -232,6 +232,7 @@ async fn node_remove_refuses_while_endpoints_exist() {
     let err = h1.fails(&["node", "remove"], "host1").await;
     assert!(err.to_string().contains("--remove-endpoints"), "{err}");
     h1.fails(&["node", "stop"], "workload_A").await;
+    h1.ok("node stop --force").await;
     h1.ok("node remove --remove-endpoints").await;
     assert_eq!(
         keys(&h1.ctl.store, "/calico/v1/host/host1/").await,

@@ -1,6 +1,11 @@
 //! `ProcessNodeControl`: the real [`NodeControl`] — `calicoctl node` starts the
 //! `calico-node` binary as a detached process (own session, like a daemon) with a pid file
 //! and a log file, `node stop` sends it SIGTERM, `status` checks the pid in `/proc`.
+//!
+//! `start` returns once the agent serves: calico-node writes its pid file only when its
+//! datastore is open, and on sled a request through `calico.sock` must then be answered, so
+//! calicoctl commands run right after `calicoctl node` reach the store through the agent
+//! instead of meeting the database lock.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -10,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
+use calico_backends::proxy::{release_local, socket_path, RemoteStore};
+use calico_backends::Store;
 
 use crate::ctl::{NodeControl, NodeStartOptions, NodeStatus};
 
@@ -47,7 +54,8 @@ impl ProcessNodeControl {
         self.data_dir.join("calico-node.pid")
     }
 
-    fn binary(&self) -> PathBuf {
+    /// The `calico-node` binary this control starts.
+    pub fn binary(&self) -> PathBuf {
         if let Some(binary) = &self.binary {
             return binary.clone();
         }
@@ -58,7 +66,22 @@ impl ProcessNodeControl {
             .unwrap_or_else(|| PathBuf::from("calico-node"))
     }
 
-    fn args(&self, opts: &NodeStartOptions) -> Vec<String> {
+    /// The agent's log file for `opts`: `<log-dir>/calico-node.log`, else `log_file`.
+    pub fn log_file_for(&self, opts: &NodeStartOptions) -> PathBuf {
+        opts.log_dir
+            .as_ref()
+            .map_or_else(|| self.log_file.clone(), |dir| dir.join("calico-node.log"))
+    }
+
+    /// The agent's command line for `opts` (without the binary).
+    pub fn args(&self, opts: &NodeStartOptions) -> Vec<String> {
+        let log_file = self.log_file_for(opts);
+        // BIRD logs beside the agent's log.
+        let log_dir = opts
+            .log_dir
+            .clone()
+            .or_else(|| log_file.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| self.data_dir.clone());
         let mut args = vec![
             "--hostname".to_owned(),
             opts.hostname.clone(),
@@ -66,13 +89,56 @@ impl ProcessNodeControl {
             self.data_dir.display().to_string(),
             "--pid-file".to_owned(),
             self.pid_file().display().to_string(),
+            "--log-dir".to_owned(),
+            log_dir.display().to_string(),
         ];
         if !opts.foreground {
             args.push("--log-file".to_owned());
-            args.push(self.log_file.display().to_string());
+            args.push(log_file.display().to_string());
+        }
+        if opts.policy_only {
+            args.push("--backend".to_owned());
+            args.push("none".to_owned());
         }
         args.extend(self.extra_args.iter().cloned());
         args
+    }
+
+    /// `calico-node --version`'s output, e.g. `calico-node 0.1.0`.
+    pub fn binary_version(&self) -> Option<String> {
+        let out = std::process::Command::new(self.binary())
+            .arg("--version")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    /// The shell command that runs the agent by hand in the foreground.
+    pub fn command_line(&self, opts: &NodeStartOptions) -> String {
+        let foreground = NodeStartOptions {
+            foreground: true,
+            ..opts.clone()
+        };
+        std::iter::once(self.binary().display().to_string())
+            .chain(self.args(&foreground))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Whether calicoctl can use the agent's store: on sled, a read through `calico.sock` is
+    /// answered. The agent binds the socket before it writes its pid file, so once the pid
+    /// file is there a socket nobody listens on is a stale one and the agent serves none
+    /// (etcd): it is ready.
+    async fn serves(&self) -> bool {
+        let socket = socket_path(&self.data_dir);
+        if !socket.exists() {
+            return true;
+        }
+        match RemoteStore::connect(&socket).await {
+            Ok(remote) => remote.get("/calico/v1/Ready").await.is_ok(),
+            Err(_) => true,
+        }
     }
 
     /// The pid of a running agent, if the pid file names a live `calico-node` process.
@@ -90,7 +156,14 @@ impl NodeControl for ProcessNodeControl {
             .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
         let binary = self.binary();
         let args = self.args(opts);
+        // This calicoctl may hold the sled database (it just wrote the host's records): let
+        // go of it so the agent can open it; later calls reach the store through the agent.
+        release_local(&self.data_dir).await;
         if opts.foreground {
+            // Ctrl-C reaches the agent (same process group) and must not kill us before it
+            // has exited: our caller cleans up after it (`LinuxNode` stops BIRD).
+            let _sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("installing a SIGINT handler")?;
             let status = tokio::process::Command::new(&binary)
                 .args(&args)
                 .status()
@@ -101,18 +174,19 @@ impl NodeControl for ProcessNodeControl {
             }
             return Ok(());
         }
-        if let Some(dir) = self.log_file.parent() {
+        let log_file = self.log_file_for(opts);
+        if let Some(dir) = log_file.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating log dir {}", dir.display()))?;
         }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log_file)
-            .with_context(|| format!("opening log file {}", self.log_file.display()))?;
+            .open(&log_file)
+            .with_context(|| format!("opening log file {}", log_file.display()))?;
         let log_err = log
             .try_clone()
-            .with_context(|| format!("opening log file {}", self.log_file.display()))?;
+            .with_context(|| format!("opening log file {}", log_file.display()))?;
         let mut child = std::process::Command::new(&binary)
             .args(&args)
             .stdin(Stdio::null())
@@ -127,18 +201,22 @@ impl NodeControl for ProcessNodeControl {
             if let Some(status) = child.try_wait().context("waiting for calico-node")? {
                 bail!(
                     "calico-node exited at startup with {status}; see {}",
-                    self.log_file.display()
+                    log_file.display()
                 );
             }
-            if read_pid(&self.pid_file()) == Some(child.id()) {
+            if read_pid(&self.pid_file()) == Some(child.id()) && self.serves().await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                // Not left running unregistered: a later `node stop` could not find it.
+                let _ = child.kill();
+                let _ = child.wait();
                 bail!(
-                    "calico-node (pid {}) did not write {} within {WAIT:?}; see {}",
+                    "calico-node (pid {}) was not ready (pid file {} and datastore socket) \
+                     within {WAIT:?}; stopped it; see {}",
                     child.id(),
                     self.pid_file().display(),
-                    self.log_file.display()
+                    log_file.display()
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -216,4 +294,50 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
         bail!("kill -{sig} {pid} failed with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> NodeStartOptions {
+        NodeStartOptions {
+            hostname: "h1".into(),
+            ip: "172.31.250.1".parse().unwrap(),
+            ip6: None,
+            foreground: false,
+            log_dir: None,
+            policy_only: false,
+        }
+    }
+
+    #[test]
+    fn the_agent_gets_the_log_dir_and_the_backend() {
+        let control = ProcessNodeControl::new("/var/lib/calico-test");
+        let args = control.args(&options()).join(" ");
+        assert!(
+            args.contains("--log-dir /var/lib/calico-test ")
+                && args.contains("--log-file /var/lib/calico-test/calico-node.log")
+                && !args.contains("--backend"),
+            "{args}"
+        );
+        let opts = NodeStartOptions {
+            log_dir: Some("/var/log/calico".into()),
+            policy_only: true,
+            ..options()
+        };
+        let args = control.args(&opts).join(" ");
+        assert!(
+            args.contains("--log-dir /var/log/calico ")
+                && args.contains("--log-file /var/log/calico/calico-node.log")
+                && args.ends_with("--backend none"),
+            "{args}"
+        );
+        // By hand: in the foreground, logging to the terminal.
+        let line = control.command_line(&opts);
+        assert!(
+            line.contains("calico-node --hostname h1") && !line.contains("--log-file"),
+            "{line}"
+        );
+    }
 }

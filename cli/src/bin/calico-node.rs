@@ -1,6 +1,11 @@
 //! `calico-node`: the node agent of calico-rs. Reads the datastore (sled served to calicoctl
 //! over `<data-dir>/calico.sock`, or etcd), reconciles this host's dataplane until SIGTERM or
-//! SIGINT, and leaves the dataplane as it is on exit.
+//! SIGINT, and leaves the dataplane as it is on exit (BIRD included: `calicoctl node stop`
+//! stops it).
+//!
+//! The pid file is the readiness signal: it is written once the datastore is open (and, on
+//! sled, its socket is bound), so `calicoctl node` returns only when calicoctl can reach
+//! the store through the agent.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use anyhow::Context;
 use calico_backends::proxy::{database_path, socket_path, StoreServer};
 use calico_backends::{EtcdConfig, EtcdStore, SledStore, Store};
 use calico_cli::agent::{metrics, Agent, AgentConfig};
-use calico_dataplane::linux::LinuxDataplane;
+use calico_dataplane::linux::{BirdManager, LinuxDataplane};
 use calico_dataplane::sim::{SimDataplane, WireConfig};
 use calico_dataplane::Dataplane;
 use clap::{Parser, ValueEnum};
@@ -34,6 +39,15 @@ enum DataplaneKind {
     Sim,
     /// The host's kernel: iptables, ipset, routes, BIRD.
     Linux,
+}
+
+/// How routes reach other hosts (the original's `--backend` / `CALICO_NETWORKING_BACKEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// BIRD carries this host's workload routes over BGP.
+    Bird,
+    /// Policy only: no BIRD is started or configured.
+    None,
 }
 
 /// The calico-rs node agent.
@@ -69,6 +83,17 @@ struct Args {
     /// Print the completion script for this shell and exit (scripts/install-completion).
     #[arg(long, value_name = "SHELL")]
     completion: Option<clap_complete::Shell>,
+    /// BIRD logs here (`bird.log`, `bird6.log`) instead of to syslog.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// `bird` runs BGP; `none` is policy only (no BIRD).
+    #[arg(
+        long,
+        env = "CALICO_NETWORKING_BACKEND",
+        value_enum,
+        default_value = "bird"
+    )]
+    backend: Backend,
 }
 
 #[tokio::main]
@@ -82,7 +107,12 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_file.as_deref())?;
     let result = run(&args).await;
     if let Some(pid_file) = &args.pid_file {
-        let _ = std::fs::remove_file(pid_file);
+        // Only our own: an agent that failed to start must not unregister the one running.
+        let ours = std::fs::read_to_string(pid_file)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(pid_file);
+        }
     }
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "calico-node failed");
@@ -95,10 +125,6 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Some(h) => h.clone(),
         None => system_hostname()?,
     };
-    if let Some(pid_file) = &args.pid_file {
-        std::fs::write(pid_file, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -116,6 +142,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         tracing::info!(socket = %server.path().display(), "serving the datastore to calicoctl");
         tokio::spawn(server.serve(stopped()))
     });
+    // Ready: calicoctl can reach the store (the socket is bound; connections queue until
+    // the server task accepts them).
+    if let Some(pid_file) = &args.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
+    }
 
     match args.dataplane {
         DataplaneKind::Sim => {
@@ -123,7 +155,17 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             run_agent(args, store, dataplane, &hostname, &stopped).await?;
         }
         DataplaneKind::Linux => {
-            let dataplane = LinuxDataplane::new(args.data_dir.join("bird"));
+            let mut bird = BirdManager::new(args.data_dir.join("bird"));
+            if let Some(dir) = &args.log_dir {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating log dir {}", dir.display()))?;
+                bird = bird.with_log_dir(dir);
+            }
+            if args.backend == Backend::None {
+                tracing::info!("policy only (--backend none): no BIRD");
+                bird = bird.policy_only();
+            }
+            let dataplane = LinuxDataplane::with_bird(bird);
             run_agent(args, store, dataplane, &hostname, &stopped).await?;
         }
     }

@@ -1,4 +1,5 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -53,6 +54,10 @@ pub struct NodeStartOptions {
     pub ip6: Option<Ipv6Addr>,
     /// Run in the foreground instead of detaching.
     pub foreground: bool,
+    /// Where the agent and BIRD write their logs (`--log-dir`); `None`: the agent's default.
+    pub log_dir: Option<PathBuf>,
+    /// Policy only (`--backend=none`): no BIRD is started or configured.
+    pub policy_only: bool,
 }
 
 /// The agent's state as `calicoctl status` shows it.
@@ -85,4 +90,29 @@ pub trait NodeControl: Send + Sync {
     /// Stops the agent, leaving the dataplane as it is.
     async fn stop(&self) -> anyhow::Result<()>;
     async fn status(&self) -> anyhow::Result<NodeStatus>;
+
+    /// The agent's version (`calicoctl status`, `diags`), when known.
+    async fn version(&self) -> Option<String> {
+        None
+    }
+
+    /// How to run the agent by hand with these options (`calicoctl node --runtime=none`),
+    /// when the agent is a program one can run.
+    fn manual_start(&self, _opts: &NodeStartOptions) -> Option<String> {
+        None
+    }
+
+    /// The node's own files and tool output for `calicoctl diags`: its logs (from `log_dir`
+    /// when given) and BIRD's view. A part that cannot be read is an entry holding the error.
+    async fn diagnostics(&self, _log_dir: Option<&Path>) -> Vec<DiagFile> {
+        Vec::new()
+    }
+}
+
+/// One file of the `calicoctl diags` bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagFile {
+    /// Path inside the bundle (`logs/calico-node.log`, `bird/protocols.txt`).
+    pub name: String,
+    pub content: Vec<u8>,
 }

@@ -6,9 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use calico_dataplane::linux::bird::parse_protocols;
+use calico_dataplane::linux::bird::{self, parse_protocols};
 use calico_dataplane::linux::BgpProtocol;
 
+use super::context::DiagFile;
 use super::{BgpPeerStatus, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver};
 use crate::agent::launcher::ProcessNodeControl;
 
@@ -173,11 +174,28 @@ impl NodeControl for LinuxNode {
         // Best effort, as the original: without permission the agent's own sysctl write
         // reports the problem.
         let _ = std::fs::write(&self.ip_forward, "1");
-        self.process.start(opts).await
+        let result = self.process.start(opts).await;
+        if opts.foreground {
+            // The agent ran in the foreground and has exited (Ctrl-C): like the original,
+            // which stopped the container, nothing it started keeps running.
+            self.stop().await?;
+        }
+        result
     }
 
+    /// Stops the agent, then the BIRD daemons it started (they daemonise, so they outlive
+    /// it; one left by an agent that was killed is stopped too), waiting until each exited.
     async fn stop(&self) -> anyhow::Result<()> {
-        self.process.stop().await
+        self.process.stop().await?;
+        let run_dir = self.bird_run_dir.clone();
+        let errors = tokio::task::spawn_blocking(move || bird::stop_daemons(&run_dir))
+            .await
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+            anyhow::bail!("calico-node stopped, BIRD did not: {}", all.join("; "));
+        }
+        Ok(())
     }
 
     async fn status(&self) -> anyhow::Result<NodeStatus> {
@@ -187,6 +205,56 @@ impl NodeControl for LinuxNode {
             Err(e) => status.detail = format!("{}; BGP status unavailable: {e}", status.detail),
         }
         Ok(status)
+    }
+
+    async fn version(&self) -> Option<String> {
+        self.process.binary_version()
+    }
+
+    fn manual_start(&self, opts: &NodeStartOptions) -> Option<String> {
+        Some(self.process.command_line(opts))
+    }
+
+    async fn diagnostics(&self, log_dir: Option<&Path>) -> Vec<DiagFile> {
+        let log_dir = log_dir.map_or_else(
+            || {
+                self.process
+                    .log_file
+                    .parent()
+                    .map_or_else(|| self.process.data_dir.clone(), Path::to_path_buf)
+            },
+            Path::to_path_buf,
+        );
+        let mut files = Vec::new();
+        for name in ["calico-node.log", "bird.log", "bird6.log"] {
+            files.push(file_entry(&format!("logs/{name}"), &log_dir.join(name)));
+        }
+        for name in ["bird.cfg", "bird6.cfg"] {
+            files.push(file_entry(
+                &format!("bird/{name}"),
+                &self.bird_run_dir.join(name),
+            ));
+        }
+        for (daemon, socket) in [("bird", "bird.ctl"), ("bird6", "bird6.ctl")] {
+            let socket = self.bird_run_dir.join(socket);
+            let socket = socket.to_string_lossy();
+            files.push(super::diags::command_entry(
+                &format!("bird/{daemon}-protocols.txt"),
+                "birdc",
+                &["-s", &socket, "show", "protocols", "all"],
+            ));
+        }
+        files
+    }
+}
+
+/// A file copied into the diags bundle, or the error reading it.
+fn file_entry(name: &str, path: &Path) -> DiagFile {
+    let content = std::fs::read(path)
+        .unwrap_or_else(|e| format!("error: reading {}: {e}\n", path.display()).into_bytes());
+    DiagFile {
+        name: name.to_owned(),
+        content,
     }
 }
 

@@ -17,6 +17,7 @@ mod checksystem;
 mod completion;
 mod container;
 mod context;
+mod diags;
 mod docker;
 mod endpoint;
 mod error;
@@ -36,7 +37,8 @@ use calico_backends::Datastore;
 pub use args::{split_globals, Args, Globals};
 pub use completion::pattern as completion_pattern;
 pub use context::{
-    BgpPeerStatus, Ctl, NodeControl, NodeStartOptions, NodeStatus, Workload, WorkloadResolver,
+    BgpPeerStatus, Ctl, DiagFile, NodeControl, NodeStartOptions, NodeStatus, Workload,
+    WorkloadResolver,
 };
 pub use error::CtlError;
 pub use node::detect_ipv4;
@@ -97,6 +99,7 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         "ipam" => misc::ipam(&ds, &a, rest).await,
         "config" => misc::config(ctl, &ds, &a, rest).await,
         "checksystem" => checksystem::run(&a, rest),
+        "diags" => diags::run(ctl, &a, rest).await,
         "version" => misc::version(&a, rest),
         "completion" => completion::run(&a, rest),
         other => Err(CtlError::UnknownCommand {

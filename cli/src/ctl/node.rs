@@ -2,9 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use calico_backends::{retry_on_conflict, Datastore, EndpointFilter, TxnPlan};
-use calico_core::keys::{IpVersion, Key, IPAM_V2};
-use calico_core::model::{AsNumber, BgpPeer};
+use calico_backends::{retry_on_conflict, Datastore, EndpointFilter, TxnOp, TxnPlan, Versioned};
+use calico_core::codec::{decode, Value};
+use calico_core::keys::{IpVersion, Key, FELIX_V1, IPAM_V2};
+use calico_core::model::{AllocationBlock, AsNumber, BgpPeer};
 use serde_json::json;
 
 use super::args::parse_as;
@@ -93,6 +94,72 @@ pub(crate) async fn peer_cmd(
     }
 }
 
+/// What `calicoctl node` does with the original's options that have no meaning here (the
+/// agent is a process, not a `calico/node` image): warn and go on where ignoring them
+/// changes nothing the user relies on, refuse where the user asked for something we do not
+/// provide (a libnetwork plugin, Kubernetes or rkt plugins).
+fn check_image_options(a: &Args) -> Result<Vec<String>, CtlError> {
+    let refused = |option: &str, reason: &str| {
+        Err(CtlError::BadArgument {
+            what: "option",
+            value: format!("--{option}"),
+            reason: reason.into(),
+        })
+    };
+    for option in ["libnetwork", "libnetwork-image"] {
+        if a.flag(option) || a.value(option).is_some() {
+            return refused(
+                option,
+                "calico-rs has no Docker libnetwork plugin; use calicoctl container add",
+            );
+        }
+    }
+    for option in ["kubernetes", "kube-plugin-version", "rkt"] {
+        if a.flag(option) || a.value(option).is_some() {
+            return refused(
+                option,
+                "calico-rs does not install Kubernetes or rkt plugins",
+            );
+        }
+    }
+    let mut warnings = Vec::new();
+    if let Some(image) = a.value("node-image") {
+        warnings.push(format!(
+            "--node-image={image} ignored: calico-node runs as the calico-node binary next to calicoctl, not an image"
+        ));
+    }
+    if a.flag("no-pull") {
+        warnings.push("--no-pull ignored: there is no image to pull".to_owned());
+    }
+    Ok(warnings)
+}
+
+/// `--runtime`: whether to start the agent (`none`: configure the host only).
+fn start_runtime(a: &Args) -> Result<bool, CtlError> {
+    match a.value("runtime") {
+        None | Some("docker") => Ok(true),
+        Some("none") => Ok(false),
+        Some(other) => Err(CtlError::BadArgument {
+            what: "--runtime",
+            value: other.to_string(),
+            reason: "expected docker (calico-node started as a process) or none".into(),
+        }),
+    }
+}
+
+/// `--backend`: whether the node is policy only (`none`).
+fn policy_only(a: &Args) -> Result<bool, CtlError> {
+    match a.value("backend") {
+        None | Some("bird") => Ok(false),
+        Some("none") => Ok(true),
+        Some(other) => Err(CtlError::BadArgument {
+            what: "--backend",
+            value: other.to_string(),
+            reason: "expected bird or none (gobgp is not supported)".into(),
+        }),
+    }
+}
+
 async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> {
     a.allow(&[
         "ip",
@@ -111,6 +178,9 @@ async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> 
         "rkt",
     ])?;
     calico_core::names::validate_hostname(&ctl.hostname)?;
+    let warnings = check_image_options(a)?;
+    let run_agent = start_runtime(a)?;
+    let policy_only = policy_only(a)?;
     let ip: Ipv4Addr = match a.value("ip") {
         Some(s) => parse_as("--ip (IPv4 address)", s)?,
         None => detect_ipv4().ok_or(CtlError::NoHostAddress)?,
@@ -131,6 +201,20 @@ async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> 
             })
         }
     };
+    let log_dir = match a.value("log-dir") {
+        Some("") => {
+            return Err(CtlError::BadArgument {
+                what: "--log-dir",
+                value: String::new(),
+                reason: "expected a directory".into(),
+            })
+        }
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None => None,
+    };
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
     let mut out = String::new();
     for pool in ds.ensure_default_pools().await? {
         out.push_str(&format!("Created default pool {pool}\n"));
@@ -142,16 +226,41 @@ async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> 
         ip,
         ip6,
         foreground,
+        log_dir,
+        policy_only,
     };
+    let addresses = format!(
+        "IPv4 {ip}{}{}",
+        ip6.map(|i| format!(", IPv6 {i}")).unwrap_or_default(),
+        as_num.map(|n| format!(", AS {n}")).unwrap_or_default(),
+    );
+    if !run_agent {
+        // As the original with --runtime=none: the host is configured, the services are
+        // the user's to run.
+        out.push_str(&format!(
+            "Calico node {} configured with {addresses}; calico-node was not started (--runtime=none).\n",
+            ctl.hostname
+        ));
+        match ctl.node.manual_start(&opts) {
+            Some(cmd) => out.push_str(&format!(
+                "Run it yourself (as root, with this shell's CALICO_*/ETCD_* environment):\n  {cmd}\n"
+            )),
+            None => out.push_str("Start this host's agent yourself.\n"),
+        }
+        return Ok(out);
+    }
     ctl.node.start(&opts).await.map_err(|e| CtlError::Node {
         action: format!("starting calico-node on {}", ctl.hostname),
         reason: format!("{e:#}"),
     })?;
     out.push_str(&format!(
-        "Calico node {} started with IPv4 {ip}{}{}\n",
+        "Calico node {} started with {addresses}{}\n",
         ctl.hostname,
-        ip6.map(|i| format!(", IPv6 {i}")).unwrap_or_default(),
-        as_num.map(|n| format!(", AS {n}")).unwrap_or_default(),
+        if policy_only {
+            " (policy only: no BGP)"
+        } else {
+            ""
+        }
     ));
     Ok(out)
 }
@@ -172,9 +281,14 @@ async fn stop(ctl: &Ctl, ds: &Datastore, force: bool) -> Result<String, CtlError
     if !force {
         let endpoints = local_endpoints(ds, &ctl.hostname).await?;
         if !endpoints.is_empty() {
-            return Err(CtlError::HostHasEndpoints {
-                host: ctl.hostname.clone(),
-                endpoints,
+            // The original: "Current host has active endpoints so can't be stopped. Force
+            // with --force".
+            return Err(CtlError::Node {
+                action: format!("not stopping node {}", ctl.hostname),
+                reason: format!(
+                    "it has active endpoints {}; stop it anyway with --force",
+                    endpoints.join(", ")
+                ),
             });
         }
     }
@@ -185,6 +299,12 @@ async fn stop(ctl: &Ctl, ds: &Datastore, force: bool) -> Result<String, CtlError
     Ok(format!("Node {} stopped\n", ctl.hostname))
 }
 
+/// `node remove` (reference 2.2, CC23): refuses while this host's agent runs or while
+/// endpoints exist (unless `--remove-endpoints`); then in one transaction releases the
+/// endpoints' addresses, gives up the host's IPAM blocks as libcalico's
+/// `release_host_affinities` did (an empty block is deleted, a block still holding
+/// borrowed addresses loses its affinity) and deletes the host's Felix, BGP, Felix-status
+/// and IPAM-affinity trees; finally the veths of removed endpoints on this host go.
 async fn remove(
     ctl: &Ctl,
     ds: &Datastore,
@@ -199,8 +319,16 @@ async fn remove(
             endpoints,
         });
     }
-    let mut veths = Vec::new();
-    retry_on_conflict(&format!("removing node {host}"), || async {
+    if host == ctl.hostname {
+        let running = ctl.node.status().await.is_ok_and(|s| s.running);
+        if running {
+            return Err(CtlError::Node {
+                action: format!("not removing node {host}"),
+                reason: "calico-node is running on it; run calicoctl node stop first".into(),
+            });
+        }
+    }
+    let veths = retry_on_conflict(&format!("removing node {host}"), || async {
         let list = ds
             .list_endpoints(&EndpointFilter {
                 host: Some(host.to_string()),
@@ -212,11 +340,8 @@ async fn remove(
             .flat_map(|(_, ep)| ep.value.nets().map(|n| n.addr()).collect::<Vec<_>>())
             .collect();
         let mut plan: TxnPlan = ds.plan_release(&ips).await?;
-        for prefix in [
-            Key::host_dir(host),
-            Key::bgp_host_dir(host),
-            format!("{IPAM_V2}host/{host}/"),
-        ] {
+        release_affinities(ds, host, &mut plan).await?;
+        for prefix in host_prefixes(host) {
             for key in ds.list_keys(&prefix).await? {
                 plan.delete(key);
             }
@@ -227,8 +352,7 @@ async fn remove(
             .map(|(_, ep)| ep.value.name)
             .collect::<Vec<_>>())
     })
-    .await
-    .map(|names| veths = names)?;
+    .await?;
     let mut problems = Vec::new();
     if host == ctl.hostname {
         for v in &veths {
@@ -244,6 +368,77 @@ async fn remove(
         });
     }
     Ok(format!("Node {host} removed\n"))
+}
+
+/// Every tree that holds `host`'s records: Felix's, BGP's, Felix's status reports and the
+/// IPAM affinities.
+fn host_prefixes(host: &str) -> [String; 4] {
+    [
+        Key::host_dir(host),
+        Key::bgp_host_dir(host),
+        format!("{FELIX_V1}host/{host}/"),
+        format!("{IPAM_V2}host/{host}/"),
+    ]
+}
+
+/// Adds to `plan` (which may already rewrite some blocks, releasing addresses) the release
+/// of every block affine to `host`: deleted when no address stays allocated, else kept
+/// without affinity. A block is written once, so the transaction stays valid on etcd.
+async fn release_affinities(
+    ds: &Datastore,
+    host: &str,
+    plan: &mut TxnPlan,
+) -> Result<(), calico_backends::DatastoreError> {
+    let affinity = format!("host:{host}");
+    for (key, _) in ds.list(&format!("{IPAM_V2}host/{host}/")).await? {
+        let Key::IpamAffinity { cidr, .. } = key else {
+            continue;
+        };
+        let block_key = Key::IpamBlock { cidr };
+        let key_text = block_key.to_string();
+        // The block as this plan leaves it: rewritten by the release, or as stored.
+        let planned = plan
+            .ops
+            .iter()
+            .position(|op| matches!(op, TxnOp::Put { key, .. } if *key == key_text));
+        let block = match planned {
+            Some(i) => match &plan.ops[i] {
+                TxnOp::Put { value, .. } => match decode(&block_key, value)? {
+                    Value::Block(block) => block,
+                    _ => continue,
+                },
+                TxnOp::Delete { .. } => continue,
+            },
+            None => match ds.get(&block_key).await? {
+                Some(Versioned {
+                    value: Value::Block(block),
+                    revision,
+                }) => {
+                    plan.require_revision(&block_key, revision);
+                    block
+                }
+                _ => continue,
+            },
+        };
+        if block.affinity.as_deref() != Some(affinity.as_str()) {
+            continue;
+        }
+        if let Some(i) = planned {
+            plan.ops.remove(i);
+        }
+        if block.allocations.iter().all(Option::is_none) {
+            plan.delete(&block_key);
+        } else {
+            plan.put(
+                &block_key,
+                &Value::Block(AllocationBlock {
+                    affinity: None,
+                    ..block
+                }),
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn show(ds: &Datastore, json: bool) -> Result<String, CtlError> {
@@ -296,11 +491,19 @@ async fn show(ds: &Datastore, json: bool) -> Result<String, CtlError> {
 pub(crate) async fn status(ctl: &Ctl, a: &Args, rest: &[&str]) -> Result<String, CtlError> {
     no_more(rest)?;
     a.allow(&[])?;
+    status_text(ctl, a.json()?).await
+}
+
+/// `calicoctl status` (reference 2.3): whether the agent runs, its version, then BIRD's BGP
+/// sessions in one table per family ("IPv4 BGP status", "IPv6 BGP status") as the
+/// original printed them from BIRD and BIRD6.
+pub(crate) async fn status_text(ctl: &Ctl, json: bool) -> Result<String, CtlError> {
     let st = ctl.node.status().await.map_err(|e| CtlError::Node {
         action: format!("reading calico-node status on {}", ctl.hostname),
         reason: format!("{e:#}"),
     })?;
-    if a.json()? {
+    let version = ctl.node.version().await;
+    if json {
         let peers: Vec<_> = st
             .bgp_peers
             .iter()
@@ -310,7 +513,7 @@ pub(crate) async fn status(ctl: &Ctl, a: &Args, rest: &[&str]) -> Result<String,
             })
             .collect();
         return Ok(output::json(&json!({
-            "running": st.running, "detail": st.detail, "bgp_peers": peers,
+            "running": st.running, "detail": st.detail, "version": version, "bgp_peers": peers,
         })));
     }
     let mut out = format!(
@@ -322,17 +525,35 @@ pub(crate) async fn status(ctl: &Ctl, a: &Args, rest: &[&str]) -> Result<String,
             format!(" ({})", st.detail)
         }
     );
-    let mut t = Table::new(&["Peer address", "Peer type", "State", "Since", "Info"]);
-    for p in &st.bgp_peers {
-        t.row(vec![
-            p.peer.clone(),
-            p.peer_type.clone(),
-            p.state.clone(),
-            p.since.clone(),
-            p.info.clone(),
-        ]);
+    if let Some(v) = version {
+        out.push_str(&format!(
+            "Running calico-node version {}\n",
+            v.strip_prefix("calico-node ").unwrap_or(&v)
+        ));
     }
-    out.push_str(&t.render());
+    for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+        out.push_str(&format!("\n{family} BGP status\n"));
+        let rows: Vec<_> = st
+            .bgp_peers
+            .iter()
+            .filter(|p| p.peer.contains(':') == v6)
+            .collect();
+        if rows.is_empty() {
+            out.push_str(&format!("No {family} peers found.\n"));
+            continue;
+        }
+        let mut t = Table::new(&["Peer address", "Peer type", "State", "Since", "Info"]);
+        for p in rows {
+            t.row(vec![
+                p.peer.clone(),
+                p.peer_type.clone(),
+                p.state.clone(),
+                p.since.clone(),
+                p.info.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
     Ok(out)
 }
 

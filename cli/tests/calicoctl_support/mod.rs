@@ -161,7 +161,12 @@ impl NodeControl for RecordingNode {
 
     async fn status(&self) -> anyhow::Result<NodeStatus> {
         Ok(NodeStatus {
-            running: !self.calls.lock().unwrap().is_empty(),
+            running: self
+                .calls
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|c| c.starts_with("start")),
             detail: String::new(),
             bgp_peers: Vec::new(),
         })

@@ -78,9 +78,14 @@ const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 impl LinuxDataplane {
     /// A dataplane keeping BIRD's config, socket and pid files in `run_dir`.
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self::with_bird(BirdManager::new(run_dir))
+    }
+
+    /// A dataplane whose BIRD daemons `bird` manages (log dir, policy-only mode).
+    pub fn with_bird(bird: BirdManager) -> Self {
         LinuxDataplane {
             runner: Runner::default(),
-            bird: BirdManager::new(run_dir),
+            bird,
             sysctls: Sysctls::default(),
             owned_neighbours: BTreeSet::new(),
             owned_sysctls: BTreeSet::new(),
