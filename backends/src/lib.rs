@@ -19,8 +19,8 @@ mod store;
 mod watch_hub;
 
 pub use datastore::{
-    retry_on_conflict, AssignRequest, Datastore, DatastoreError, EndpointFilter, HostRecord,
-    IpamInfo, Profile, ProfileEdit, TxnPlan, Versioned, MAX_RETRIES,
+    retry_on_conflict, AssignRequest, BrokenRecord, Datastore, DatastoreError, EndpointFilter,
+    HostRecord, IpamInfo, Listing, Profile, ProfileEdit, TxnPlan, Versioned, MAX_RETRIES,
 };
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStore, TlsFiles};

@@ -4,7 +4,9 @@ use calico_core::codec::Value;
 use calico_core::keys::{Key, V1};
 use calico_core::model::{EndpointId, WorkloadEndpoint};
 
-use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, TxnPlan, Versioned};
+use super::{
+    retry_on_conflict, unexpected, Datastore, DatastoreError, Listing, TxnPlan, Versioned,
+};
 
 /// Narrows an endpoint search; `None` fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,13 +81,31 @@ impl Datastore {
         &self,
         filter: &EndpointFilter,
     ) -> Result<Vec<(EndpointId, Versioned<WorkloadEndpoint>)>, DatastoreError> {
+        self.list_endpoints_lenient(filter).await?.strict()
+    }
+
+    /// As [`list_endpoints`](Self::list_endpoints), with the undecodable endpoint records
+    /// matching `filter` beside them.
+    pub async fn list_endpoints_lenient(
+        &self,
+        filter: &EndpointFilter,
+    ) -> Result<Listing<Vec<(EndpointId, Versioned<WorkloadEndpoint>)>>, DatastoreError> {
         let prefix = match (&filter.host, &filter.orchestrator, &filter.workload) {
             (Some(h), Some(o), Some(w)) => Key::workload_dir(h, o, w),
             (Some(h), _, _) => Key::host_dir(h),
             _ => format!("{V1}host/"),
         };
+        let listing = self.list_lenient(&prefix).await?;
+        let broken = listing
+            .broken
+            .into_iter()
+            .filter(|b| match Key::parse(&b.key) {
+                Ok(Key::Endpoint(id)) => filter.matches(&id),
+                _ => false,
+            })
+            .collect();
         let mut out = Vec::new();
-        for (key, item) in self.list(&prefix).await? {
+        for (key, item) in listing.items {
             let Key::Endpoint(id) = &key else { continue };
             if !filter.matches(id) {
                 continue;
@@ -101,7 +121,7 @@ impl Datastore {
                 _ => return Err(unexpected(&key)),
             }
         }
-        Ok(out)
+        Ok(Listing { items: out, broken })
     }
 
     /// One endpoint by its full id.

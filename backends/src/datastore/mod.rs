@@ -48,6 +48,35 @@ pub struct Versioned<T> {
     pub revision: Revision,
 }
 
+/// A stored record whose value does not decode (its error names the key). Lenient listings
+/// return these next to the good rows so `show` commands can mark them, never drop them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokenRecord {
+    pub key: String,
+    pub error: calico_core::ModelError,
+}
+
+/// What a lenient listing found: every decodable item, and every record that was not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub items: T,
+    pub broken: Vec<BrokenRecord>,
+}
+
+impl<T> Listing<T> {
+    /// The items, or the first broken record's error: the reading every write path uses, so
+    /// nothing is rewritten from a listing that silently missed a record.
+    ///
+    /// # Errors
+    /// `Model` naming the first undecodable key.
+    pub fn strict(self) -> Result<T, DatastoreError> {
+        match self.broken.into_iter().next() {
+            Some(broken) => Err(DatastoreError::Model(broken.error)),
+            None => Ok(self.items),
+        }
+    }
+}
+
 /// Compares and writes to commit as one transaction. Planning functions return one, callers
 /// merge several and commit once, so e.g. an IP reservation and the endpoint using it land
 /// together or not at all.
@@ -137,22 +166,34 @@ impl Datastore {
     /// (directory markers, newer data) are skipped; a model key with a bad value is an error
     /// naming it.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(Key, Versioned<Value>)>, DatastoreError> {
+        self.list_lenient(prefix).await?.strict()
+    }
+
+    /// As [`list`](Self::list), but a model key with a bad value is returned as broken
+    /// instead of failing the whole listing.
+    pub async fn list_lenient(
+        &self,
+        prefix: &str,
+    ) -> Result<Listing<Vec<(Key, Versioned<Value>)>>, DatastoreError> {
         let (kvs, _) = self.store.list(prefix).await?;
-        let mut out = Vec::with_capacity(kvs.len());
+        let mut items = Vec::with_capacity(kvs.len());
+        let mut broken = Vec::new();
         for kv in kvs {
             let Ok(key) = Key::parse(&kv.key) else {
                 continue;
             };
-            let value = decode(&key, &kv.value)?;
-            out.push((
-                key,
-                Versioned {
-                    value,
-                    revision: kv.mod_revision,
-                },
-            ));
+            match decode(&key, &kv.value) {
+                Ok(value) => items.push((
+                    key,
+                    Versioned {
+                        value,
+                        revision: kv.mod_revision,
+                    },
+                )),
+                Err(error) => broken.push(BrokenRecord { key: kv.key, error }),
+            }
         }
-        Ok(out)
+        Ok(Listing { items, broken })
     }
 
     /// Raw key names under `prefix` (for deleting whole directories).

@@ -5,7 +5,7 @@ use calico_core::keys::{IpVersion, Key, V1};
 use calico_core::model::{IpPool, DEFAULT_POOL_V4, DEFAULT_POOL_V6};
 use ipnet::IpNet;
 
-use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, TxnPlan};
+use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, Listing, TxnPlan};
 
 fn pool_prefix(version: IpVersion) -> String {
     match version {
@@ -20,20 +20,34 @@ impl Datastore {
         &self,
         version: Option<IpVersion>,
     ) -> Result<Vec<IpPool>, DatastoreError> {
+        self.list_pools_lenient(version).await?.strict()
+    }
+
+    /// As [`list_pools`](Self::list_pools), with the undecodable pool records beside them.
+    pub async fn list_pools_lenient(
+        &self,
+        version: Option<IpVersion>,
+    ) -> Result<Listing<Vec<IpPool>>, DatastoreError> {
         let versions = match version {
             Some(v) => vec![v],
             None => vec![IpVersion::V4, IpVersion::V6],
         };
         let mut pools = Vec::new();
+        let mut broken = Vec::new();
         for v in versions {
-            for (key, item) in self.list(&pool_prefix(v)).await? {
+            let listing = self.list_lenient(&pool_prefix(v)).await?;
+            broken.extend(listing.broken);
+            for (key, item) in listing.items {
                 match item.value {
                     Value::Pool(pool) => pools.push(pool),
                     _ => return Err(unexpected(&key)),
                 }
             }
         }
-        Ok(pools)
+        Ok(Listing {
+            items: pools,
+            broken,
+        })
     }
 
     /// The pool with exactly this CIDR.

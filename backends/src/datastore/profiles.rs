@@ -7,7 +7,9 @@ use calico_core::keys::{Key, V1};
 use calico_core::model::Rules;
 use calico_core::names::validate_name;
 
-use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, EndpointFilter, TxnPlan};
+use super::{
+    retry_on_conflict, unexpected, Datastore, DatastoreError, EndpointFilter, Listing, TxnPlan,
+};
 
 /// A profile's tags and rules; either may be missing in a damaged datastore.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -50,8 +52,17 @@ impl Datastore {
 
     /// Every profile, by name.
     pub async fn list_profiles(&self) -> Result<BTreeMap<String, Profile>, DatastoreError> {
+        self.list_profiles_lenient().await?.strict()
+    }
+
+    /// As [`list_profiles`](Self::list_profiles), with the undecodable tags and rules records
+    /// beside them (a profile whose only record is broken is not among the items).
+    pub async fn list_profiles_lenient(
+        &self,
+    ) -> Result<Listing<BTreeMap<String, Profile>>, DatastoreError> {
         let mut out: BTreeMap<String, Profile> = BTreeMap::new();
-        for (key, item) in self.list(&format!("{V1}policy/profile/")).await? {
+        let listing = self.list_lenient(&format!("{V1}policy/profile/")).await?;
+        for (key, item) in listing.items {
             match (&key, item.value) {
                 (Key::ProfileTags { profile }, Value::Tags(t)) => {
                     out.entry(profile.clone()).or_default().tags = Some(t);
@@ -62,7 +73,10 @@ impl Datastore {
                 _ => return Err(unexpected(&key)),
             }
         }
-        Ok(out)
+        Ok(Listing {
+            items: out,
+            broken: listing.broken,
+        })
     }
 
     /// Ids (as `host/orchestrator/workload/endpoint`) of every endpoint using `name`.
