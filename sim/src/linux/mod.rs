@@ -8,7 +8,8 @@
 //!   workload (named as in the file), and `calicoctl` run as a process in a host's namespace,
 //!   which starts the host's real `calico-node` (and through it BIRD).
 //! - [`settle`]: waits until every host's iptables, ipsets and routes stop changing and every
-//!   host holds a BGP-learnt (`proto bird`) route to every remote workload.
+//!   host's BIRD config and BGP-learnt routes are what the datastore implies ([`predict`]:
+//!   the simulator's BGP model over the same datastore).
 //! - [`traffic`]: `expect` lines checked with real packets: `ping -c1 -W1`, or the hidden
 //!   [`probe`] subcommand of `calico-sim` as TCP/UDP listener and client.
 //! - [`run`]: [`LinuxRunner`], the scenario lines on a cluster, reported as the simulator's
@@ -20,6 +21,7 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod predict;
 pub mod probe;
 pub mod run;
 pub mod settle;
