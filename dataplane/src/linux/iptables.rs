@@ -15,7 +15,7 @@ use calico_core::desired::{TableId, TableState};
 use calico_core::iptables::{IpFamily, Rule, Table};
 use calico_core::render::iptables::{hook_rule, render_chain, render_rule, COMMENT_PREFIX};
 
-use crate::sim::netfilter::parse::{builtin_chains, is_builtin, parse_restore, parse_rule_args};
+use calico_core::parse::iptables::{builtin_chains, is_builtin, parse_restore, parse_rule_args};
 use crate::sim::netfilter::table_label;
 use crate::DataplaneError;
 

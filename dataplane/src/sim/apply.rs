@@ -18,7 +18,7 @@ use calico_core::render::iptables::{hook_rule, render_chain, render_rule};
 
 use super::ipset::{parse_ipset_restore, restore, IpSetCommand};
 use super::kernel::{split_iface_sysctl, Kernel, Link, NeighEntry, ROOT_NS};
-use super::netfilter::parse::{is_builtin, parse_restore_noflush, parse_rule_args};
+use calico_core::parse::iptables::{is_builtin, parse_restore_noflush, parse_rule_args};
 use super::netfilter::table_label;
 use super::route::{KernelRoute, RouteProto};
 use super::SimDataplane;
@@ -315,7 +315,7 @@ fn restore_ipsets(
 ///
 /// A rule (or chain) is kept when it equals the desired one: what the kernel holds was parsed
 /// from the renderer's text, and the renderer→parser round trip is the identity on rules
-/// (`tests/sim_roundtrip.rs`), so re-rendering it would give the same rules. A chain changed
+/// (`core/tests/iptables_roundtrip.rs`), so re-rendering it would give the same rules. A chain changed
 /// behind our back (drift) differs and is restored. Spliced rules are rendered as the first
 /// rule of their chain: only their `cali:<hash>` comment, which the parser drops, differs
 /// from a whole-chain rendering.

@@ -303,7 +303,7 @@ impl SimDataplane {
         family: IpFamily,
         text: &str,
     ) -> Result<Vec<String>, DataplaneError> {
-        let blocks = netfilter::parse::parse_restore(text)?;
+        let blocks = calico_core::parse::iptables::parse_restore(text)?;
         let mut k = self.lock();
         let mut changes = Vec::new();
         for block in blocks {

@@ -13,7 +13,7 @@ use calico_core::desired::{IpSet, TableId};
 use calico_core::iptables::{CtState, Match, Rule, SetDirection, Target};
 use calico_core::model::MacAddr;
 
-use super::parse::Policy;
+use calico_core::parse::iptables::Policy;
 use super::{table_label, NfTable};
 use crate::sim::packet::{Packet, L4};
 use calico_core::iptables::Chain;
@@ -307,7 +307,7 @@ mod tests {
     use calico_core::iptables::{IpFamily, Table};
 
     use super::*;
-    use crate::sim::netfilter::parse::parse_restore;
+    use calico_core::parse::iptables::parse_restore;
     use crate::sim::netfilter::Netfilter;
 
     const ID: TableId = TableId {

@@ -1,6 +1,6 @@
 //! Netfilter of one host: per family, the `filter` and `nat` tables with their chains.
 //!
-//! - [`parse`]: restore text → typed chains.
+//! - restore text is read into typed chains by `calico_core::parse::iptables`.
 //! - [`eval`]: walks a packet through a built-in chain and names the deciding rule.
 //!
 //! Installing desired state mirrors `iptables-restore --noflush` the way a Calico agent uses it:
@@ -9,7 +9,6 @@
 //! built-in chains, built-in policies) is touched.
 
 pub mod eval;
-pub mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +16,7 @@ use calico_core::desired::TableId;
 use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
 use calico_core::render::iptables::render_chain;
 
-use parse::{builtin_chains, is_builtin, Policy, RestoreBlock};
+use calico_core::parse::iptables::{builtin_chains, is_builtin, Policy, RestoreBlock};
 
 /// One chain in the kernel: built-in chains have a policy, user chains do not.
 #[derive(Debug, Clone, PartialEq, Eq)]
