@@ -302,7 +302,7 @@ impl SimDataplane {
         &self,
         family: IpFamily,
         text: &str,
-    ) -> Result<Vec<String>, DataplaneError> {
+    ) -> Result<Vec<calico_core::plan::Change>, DataplaneError> {
         let blocks = calico_core::parse::iptables::parse_restore(text)?;
         let mut k = self.lock();
         let mut changes = Vec::new();
