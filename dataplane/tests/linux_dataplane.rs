@@ -19,6 +19,7 @@ use calico_core::desired::{BirdPeer, DesiredState, PeerKind, Route, TableId};
 use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
 use calico_core::model::MacAddr;
 use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
+use calico_dataplane::sim::{SimDataplane, WireConfig};
 use calico_dataplane::{Change, Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
 use linux_common::{arg, can_run, is_inner, must, run_inside, succeeds, Netns, RunDir};
 
@@ -224,6 +225,27 @@ fn started(dp: &LinuxDataplane) -> Vec<String> {
         .collect()
 }
 
+/// A simulated host with the same workload interfaces as `w`'s, which applied `desired`.
+fn sim_twin(w: &World, desired: &DesiredState) -> SimDataplane {
+    let wire = WireConfig::eth0([format!("{HOST_IP}/24").parse().unwrap()]);
+    let sim = SimDataplane::new(HOST, wire);
+    for wl in &w.wls {
+        sim.add_namespace(&wl.ns).unwrap();
+        block_on(sim.add_veth(&wl.spec())).unwrap();
+    }
+    sim.apply_now(desired).unwrap();
+    sim
+}
+
+/// The same changes, in any order (the dataplanes order independent changes differently).
+fn assert_same_changes(a: &[Change], b: &[Change]) {
+    let text = |cs: &[Change]| cs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(a.len(), b.len(), "{:#?}\n{:#?}", text(a), text(b));
+    for change in a {
+        assert!(b.contains(change), "{change} only in {:#?}", text(a));
+    }
+}
+
 #[test]
 fn apply_is_idempotent_incremental_and_repairs_drift_after_observe() {
     outer(
@@ -306,6 +328,10 @@ fn inner_apply() {
     // A moves to PROF_C: exactly A's chains are rewritten in the filter restore.
     let moved = w.desired(["PROF_C", "PROF_A_B", "PROF_C"]);
     let report = block_on(w.dp.apply(&moved)).unwrap();
+    // The simulator, holding the same state, reports the same step with the same changes.
+    let sim = sim_twin(&w, &desired);
+    let sim_report = sim.apply_now(&moved).unwrap();
+    assert_same_changes(&sim_report.changes, &report.changes);
     let log = w.dp.command_log().take();
     assert!(
         log.iter()
