@@ -237,7 +237,8 @@ impl World {
             return Ok(place("", String::new(), ip));
         }
         if let Ok(host) = self.host(what) {
-            let v4 = (host.ip() != std::net::Ipv4Addr::UNSPECIFIED).then_some(IpAddr::V4(host.ip()));
+            let v4 =
+                (host.ip() != std::net::Ipv4Addr::UNSPECIFIED).then_some(IpAddr::V4(host.ip()));
             let v6 = host.ip6().map(IpAddr::V6);
             let addr = match want_v6 {
                 Some(true) => v6,

@@ -36,7 +36,9 @@ async fn every_scenario_agrees_on_sim_and_linux() {
     uses("a host with an IPv6 address", &|s| {
         matches!(s, Step::Host { ip6: Some(_), .. })
     });
-    uses("an external machine", &|s| matches!(s, Step::External { .. }));
+    uses("an external machine", &|s| {
+        matches!(s, Step::External { .. })
+    });
     uses("a heredoc", &|s| {
         matches!(s, Step::Calicoctl { stdin: Some(_), .. })
     });

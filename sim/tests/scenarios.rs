@@ -58,7 +58,10 @@ async fn a_line_failing_with_an_error_prints_the_error() {
                 workload h1 a\nh1$ calicoctl container add a 192.168.0.1\n\
                 expect nobody -> a icmp allow\n";
     let err = run(text).await.unwrap_err();
-    assert!(matches!(err, ScenarioError::World { line: 5, .. }), "{err:?}");
+    assert!(
+        matches!(err, ScenarioError::World { line: 5, .. }),
+        "{err:?}"
+    );
     let printed = err.to_string();
     assert!(
         printed.contains("line 5: expect nobody -> a icmp allow: nobody is neither a workload"),
@@ -68,7 +71,9 @@ async fn a_line_failing_with_an_error_prints_the_error() {
     let text = "host h1 172.31.250.1\nhost h2 172.31.250.1\n";
     let printed = run(text).await.unwrap_err().to_string();
     assert!(
-        printed.contains("line 2: host h2 172.31.250.1: address 172.31.250.1 is already used by host h1"),
+        printed.contains(
+            "line 2: host h2 172.31.250.1: address 172.31.250.1 is already used by host h1"
+        ),
         "{printed}"
     );
 }
@@ -85,7 +90,9 @@ async fn an_address_nobody_holds_is_a_destination_with_a_verdict() {
         "the explanation names what happened: {seen:?}"
     );
     match run(&format!("{base}expect a -> 192.168.9.9 icmp allow\n")).await {
-        Err(ScenarioError::Unmet { line: 5, reason, .. }) => {
+        Err(ScenarioError::Unmet {
+            line: 5, reason, ..
+        }) => {
             assert!(reason.contains("expected allow, got deny"), "{reason}");
             assert!(reason.contains("held by nobody"), "{reason}");
         }
@@ -95,7 +102,10 @@ async fn an_address_nobody_holds_is_a_destination_with_a_verdict() {
     let err = run(&format!("{base}expect 192.168.9.9 -> a icmp deny\n"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ScenarioError::World { line: 5, .. }), "{err:?}");
+    assert!(
+        matches!(err, ScenarioError::World { line: 5, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -181,7 +181,8 @@ pub fn plan_destroy(
     let mut plan = SetPlan::default();
     for name in installed.keys().filter(|n| !desired.contains_key(*n)) {
         let _ = writeln!(plan.input, "destroy {name}");
-        plan.changes.push(Change::DeleteIpSet { name: name.clone() });
+        plan.changes
+            .push(Change::DeleteIpSet { name: name.clone() });
     }
     plan
 }

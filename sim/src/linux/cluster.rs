@@ -293,8 +293,7 @@ impl LinuxCluster {
     /// As [`LinuxCluster::add_host`].
     pub fn add_external(&mut self, name: &str, ip: IpAddr) -> Result<(), LinuxError> {
         let ns = self.add_machine(name, &[ip])?;
-        self.externals
-            .insert(name.to_string(), External { ns, ip });
+        self.externals.insert(name.to_string(), External { ns, ip });
         Ok(())
     }
 
@@ -520,9 +519,7 @@ impl LinuxCluster {
                 .collect();
             return Some((h.ns.name(), addrs));
         }
-        self.externals
-            .get(name)
-            .map(|e| (e.ns.name(), vec![e.ip]))
+        self.externals.get(name).map(|e| (e.ns.name(), vec![e.ip]))
     }
 
     /// The namespace of the host or external machine holding `ip` on the wire.
@@ -553,11 +550,10 @@ impl LinuxCluster {
         let Some(w) = self.workloads.get(name) else {
             return Vec::new();
         };
-        let mut addrs: Vec<IpAddr> = w
-            .ns
-            .ip(&["-o", "addr", "show", "scope", "global"])
-            .map(|text| parse_addrs(&text))
-            .unwrap_or_default();
+        let mut addrs: Vec<IpAddr> =
+            w.ns.ip(&["-o", "addr", "show", "scope", "global"])
+                .map(|text| parse_addrs(&text))
+                .unwrap_or_default();
         addrs.sort_by_key(IpAddr::is_ipv6);
         addrs
     }

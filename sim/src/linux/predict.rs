@@ -154,7 +154,10 @@ pub fn differences(state: &ClusterState, views: &BTreeMap<String, HostView>) -> 
         .map(|(host, view)| Speaker {
             host,
             running: view.running,
-            bird: [configs[host.as_str()][0].as_ref(), configs[host.as_str()][1].as_ref()],
+            bird: [
+                configs[host.as_str()][0].as_ref(),
+                configs[host.as_str()][1].as_ref(),
+            ],
             exports: &exports[host.as_str()],
         })
         .collect();
@@ -288,11 +291,11 @@ mod tests {
     fn without_the_mesh_no_route_is_implied_and_a_stale_one_is_named() {
         let (state, mut views) = two_hosts(false);
         assert_eq!(differences(&state, &views), Vec::<String>::new());
-        views
-            .get_mut("h2")
-            .unwrap()
-            .routes
-            .push(route("192.168.1.1/32", Some("172.31.250.1"), "bird"));
+        views.get_mut("h2").unwrap().routes.push(route(
+            "192.168.1.1/32",
+            Some("172.31.250.1"),
+            "bird",
+        ));
         assert_eq!(
             differences(&state, &views),
             vec!["h2 has BGP route 192.168.1.1/32 via 172.31.250.1 the datastore does not imply"]

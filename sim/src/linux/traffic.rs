@@ -106,8 +106,7 @@ pub async fn check(
     let to = resolve(cluster, dst, from.ip)?;
     let dst_ip = to.ip.ok_or_else(|| LinuxError::BadWorkload {
         workload: dst.to_string(),
-        reason: "has no address of the source's family (calicoctl container add it first)"
-            .into(),
+        reason: "has no address of the source's family (calicoctl container add it first)".into(),
     })?;
     let attempts = if expect_allow { ALLOW_ATTEMPTS } else { 1 };
     let exe = cluster.config().probe_exe.clone();
@@ -205,17 +204,18 @@ async fn ping(ns: &str, ip: &str) -> Result<(bool, String), LinuxError> {
     if out.status.success() {
         return Ok((true, String::new()));
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((false, ping_failure(&text)))
 }
 
 /// The line of failed `ping` output that says why: an ICMP error or a local error, else
 /// "no reply".
 fn ping_failure(text: &str) -> String {
-    let reason = text.lines().map(str::trim).find(|l| {
-        l.contains("Unreachable") || l.contains("unreachable") || l.starts_with("ping:")
-    });
+    let reason = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("Unreachable") || l.contains("unreachable") || l.starts_with("ping:"));
     match reason {
         Some(line) => match line.split_once(": ") {
             // "From 172.31.250.1 icmp_seq=1 Destination Host Unreachable" is kept whole.

@@ -278,7 +278,10 @@ mod tests {
             ("host h1 172.31.250.1 fd00::1 fd00::2", "not a host"),
             ("external e1 nowhere", "not an IP"),
             ("settle <<EOF", "only a calicoctl"),
-            ("h1$ calicoctl profile P rule update <<EOF\n{}", "no line \"EOF\""),
+            (
+                "h1$ calicoctl profile P rule update <<EOF\n{}",
+                "no line \"EOF\"",
+            ),
         ] {
             let err = parse(&format!("# c\n{text}\n")).unwrap_err();
             assert_eq!(err.line, 2, "{err}");

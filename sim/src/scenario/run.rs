@@ -215,7 +215,10 @@ impl ScenarioTarget for Runner {
                     Verdict::Deny
                 };
                 if walk.verdict == want {
-                    let why = walk.deciding.as_deref().unwrap_or("no rule on the way decided");
+                    let why = walk
+                        .deciding
+                        .as_deref()
+                        .unwrap_or("no rule on the way decided");
                     Ok(format!("{}: {why}", walk.verdict))
                 } else {
                     Err(unmet(format!(
