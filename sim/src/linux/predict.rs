@@ -5,8 +5,10 @@
 //! namespace, where etcd is reachable) into a [`ClusterState`]; each host's BIRD configs are
 //! what its agent renders from that state ([`bird_configs`]); each host's exportable routes are
 //! those its kernel holds that BIRD did not learn. [`BgpFabric::learned`], the same model the
-//! simulator settles with, then says which `proto bird` routes every host must hold. A host
-//! whose BIRD config file or BGP routes differ from this is not settled.
+//! simulator settles with, then says which `proto bird` routes every host must hold. Each
+//! running host's agent must also hold the chains its calculator computes from that state
+//! ([`compute`]), read back from `iptables-save` with the dataplane's own reader. A host whose
+//! chains, BIRD config files or BGP routes differ from this is not settled.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,7 +16,9 @@ use std::net::IpAddr;
 use calico_backends::Store;
 use calico_core::cluster::ClusterState;
 use calico_core::compute::bird::bird_configs;
-use calico_core::desired::BirdConfig;
+use calico_core::compute::compute;
+use calico_core::desired::{BirdConfig, TableId, TableState};
+use calico_core::iptables::IpFamily;
 use calico_core::render::bird::render_bird;
 use ipnet::IpNet;
 
@@ -112,6 +116,9 @@ pub struct HostView {
     pub routes: Vec<KernelRoute>,
     /// The text of `bird.cfg` and `bird6.cfg` in its BIRD run dir, when present.
     pub bird_files: [Option<String>; 2],
+    /// Our chains and hooks per table as the kernel holds them (a table we own nothing in
+    /// is absent).
+    pub tables: BTreeMap<TableId, TableState>,
 }
 
 impl HostView {
@@ -164,6 +171,11 @@ pub fn differences(state: &ClusterState, views: &BTreeMap<String, HostView>) -> 
     let learned = BgpFabric::default().learned(&speakers);
     let mut out = Vec::new();
     for (host, view) in views.iter().filter(|(_, v)| v.running) {
+        out.extend(table_differences(
+            host,
+            &compute(state, host).tables,
+            &view.tables,
+        ));
         for (family, config) in configs[host.as_str()].iter().enumerate() {
             let file = ["bird.cfg", "bird6.cfg"][family];
             let want = config.as_ref().map(|c| render_bird(c, family == 1));
@@ -190,6 +202,52 @@ pub fn differences(state: &ClusterState, views: &BTreeMap<String, HostView>) -> 
         for (dst, via) in have.iter().filter(|(dst, _)| !want.contains_key(*dst)) {
             out.push(format!(
                 "{host} has BGP route {dst} via {via} the datastore does not imply"
+            ));
+        }
+    }
+    out
+}
+
+/// `filter/v4`, as `Change` names tables.
+fn table_label(id: TableId) -> String {
+    let family = match id.family {
+        IpFamily::V4 => "v4",
+        IpFamily::V6 => "v6",
+    };
+    format!("{}/{family}", id.table.name())
+}
+
+/// The chains and hooks `host` holds other than `want`, e.g. `host1: chain filter/v4
+/// cali-tw-cali1234 is not what the datastore implies`.
+fn table_differences(
+    host: &str,
+    want: &BTreeMap<TableId, TableState>,
+    have: &BTreeMap<TableId, TableState>,
+) -> Vec<String> {
+    let empty = TableState::default();
+    let ids: std::collections::BTreeSet<&TableId> = want.keys().chain(have.keys()).collect();
+    let mut out = Vec::new();
+    for id in ids {
+        let (w, h) = (
+            want.get(id).unwrap_or(&empty),
+            have.get(id).unwrap_or(&empty),
+        );
+        let label = table_label(*id);
+        let names: std::collections::BTreeSet<&String> =
+            w.chains.keys().chain(h.chains.keys()).collect();
+        for name in names {
+            let what = match (w.chains.get(name), h.chains.get(name)) {
+                (Some(_), None) => "is missing",
+                (None, Some(_)) => "is not implied by the datastore",
+                (Some(a), Some(b)) if a != b => "is not what the datastore implies",
+                _ => continue,
+            };
+            out.push(format!("{host}: chain {label} {name} {what}"));
+        }
+        if w.hooks != h.hooks {
+            out.push(format!(
+                "{host}: hooks of {label} are {:?}, not {:?}",
+                h.hooks, w.hooks
             ));
         }
     }
@@ -263,6 +321,7 @@ mod tests {
                         route(local, None, "80"),
                     ],
                     bird_files: [v4.map(|c| render_bird(&c, false)), None],
+                    tables: compute(&state, host).tables,
                 },
             );
         }
@@ -306,5 +365,24 @@ mod tests {
             diff.contains(&"h1: bird.cfg is not the configuration the datastore implies".into()),
             "{diff:?}"
         );
+    }
+
+    #[test]
+    fn chains_other_than_the_computed_ones_are_named() {
+        let (state, mut views) = two_hosts(true);
+        let h1 = views.get_mut("h1").unwrap();
+        let (id, table) = h1
+            .tables
+            .iter_mut()
+            .find(|(_, t)| !t.chains.is_empty())
+            .unwrap();
+        let (id, name) = (*id, table.chains.keys().next().unwrap().clone());
+        table.chains.get_mut(&name).unwrap().rules.clear();
+        let diff = differences(&state, &views);
+        let want = format!(
+            "h1: chain {} {name} is not what the datastore implies",
+            table_label(id)
+        );
+        assert!(diff.contains(&want), "{diff:?}");
     }
 }

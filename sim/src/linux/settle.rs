@@ -3,7 +3,8 @@
 //! A cluster is settled when, over [`STABLE_POLLS`] consecutive polls:
 //! - every host's `iptables-save`, `ipset save` and `ip route` output (packet counters
 //!   stripped) stays the same: the agents have finished applying;
-//! - every running host's BIRD config files are the ones its agent renders from the datastore,
+//! - every running host's chains and hooks (read back from `iptables-save`) are those its
+//!   agent computes from the datastore, and its BIRD config files the ones it renders,
 //!   and its BGP-learnt (`proto bird`) routes are exactly those the simulator's BGP model
 //!   predicts from the same datastore and the routes each kernel exports ([`predict`]): the
 //!   sessions are in the state the configuration implies (none at all with the mesh off);
@@ -13,12 +14,15 @@
 //! changing.
 //!
 //! [`predict`]: super::predict
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use calico_core::desired::{TableId, TableState};
+use calico_core::iptables::IpFamily;
+use calico_dataplane::linux::iptables;
 use tokio::time::Instant;
-
-use std::collections::BTreeMap;
 
 use super::cluster::LinuxCluster;
 use super::predict::{self, HostView};
@@ -166,6 +170,29 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
     missing
 }
 
+/// Our chains and hooks in namespace `ns`, read from `iptables-save` / `ip6tables-save` the
+/// way the Linux dataplane observes them (a table whose rules it cannot read is left out, and
+/// so differs from any prediction that has it).
+async fn our_tables(ns: &str) -> BTreeMap<TableId, TableState> {
+    let mut out = BTreeMap::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let saved = exec_in(ns, iptables::save_tool(family), &[]).await;
+        let installed = iptables::parse_save(&saved);
+        for (table, installed) in &installed {
+            if let Ok(Some(state)) = iptables::observe_table(*table, installed) {
+                out.insert(
+                    TableId {
+                        family,
+                        table: *table,
+                    },
+                    state,
+                );
+            }
+        }
+    }
+    out
+}
+
 /// How the hosts differ from what the datastore implies ([`predict::differences`]), or why
 /// the datastore could not be read.
 async fn unpredicted(cluster: &LinuxCluster) -> Vec<String> {
@@ -198,6 +225,7 @@ async fn unpredicted(cluster: &LinuxCluster) -> Vec<String> {
                 running: cluster.agent_pid(host).is_some(),
                 routes,
                 bird_files: [read("bird.cfg"), read("bird6.cfg")],
+                tables: our_tables(ns).await,
             },
         );
     }
