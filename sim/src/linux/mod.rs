@@ -8,8 +8,9 @@
 //!   workload (named as in the file), and `calicoctl` run as a process in a host's namespace,
 //!   which starts the host's real `calico-node` (and through it BIRD).
 //! - [`settle`]: waits until every host's iptables, ipsets and routes stop changing and every
-//!   host's BIRD config and BGP-learnt routes are what the datastore implies ([`predict`]:
-//!   the simulator's BGP model over the same datastore).
+//!   host's chains, BIRD config and BGP-learnt routes are what the datastore implies
+//!   ([`predict`]: core's compute and the simulator's BGP model over the same datastore, read
+//!   by the hidden `store-dump` subcommand in the wire namespace).
 //! - [`traffic`]: `expect` lines checked with real packets: `ping -c1 -W1`, or the hidden
 //!   [`probe`] subcommand of `calico-sim` as TCP/UDP listener and client.
 //! - [`run`]: [`LinuxRunner`], the scenario lines on a cluster, reported as the simulator's
