@@ -15,7 +15,7 @@ pub enum SimError {
     NoEndpoint { workload: String },
     #[error("{what} has no address to send from or to")]
     NoAddress { what: String },
-    #[error("no workload, host or external machine holds {ip} to send from")]
+    #[error("no workload, host or external machine holds {ip}")]
     UnheldSource { ip: std::net::IpAddr },
     #[error("{host} is an external machine: it runs no agent")]
     External { host: String },

@@ -188,17 +188,15 @@ impl World {
     /// to a place; a name resolves to its address of `family_of`'s family when given.
     ///
     /// # Errors
-    /// `UnknownWorkload` for a name nothing answers to or an address nobody holds (see
-    /// [`World::resolve_destination`] for destinations); `NoAddress` for a workload or host
-    /// without an address (of `family_of`'s family, when given).
+    /// `UnknownWorkload` for a name nothing answers to; `UnheldSource` for an address nobody
+    /// holds (see [`World::resolve_destination`] for destinations); `NoAddress` for a workload
+    /// or host without an address (of `family_of`'s family, when given).
     pub fn resolve(&self, what: &str, family_of: Option<IpAddr>) -> Result<Place, SimError> {
         let place = self.resolve_destination(what, family_of)?;
         if place.is_held() {
             Ok(place)
         } else {
-            Err(SimError::UnknownWorkload {
-                workload: what.to_string(),
-            })
+            Err(SimError::UnheldSource { ip: place.addr })
         }
     }
 
@@ -237,8 +235,10 @@ impl World {
             return Ok(place("", String::new(), ip));
         }
         if let Ok(host) = self.host(what) {
-            let v4 =
-                (host.ip() != std::net::Ipv4Addr::UNSPECIFIED).then_some(IpAddr::V4(host.ip()));
+            // A v6-only external machine's IPv4 is unspecified.
+            let v4 = Some(host.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .map(IpAddr::V4);
             let v6 = host.ip6().map(IpAddr::V6);
             let addr = match want_v6 {
                 Some(true) => v6,

@@ -106,6 +106,11 @@ async fn an_address_nobody_holds_is_a_destination_with_a_verdict() {
         matches!(err, ScenarioError::World { line: 5, .. }),
         "{err:?}"
     );
+    assert!(
+        err.to_string()
+            .ends_with("no workload, host or external machine holds 192.168.9.9"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
