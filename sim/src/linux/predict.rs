@@ -22,7 +22,7 @@ use calico_core::iptables::IpFamily;
 use calico_core::render::bird::render_bird;
 use ipnet::IpNet;
 
-use crate::bgp::{BgpFabric, LearnedRoutes, Speaker};
+use crate::bgp::{BgpFabric, LearnedRoutes, SessionState, Speaker};
 
 /// The datastore prefix the prediction reads.
 pub const PREFIX: &str = "/calico/";
@@ -119,6 +119,8 @@ pub struct HostView {
     /// Our chains and hooks per table as the kernel holds them (a table we own nothing in
     /// is absent).
     pub tables: BTreeMap<TableId, TableState>,
+    /// BIRD's BGP protocols (`birdc show protocols` of both daemons): name → Established.
+    pub sessions: BTreeMap<String, bool>,
 }
 
 impl HostView {
@@ -186,6 +188,20 @@ pub fn differences(state: &ClusterState, views: &BTreeMap<String, HostView>) -> 
                     _ => "is not the configuration the datastore implies",
                 };
                 out.push(format!("{host}: {file} {what}"));
+            }
+        }
+        for row in BgpFabric::default().peer_table(&speakers, host) {
+            let want = row.state == SessionState::Established;
+            let state = |up: bool| if up { "established" } else { "down" };
+            match view.sessions.get(&row.protocol) {
+                None => out.push(format!("{host}: BIRD has no BGP session {}", row.protocol)),
+                Some(up) if *up != want => out.push(format!(
+                    "{host}: BGP session {} is {}; the configuration implies {}",
+                    row.protocol,
+                    state(*up),
+                    state(want)
+                )),
+                Some(_) => {}
             }
         }
         let want = learned.get(host.as_str()).cloned().unwrap_or_default();
@@ -322,6 +338,7 @@ mod tests {
                     ],
                     bird_files: [v4.map(|c| render_bird(&c, false)), None],
                     tables: compute(&state, host).tables,
+                    sessions: BTreeMap::new(),
                 },
             );
         }
@@ -336,6 +353,26 @@ mod tests {
             diff.contains(&"h1 lacks BGP route 192.168.1.2/32 via 172.31.250.2".to_string()),
             "{diff:?}"
         );
+        assert!(
+            diff.contains(&"h1: BIRD has no BGP session Mesh_172_31_250_2".to_string()),
+            "{diff:?}"
+        );
+        views
+            .get_mut("h1")
+            .unwrap()
+            .sessions
+            .insert("Mesh_172_31_250_2".into(), false);
+        assert!(
+            differences(&state, &views).contains(
+                &"h1: BGP session Mesh_172_31_250_2 is down; the configuration implies established"
+                    .to_string()
+            ),
+            "{diff:?}"
+        );
+        for (host, peer) in [("h1", "Mesh_172_31_250_2"), ("h2", "Mesh_172_31_250_1")] {
+            let view = views.get_mut(host).unwrap();
+            view.sessions.insert(peer.into(), true);
+        }
         for (host, dst, via) in [
             ("h1", "192.168.1.2/32", "172.31.250.2"),
             ("h2", "192.168.1.1/32", "172.31.250.1"),

@@ -6,8 +6,9 @@
 //! - every running host's chains and hooks (read back from `iptables-save`) are those its
 //!   agent computes from the datastore, and its BIRD config files the ones it renders,
 //!   and its BGP-learnt (`proto bird`) routes are exactly those the simulator's BGP model
-//!   predicts from the same datastore and the routes each kernel exports ([`predict`]): the
-//!   sessions are in the state the configuration implies (none at all with the mesh off);
+//!   predicts from the same datastore and the routes each kernel exports ([`predict`]), and
+//!   its BGP sessions (`birdc show protocols`) are up exactly where that model says the
+//!   configuration implies (no routes at all with the mesh off);
 //! - every addressed workload has its local route on its own host (the agent plumbed it).
 //!
 //! On timeout the error lists every difference from that prediction and the hosts still
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use calico_core::desired::{TableId, TableState};
 use calico_core::iptables::IpFamily;
+use calico_dataplane::linux::bird::parse_protocols;
 use calico_dataplane::linux::iptables;
 use tokio::time::Instant;
 
@@ -170,6 +172,38 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
     missing
 }
 
+/// The BGP protocols of the BIRDs whose control sockets are in `run_dir` (name →
+/// Established), from `birdc show protocols`; a daemon that does not answer has none.
+async fn sessions(run_dir: &std::path::Path) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for socket in ["bird.ctl", "bird6.ctl"] {
+        let socket = run_dir.join(socket);
+        if !socket.exists() {
+            continue;
+        }
+        let shown = tokio::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&socket)
+            .args(["show", "protocols"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await;
+        let Ok(shown) = shown else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&shown.stdout);
+        for row in parse_protocols(&text)
+            .into_iter()
+            .filter(|r| r.proto == "BGP")
+        {
+            let up = row.state == "up" && row.info.starts_with("Established");
+            out.insert(row.name, up);
+        }
+    }
+    out
+}
+
 /// Our chains and hooks in namespace `ns`, read from `iptables-save` / `ip6tables-save` the
 /// way the Linux dataplane observes them (a table whose rules it cannot read is left out, and
 /// so differs from any prediction that has it).
@@ -226,6 +260,10 @@ async fn unpredicted(cluster: &LinuxCluster) -> Vec<String> {
                 routes,
                 bird_files: [read("bird.cfg"), read("bird6.cfg")],
                 tables: our_tables(ns).await,
+                sessions: match &run_dir {
+                    Some(dir) => sessions(dir).await,
+                    None => BTreeMap::new(),
+                },
             },
         );
     }
