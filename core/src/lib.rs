@@ -9,7 +9,8 @@
 //! - [`cluster`]: `ClusterState`, the typed snapshot built from raw updates.
 //! - [`iptables`], [`desired`]: the typed output: chains, ipsets, routes, sysctls, BIRD config.
 //! - [`compute`]: the policy compiler, `compute(&ClusterState, host) -> DesiredState`.
-//! - [`render`]: iptables-restore, ipset restore and BIRD text.
+//! - [`render`]: iptables-restore, ipset restore and BIRD text; [`parse`]: iptables text back
+//!   to typed chains (the renderer's inverse, for both dataplanes).
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
 //!
@@ -26,6 +27,7 @@ pub mod iptables;
 pub mod keys;
 pub mod model;
 pub mod names;
+pub mod parse;
 pub mod plan;
 pub mod render;
 

@@ -8,7 +8,10 @@ use std::fmt;
 use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId, TableState};
 use crate::iptables::{Chain, IpFamily};
 
-/// One step of a plan.
+/// One change to a host's dataplane: a step of a [`Plan`], and what a dataplane reports it
+/// did (`ApplyReport::changes` of both the simulated and the Linux dataplane), printed by the
+/// one `Display` below, so a dry run, the simulator and the kernel describe the same step in
+/// the same words and their reports compare equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     CreateIpSet(IpSet),
@@ -52,6 +55,11 @@ pub enum Change {
     WriteBirdConfig {
         v6: bool,
         config: Option<BirdConfig>,
+    },
+    /// Start the BIRD of a family that should run with the config it has but does not run
+    /// (a repair: [`plan`] never emits it; a written config implies the start).
+    StartBird {
+        v6: bool,
     },
 }
 
@@ -126,6 +134,7 @@ impl fmt::Display for Change {
                     None => write!(f, "remove {which} config"),
                 }
             }
+            Change::StartBird { v6 } => f.write_str(if *v6 { "start bird6" } else { "start bird" }),
         }
     }
 }

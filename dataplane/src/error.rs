@@ -30,3 +30,13 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
 }
+
+impl From<calico_core::parse::ParseError> for DataplaneError {
+    fn from(e: calico_core::parse::ParseError) -> Self {
+        DataplaneError::Parse {
+            what: e.what,
+            line: e.line,
+            reason: e.reason,
+        }
+    }
+}

@@ -21,12 +21,15 @@ pub use plumbing::{VethSpec, WorkloadPlumbing};
 
 use async_trait::async_trait;
 use calico_core::desired::DesiredState;
+pub use calico_core::plan::Change;
 
 /// What an apply changed, for logs, metrics and `--dry-run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Human-readable changes in the order they were made (`"rewrite chain cali-FORWARD"`).
-    pub changes: Vec<String>,
+    /// The changes in the order they were made, in the vocabulary of `calico_core::plan`
+    /// (the same the dry-run plan speaks), so the simulated and the Linux dataplane report
+    /// the same step equally; `Display` prints each (`rewrite chain filter/v4 cali-FORWARD`).
+    pub changes: Vec<Change>,
 }
 
 /// One host's dataplane. Takes desired state, not steps.

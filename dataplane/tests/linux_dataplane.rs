@@ -19,7 +19,8 @@ use calico_core::desired::{BirdPeer, DesiredState, PeerKind, Route, TableId};
 use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
 use calico_core::model::MacAddr;
 use calico_dataplane::linux::{LinuxDataplane, LinuxPlumbing};
-use calico_dataplane::{Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
+use calico_dataplane::sim::{SimDataplane, WireConfig};
+use calico_dataplane::{Change, Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
 use linux_common::{arg, can_run, is_inner, must, run_inside, succeeds, Netns, RunDir};
 
 const HOST: &str = "calico-01";
@@ -224,6 +225,27 @@ fn started(dp: &LinuxDataplane) -> Vec<String> {
         .collect()
 }
 
+/// A simulated host with the same workload interfaces as `w`'s, which applied `desired`.
+fn sim_twin(w: &World, desired: &DesiredState) -> SimDataplane {
+    let wire = WireConfig::eth0([format!("{HOST_IP}/24").parse().unwrap()]);
+    let sim = SimDataplane::new(HOST, wire);
+    for wl in &w.wls {
+        sim.add_namespace(&wl.ns).unwrap();
+        block_on(sim.add_veth(&wl.spec())).unwrap();
+    }
+    sim.apply_now(desired).unwrap();
+    sim
+}
+
+/// The same changes, in any order (the dataplanes order independent changes differently).
+fn assert_same_changes(a: &[Change], b: &[Change]) {
+    let text = |cs: &[Change]| cs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(a.len(), b.len(), "{:#?}\n{:#?}", text(a), text(b));
+    for change in a {
+        assert!(b.contains(change), "{change} only in {:#?}", text(a));
+    }
+}
+
 #[test]
 fn apply_is_idempotent_incremental_and_repairs_drift_after_observe() {
     outer(
@@ -299,13 +321,17 @@ fn inner_apply() {
     w.dp.command_log().take();
     let writes = w.dp.netlink_writes();
     let report = block_on(w.dp.apply(&desired)).unwrap();
-    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(report.changes, Vec::<Change>::new());
     assert_eq!(w.dp.netlink_writes(), writes);
     assert_eq!(started(&w.dp), Vec::<String>::new());
 
     // A moves to PROF_C: exactly A's chains are rewritten in the filter restore.
     let moved = w.desired(["PROF_C", "PROF_A_B", "PROF_C"]);
     let report = block_on(w.dp.apply(&moved)).unwrap();
+    // The simulator, holding the same state, reports the same step with the same changes.
+    let sim = sim_twin(&w, &desired);
+    let sim_report = sim.apply_now(&moved).unwrap();
+    assert_same_changes(&sim_report.changes, &report.changes);
     let log = w.dp.command_log().take();
     assert!(
         log.iter()
@@ -329,7 +355,7 @@ fn inner_apply() {
         report
             .changes
             .iter()
-            .any(|c| c.starts_with("update ipset cali4-t-PROF_A_B")),
+            .any(|c| c.to_string().starts_with("update ipset cali4-t-PROF_A_B")),
         "{report:?}"
     );
     assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
@@ -355,16 +381,17 @@ fn inner_apply() {
     let report = block_on(w.dp.apply(&moved)).unwrap();
     assert_eq!(w.dp.netlink_writes(), writes + 1, "{report:?}");
     assert!(
-        report
-            .changes
-            .contains(&format!("replace route {}/32 dev {}", b.ip, b.host_iface())),
+        report.changes.contains(&Change::AddRoute(Route {
+            dst: format!("{}/32", b.ip).parse().unwrap(),
+            dev: b.host_iface(),
+        })),
         "{report:?}"
     );
     assert!(
         report
             .changes
             .iter()
-            .any(|c| c.starts_with("rewrite chain cali-FORWARD")),
+            .any(|c| c.to_string() == "rewrite chain filter/v4 cali-FORWARD"),
         "{report:?}"
     );
     assert_eq!(block_on(w.dp.observe()).unwrap(), moved);
@@ -432,7 +459,7 @@ fn inner_cache() {
 
     // A plain apply trusts what it wrote last: it starts nothing and the drift stays.
     let report = block_on(w.dp.apply(&desired)).unwrap();
-    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(report.changes, Vec::<Change>::new());
     assert_eq!(started(&w.dp), Vec::<String>::new());
     assert!(flushed(&must("iptables-save", &["-t", "filter"])));
 
@@ -448,8 +475,11 @@ fn inner_cache() {
     assert_eq!(
         report.changes,
         vec![
-            "update ipset cali4-t-PROF_A_B (+1 -0)".to_string(),
-            "rewrite chain cali-FORWARD in v4 filter".to_string(),
+            Change::UpdateIpSet(desired.ipsets["cali4-t-PROF_A_B"].clone()),
+            Change::RewriteChain {
+                table: FILTER4,
+                chain: desired.tables[&FILTER4].chains["cali-FORWARD"].clone(),
+            },
         ]
     );
     let log = w.dp.command_log().take();
@@ -482,7 +512,7 @@ fn inner_cache() {
     assert!(!must("iptables-save", &["-t", "filter"]).contains("cali-broken"));
     w.dp.command_log().take();
     let report = block_on(w.dp.apply(&desired)).unwrap();
-    assert_eq!(report.changes, Vec::<String>::new());
+    assert_eq!(report.changes, Vec::<Change>::new());
     assert_eq!(
         started(&w.dp),
         ["iptables-save", "ip6tables-save", "ipset save"]
@@ -640,7 +670,10 @@ fn inner_bird() {
     let report = block_on(w.dp.apply(&desired)).unwrap();
     assert_eq!(
         report.changes,
-        vec!["write bird config".to_string(), "reload bird".to_string()]
+        vec![Change::WriteBirdConfig {
+            v6: false,
+            config: desired.bird_v4.clone(),
+        }]
     );
     let rows = w.dp.bgp_status().unwrap();
     assert!(
@@ -665,21 +698,19 @@ fn inner_bird() {
     }
     assert_eq!(block_on(w.dp.observe()).unwrap().bird_v4, None);
     let report = block_on(w.dp.apply(&desired)).unwrap();
-    assert_eq!(report.changes, vec!["start bird".to_string()]);
+    assert_eq!(report.changes, vec![Change::StartBird { v6: false }]);
     assert_eq!(block_on(w.dp.observe()).unwrap(), desired);
 
     // A workload whose interface is not there yet is skipped, not an error, and retried.
     let mut later = desired.clone();
-    later.routes.insert(Route {
+    let not_yet = Route {
         dst: "192.168.1.99/32".parse().unwrap(),
         dev: "calinotyet0".to_string(),
-    });
+    };
+    later.routes.insert(not_yet.clone());
     let report = block_on(w.dp.apply(&later)).unwrap();
     assert!(
-        report
-            .changes
-            .iter()
-            .any(|c| c.starts_with("skip route 192.168.1.99/32 dev calinotyet0")),
+        !report.changes.contains(&Change::AddRoute(not_yet.clone())),
         "{report:?}"
     );
     must(
@@ -697,9 +728,6 @@ fn inner_bird() {
     );
     must("ip", &["link", "set", "calinotyet0", "up"]);
     let report = block_on(w.dp.apply(&later)).unwrap();
-    assert_eq!(
-        report.changes,
-        vec!["replace route 192.168.1.99/32 dev calinotyet0".to_string()]
-    );
+    assert_eq!(report.changes, vec![Change::AddRoute(not_yet)]);
     assert!(w.dp.stop_bird().is_empty());
 }

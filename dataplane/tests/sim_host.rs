@@ -14,7 +14,7 @@ use calico_core::model::MacAddr;
 use calico_dataplane::sim::{
     Hop, HostOutcome, NeighSource, Packet, SimDataplane, WireConfig, ROOT_NS,
 };
-use calico_dataplane::{Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
+use calico_dataplane::{Change, Dataplane, DataplaneError, VethSpec, WorkloadPlumbing};
 use futures::executor::block_on;
 
 const HOST: &str = "calico-01";
@@ -327,7 +327,7 @@ fn forged_source_mac_is_dropped_by_the_mac_rule() {
 fn apply_is_idempotent_and_observe_matches() {
     let mut w = world();
     let again = block_on(w.host.apply(&w.desired)).unwrap();
-    assert_eq!(again.changes, Vec::<String>::new());
+    assert_eq!(again.changes, Vec::<Change>::new());
     let observed = block_on(w.host.observe()).unwrap();
     assert_eq!(observed, w.desired);
 }
@@ -357,7 +357,7 @@ fn drift_is_seen_by_observe_and_repaired_by_apply() {
         report
             .changes
             .iter()
-            .any(|c| c == "rewrite chain cali-FORWARD in v4 filter"),
+            .any(|c| c.to_string() == "rewrite chain filter/v4 cali-FORWARD"),
         "{:?}",
         report.changes
     );
@@ -365,7 +365,7 @@ fn drift_is_seen_by_observe_and_repaired_by_apply() {
         report
             .changes
             .iter()
-            .any(|c| c.starts_with("replace route 192.168.1.2/32")),
+            .any(|c| c.to_string().starts_with("add route 192.168.1.2/32")),
         "{:?}",
         report.changes
     );

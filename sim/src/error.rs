@@ -7,7 +7,7 @@ pub enum SimError {
     HostExists { host: String },
     #[error("address {ip} is already used by host {host}")]
     AddressInUse { ip: std::net::IpAddr, host: String },
-    #[error("workload {workload} is not in the world")]
+    #[error("{workload} is neither a workload, a host, an external machine nor an address")]
     UnknownWorkload { workload: String },
     #[error("workload {workload} already exists")]
     WorkloadExists { workload: String },
@@ -15,6 +15,10 @@ pub enum SimError {
     NoEndpoint { workload: String },
     #[error("{what} has no address to send from or to")]
     NoAddress { what: String },
+    #[error("no workload, host or external machine holds {ip}")]
+    UnheldSource { ip: std::net::IpAddr },
+    #[error("{host} is an external machine: it runs no agent")]
+    External { host: String },
     #[error("{action}")]
     Store {
         action: String,

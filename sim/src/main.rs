@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use calico_backends::{MemStore, SledStore, Store};
+use calico_backends::{EtcdStore, MemStore, SledStore, Store};
 use calico_sim::linux::probe::{self, Transport};
 use calico_sim::linux::{ClusterConfig, LinuxRunner};
 use calico_sim::scenario::{self, LineReport, Runner, ScenarioTarget};
@@ -56,6 +56,10 @@ enum Command {
     /// Traffic helper of `--dataplane linux`, run inside namespaces.
     #[command(hide = true, subcommand)]
     Probe(ProbeCommand),
+    /// Settle helper of `--dataplane linux`: print every key of the etcd `ETCD_ENDPOINTS`
+    /// names as JSON, run in the namespace that reaches it.
+    #[command(hide = true)]
+    StoreDump,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +99,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo { data_dir } => demo(data_dir).await,
+        Command::StoreDump => store_dump().await,
         Command::Probe(ProbeCommand::Listen { transport, port }) => {
             probe::listen(transport, port).map_err(|e| anyhow::anyhow!("listening on {port}: {e}"))
         }
@@ -192,6 +197,12 @@ async fn run_files_linux(files: &[PathBuf], quiet: bool) -> anyhow::Result<()> {
         passed += 1;
     }
     println!("{passed} passed, 0 failed");
+    Ok(())
+}
+
+async fn store_dump() -> anyhow::Result<()> {
+    let store = EtcdStore::connect_from_env().await?;
+    println!("{}", calico_sim::linux::predict::dump(&store).await?);
     Ok(())
 }
 

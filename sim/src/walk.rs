@@ -43,19 +43,30 @@ pub struct Leg {
     pub outcome: HostOutcome,
 }
 
-/// Where a probe starts or ends: a namespace on a host and an address in it.
+/// Where a probe starts or ends: a namespace on a host and an address in it. A destination
+/// address nobody holds is a place too, with empty `host` and `ns` ([`Place::is_held`]): the
+/// probe is sent all the same, and the walk shows where it is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
-    /// What the caller named (a workload or an address).
+    /// What the caller named (a workload, host, external machine or an address).
     pub label: String,
     pub host: String,
     pub ns: String,
     pub addr: IpAddr,
 }
 
+impl Place {
+    /// Whether some namespace holds the address.
+    pub fn is_held(&self) -> bool {
+        !self.host.is_empty()
+    }
+}
+
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.label == self.addr.to_string() {
+        if !self.is_held() {
+            write!(f, "{} (held by nobody)", self.label)
+        } else if self.label == self.addr.to_string() {
             write!(f, "{} ({} on {})", self.label, self.ns, self.host)
         } else {
             write!(f, "{} ({} on {})", self.label, self.addr, self.host)
@@ -173,21 +184,41 @@ fn ephemeral_port(seq: u64) -> u16 {
 }
 
 impl World {
-    /// Resolves a workload name, a workload address or a host address to a place.
+    /// Resolves a workload, host or external machine name, or an address one of them holds,
+    /// to a place; a name resolves to its address of `family_of`'s family when given.
     ///
     /// # Errors
-    /// `UnknownWorkload` for a name nothing answers to; `NoAddress` for a workload without an
-    /// address (of `family_of`'s family, when given).
+    /// `UnknownWorkload` for a name nothing answers to; `UnheldSource` for an address nobody
+    /// holds (see [`World::resolve_destination`] for destinations); `NoAddress` for a workload
+    /// or host without an address (of `family_of`'s family, when given).
     pub fn resolve(&self, what: &str, family_of: Option<IpAddr>) -> Result<Place, SimError> {
+        let place = self.resolve_destination(what, family_of)?;
+        if place.is_held() {
+            Ok(place)
+        } else {
+            Err(SimError::UnheldSource { ip: place.addr })
+        }
+    }
+
+    /// [`World::resolve`], except that an address nobody holds is a valid place (not held).
+    ///
+    /// # Errors
+    /// As `resolve`, for names.
+    pub fn resolve_destination(
+        &self,
+        what: &str,
+        family_of: Option<IpAddr>,
+    ) -> Result<Place, SimError> {
         let want_v6 = family_of.map(|ip| ip.is_ipv6());
+        let place = |host: &str, ns: String, addr| Place {
+            label: what.to_string(),
+            host: host.to_string(),
+            ns,
+            addr,
+        };
         if let Ok(ip) = what.parse::<IpAddr>() {
             if let Some(host) = self.host_by_ip(ip) {
-                return Ok(Place {
-                    label: what.to_string(),
-                    host: host.name().to_string(),
-                    ns: ROOT_NS.to_string(),
-                    addr: ip,
-                });
+                return Ok(place(host.name(), ROOT_NS.to_string(), ip));
             }
             for host in self.hosts() {
                 for ns in host.dataplane().namespaces() {
@@ -197,18 +228,27 @@ impl World {
                         .iter()
                         .any(|l| l.name != "lo" && l.addrs.iter().any(|a| a.addr() == ip));
                     if owns {
-                        return Ok(Place {
-                            label: what.to_string(),
-                            host: host.name().to_string(),
-                            ns,
-                            addr: ip,
-                        });
+                        return Ok(place(host.name(), ns, ip));
                     }
                 }
             }
-            return Err(SimError::UnknownWorkload {
-                workload: what.to_string(),
-            });
+            return Ok(place("", String::new(), ip));
+        }
+        if let Ok(host) = self.host(what) {
+            // A v6-only external machine's IPv4 is unspecified.
+            let v4 = Some(host.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .map(IpAddr::V4);
+            let v6 = host.ip6().map(IpAddr::V6);
+            let addr = match want_v6 {
+                Some(true) => v6,
+                Some(false) => v4,
+                None => v4.or(v6),
+            }
+            .ok_or_else(|| SimError::NoAddress {
+                what: format!("host {what}"),
+            })?;
+            return Ok(place(what, ROOT_NS.to_string(), addr));
         }
         let host = self
             .workload_host(what)
@@ -226,12 +266,7 @@ impl World {
             .ok_or_else(|| SimError::NoAddress {
                 what: format!("workload {what}"),
             })?;
-        Ok(Place {
-            label: what.to_string(),
-            host: host.to_string(),
-            ns: what.to_string(),
-            addr,
-        })
+        Ok(place(host, what.to_string(), addr))
     }
 
     /// Sends `probe` from `src` to `dst` (workload names or addresses) and, if it arrives,
@@ -242,11 +277,15 @@ impl World {
     /// ESTABLISHED), but no later probe belongs to them (until the identifiers wrap, after
     /// 20,000 port probes or 65,536 pings).
     ///
+    /// `dst` may be an address nobody holds: the probe is sent, and the walk shows where it
+    /// is lost (no route, a rule, nobody answering on the wire).
+    ///
     /// # Errors
-    /// When `src` or `dst` cannot be resolved to a place with an address.
+    /// When `src` is no place holding an address, or `dst` names nothing.
     pub fn send(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
-        let src = self.resolve(src, None)?;
-        let dst = self.resolve(dst, Some(src.addr))?;
+        // A literal destination address decides the family a named source sends from.
+        let src = self.resolve(src, dst.parse::<IpAddr>().ok())?;
+        let dst = self.resolve_destination(dst, Some(src.addr))?;
         let request = probe_packet(probe, src.addr, dst.addr, self.next_probe());
         self.walk(src, dst, probe, request)
     }
@@ -259,10 +298,10 @@ impl World {
     /// tracked, as a NEW flow otherwise.
     ///
     /// # Errors
-    /// When no host, workload or address in the world owns the packet's source or destination.
+    /// When no host, workload or external machine holds the packet's source address.
     pub fn send_packet(&self, packet: Packet) -> Result<Walk, SimError> {
         let src = self.resolve(&packet.src.to_string(), None)?;
-        let dst = self.resolve(&packet.dst.to_string(), Some(src.addr))?;
+        let dst = self.resolve_destination(&packet.dst.to_string(), Some(src.addr))?;
         self.walk(src, dst, probe_of(&packet), packet)
     }
 

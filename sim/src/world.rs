@@ -4,7 +4,7 @@
 //! [`World::settle`] steps agents and BGP until nothing changes.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
@@ -12,7 +12,7 @@ use calico_backends::{MemStore, Store};
 use calico_cli::agent::StepOutcome;
 use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::WorkloadPlumbing;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use crate::agent::{self, HostAgent};
 use crate::bgp::{BgpFabric, LearnedRoutes, PeerStatus, Speaker};
@@ -24,11 +24,17 @@ pub const MAX_SETTLE_ROUNDS: usize = 50;
 /// Default prefix length of every host's wire address (all hosts share one /24 subnet).
 pub const WIRE_PREFIX_LEN: u8 = 24;
 
+/// Prefix length of every IPv6 wire address (all hosts share one /64).
+pub const WIRE_PREFIX_LEN_V6: u8 = 64;
+
 /// One host of the world.
 #[derive(Debug)]
 pub struct SimHost {
     name: String,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    /// An `external` machine: on the wire, but no Calico host (it never runs an agent).
+    external: bool,
     dataplane: SimDataplane,
     agent: Option<HostAgent>,
 }
@@ -41,6 +47,16 @@ impl SimHost {
     /// The address of its `eth0` (and its BGP address once registered).
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// The IPv6 address of its `eth0`, if it has one.
+    pub fn ip6(&self) -> Option<Ipv6Addr> {
+        self.ip6
+    }
+
+    /// Whether this is an `external` machine rather than a Calico host.
+    pub fn is_external(&self) -> bool {
+        self.external
     }
 
     /// Its kernel.
@@ -136,29 +152,95 @@ impl World {
     /// # Errors
     /// `HostExists`, `AddressInUse`.
     pub fn add_host(&mut self, name: &str, ip: Ipv4Addr) -> Result<&SimHost, SimError> {
+        self.add_dual_stack_host(name, ip, None)
+    }
+
+    /// [`World::add_host`] whose `eth0` also holds `ip6/64` when given.
+    ///
+    /// # Errors
+    /// `HostExists`, `AddressInUse`.
+    pub fn add_dual_stack_host(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<&SimHost, SimError> {
+        let addrs = std::iter::once(IpAddr::V4(ip)).chain(ip6.map(IpAddr::V6));
+        self.add_machine(name, addrs.collect(), false)?;
+        self.host(name)
+    }
+
+    /// Adds `external` machine `name` holding `ip` on the wire: no agent ever runs on it, its
+    /// only route is the wire's connected one (so none to any pool), and it answers whatever
+    /// reaches it (its kernel has no rules).
+    ///
+    /// # Errors
+    /// `HostExists`, `AddressInUse`.
+    pub fn add_external(&mut self, name: &str, ip: IpAddr) -> Result<&SimHost, SimError> {
+        self.add_machine(name, vec![ip], true)?;
+        self.host(name)
+    }
+
+    /// A machine on the wire whose `eth0` holds `addrs` (v4 with the wire prefix, v6 /64); its
+    /// `ip` is the first IPv4 among them (unspecified for a v6-only external), `ip6` the first
+    /// IPv6.
+    fn add_machine(
+        &mut self,
+        name: &str,
+        addrs: Vec<IpAddr>,
+        external: bool,
+    ) -> Result<(), SimError> {
         if self.hosts.contains_key(name) {
             return Err(SimError::HostExists {
                 host: name.to_string(),
             });
         }
-        if let Some(owner) = self.by_ip.get(&IpAddr::V4(ip)) {
-            return Err(SimError::AddressInUse {
-                ip: IpAddr::V4(ip),
-                host: owner.clone(),
-            });
+        for ip in &addrs {
+            if let Some(owner) = self.by_ip.get(ip) {
+                return Err(SimError::AddressInUse {
+                    ip: *ip,
+                    host: owner.clone(),
+                });
+            }
         }
-        let addr = Ipv4Net::new(ip, self.wire_prefix_len).map_err(|_| SimError::NoAddress {
-            what: format!("host {name}"),
-        })?;
-        let dataplane = SimDataplane::new(name, WireConfig::eth0([IpNet::V4(addr)]));
-        self.by_ip.insert(IpAddr::V4(ip), name.to_string());
+        let nets = addrs
+            .iter()
+            .map(|ip| {
+                let len = if ip.is_ipv4() {
+                    self.wire_prefix_len
+                } else {
+                    WIRE_PREFIX_LEN_V6
+                };
+                IpNet::new(*ip, len).map_err(|_| SimError::NoAddress {
+                    what: format!("host {name}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dataplane = SimDataplane::new(name, WireConfig::eth0(nets));
+        for ip in &addrs {
+            self.by_ip.insert(*ip, name.to_string());
+        }
+        let ip = addrs
+            .iter()
+            .find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip6 = addrs.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
         let host = SimHost {
             name: name.to_string(),
             ip,
+            ip6,
+            external,
             dataplane,
             agent: None,
         };
-        Ok(self.hosts.entry(name.to_string()).or_insert(host))
+        self.hosts.insert(name.to_string(), host);
+        Ok(())
     }
 
     /// Adds a workload with no network on `host` (`docker run --net=none`): a namespace named
@@ -229,6 +311,11 @@ impl World {
     pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
         let store = Arc::clone(&self.store);
         let h = self.host_mut(host)?;
+        if h.external {
+            return Err(SimError::External {
+                host: host.to_string(),
+            });
+        }
         if h.agent.is_none() {
             h.agent = Some(agent::host_agent(store, &h.dataplane, host));
         }

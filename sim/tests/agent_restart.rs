@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use calico_core::iptables::{IpFamily, Table};
 use calico_core::model::EndpointId;
+use calico_core::plan::Change;
 use calico_dataplane::sim::{Hop, ROOT_NS};
 use calico_sim::walk::{Direction, Walk};
 use calico_sim::{ops, Probe, Verdict, World};
@@ -72,15 +73,15 @@ fn saved_chains(world: &World, host: &str) -> BTreeMap<(String, String), Vec<Str
 }
 
 /// The chains a report line names (`rewrite chain X in v4 filter`, `delete chain X ...`).
-fn chains_named(changes: &[String]) -> BTreeSet<String> {
+fn chains_named(changes: &[Change]) -> BTreeSet<String> {
     changes
         .iter()
-        .filter_map(|c| {
-            let rest = c
-                .strip_prefix("rewrite chain ")
-                .or_else(|| c.strip_prefix("create chain "))
-                .or_else(|| c.strip_prefix("delete chain "))?;
-            rest.split(' ').next().map(str::to_string)
+        .filter_map(|c| match c {
+            Change::RewriteChain { chain, .. } | Change::CreateChain { chain, .. } => {
+                Some(chain.name.clone())
+            }
+            Change::DeleteChain { name, .. } => Some(name.clone()),
+            _ => None,
         })
         .collect()
 }
@@ -144,7 +145,15 @@ async fn restart_after_a_policy_change_rewrites_only_what_changed_and_keeps_the_
     assert_eq!(named, differing, "{:#?}", first.changes);
     for change in &first.changes {
         assert!(
-            change.contains(" chain ") || change.contains(" ipset "),
+            matches!(
+                change,
+                Change::CreateChain { .. }
+                    | Change::RewriteChain { .. }
+                    | Change::DeleteChain { .. }
+                    | Change::CreateIpSet(_)
+                    | Change::UpdateIpSet(_)
+                    | Change::DeleteIpSet { .. }
+            ),
             "unexpected change {change} in {:#?}",
             first.changes
         );
@@ -190,7 +199,7 @@ async fn restart_after_a_policy_change_rewrites_only_what_changed_and_keeps_the_
                 first
                     .changes
                     .iter()
-                    .all(|c| !c.starts_with(&format!("delete chain {chain} "))),
+                    .all(|c| !matches!(c, Change::DeleteChain { name, .. } if name == chain)),
                 "{chain}: {:#?}",
                 first.changes
             );
@@ -262,7 +271,7 @@ async fn restart_without_a_change_applies_nothing() {
     world.start_agent("host2").unwrap();
     let first = world.poll_agent("host2").await.unwrap().unwrap();
     assert!(first.resnapshot, "{first:?}");
-    assert_eq!(first.changes, Vec::<String>::new());
+    assert_eq!(first.changes, Vec::<Change>::new());
     assert_eq!(saved_chains(&world, "host2"), before);
     assert_eq!(
         world.host("host2").unwrap().dataplane().routes(ROOT_NS),

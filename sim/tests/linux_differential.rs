@@ -1,6 +1,8 @@
 //! Differential: every scenario in `sim/scenarios/` passes on real namespaces
 //! (`LinuxRunner`) as it does on the simulator (`Runner`). Both runners assert every
 //! `expect`, so a disagreement fails one side, and the failure names the scenario and side.
+//! The corpus must use every grammar element (an IPv6 host, an external machine, a heredoc,
+//! a bare `settle`), so each is exercised on both runners.
 
 mod linux_common;
 
@@ -22,7 +24,25 @@ async fn every_scenario_agrees_on_sim_and_linux() {
         .filter(|p| p.extension().is_some_and(|e| e == "scenario"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "scenario corpus shrank: {files:?}");
+    assert!(files.len() >= 13, "scenario corpus shrank: {files:?}");
+    let corpus: Vec<Step> = files
+        .iter()
+        .flat_map(|f| parse(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .map(|l| l.step)
+        .collect();
+    let uses = |what: &str, f: &dyn Fn(&Step) -> bool| {
+        assert!(corpus.iter().any(f), "no scenario uses {what}");
+    };
+    uses("a host with an IPv6 address", &|s| {
+        matches!(s, Step::Host { ip6: Some(_), .. })
+    });
+    uses("an external machine", &|s| {
+        matches!(s, Step::External { .. })
+    });
+    uses("a heredoc", &|s| {
+        matches!(s, Step::Calicoctl { stdin: Some(_), .. })
+    });
+    uses("settle", &|s| matches!(s, Step::Settle));
 
     let mut failures = Vec::new();
     let (mut expects, mut ran_expects) = (0, 0);

@@ -53,6 +53,67 @@ async fn a_wrong_expectation_fails_at_its_line_with_the_walk() {
 }
 
 #[tokio::test]
+async fn a_line_failing_with_an_error_prints_the_error() {
+    let text = "host h1 172.31.250.1\nh1$ calicoctl node --ip=172.31.250.1\n\
+                workload h1 a\nh1$ calicoctl container add a 192.168.0.1\n\
+                expect nobody -> a icmp allow\n";
+    let err = run(text).await.unwrap_err();
+    assert!(
+        matches!(err, ScenarioError::World { line: 5, .. }),
+        "{err:?}"
+    );
+    let printed = err.to_string();
+    assert!(
+        printed.contains("line 5: expect nobody -> a icmp allow: nobody is neither a workload"),
+        "{printed}"
+    );
+    // A cause under the error is printed too.
+    let text = "host h1 172.31.250.1\nhost h2 172.31.250.1\n";
+    let printed = run(text).await.unwrap_err().to_string();
+    assert!(
+        printed.contains(
+            "line 2: host h2 172.31.250.1: address 172.31.250.1 is already used by host h1"
+        ),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn an_address_nobody_holds_is_a_destination_with_a_verdict() {
+    let base = "host h1 172.31.250.1\nh1$ calicoctl node --ip=172.31.250.1\n\
+                workload h1 a\nh1$ calicoctl container add a 192.168.0.1\n";
+    let seen = run(&format!("{base}expect a -> 192.168.9.9 icmp deny\n"))
+        .await
+        .unwrap();
+    assert!(
+        seen.last().unwrap().contains("no route to 192.168.9.9"),
+        "the explanation names what happened: {seen:?}"
+    );
+    match run(&format!("{base}expect a -> 192.168.9.9 icmp allow\n")).await {
+        Err(ScenarioError::Unmet {
+            line: 5, reason, ..
+        }) => {
+            assert!(reason.contains("expected allow, got deny"), "{reason}");
+            assert!(reason.contains("held by nobody"), "{reason}");
+        }
+        other => panic!("expected line 5 unmet, got {other:?}"),
+    }
+    // A source must be held by someone.
+    let err = run(&format!("{base}expect 192.168.9.9 -> a icmp deny\n"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ScenarioError::World { line: 5, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("no workload, host or external machine holds 192.168.9.9"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_command_that_should_fail_but_succeeds_is_unmet() {
     let text = "host h1 172.31.250.1\nh1$! calicoctl node --ip=172.31.250.1\n";
     match run(text).await {

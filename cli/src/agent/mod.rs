@@ -30,7 +30,7 @@ use std::time::Duration;
 use calico_backends::{Revision, Store, StoreError, WatchStream};
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
-use calico_core::plan::plan;
+use calico_core::plan::{plan, Change};
 use calico_dataplane::Dataplane;
 use tokio::time::Instant;
 
@@ -79,8 +79,8 @@ impl Default for AgentConfig {
 pub struct StepOutcome {
     /// Watch events consumed (including the in-sync marker).
     pub events: usize,
-    /// The dataplane changes made (or, in a dry run, planned).
-    pub changes: Vec<String>,
+    /// The dataplane changes made (or, in a dry run, planned), in one vocabulary.
+    pub changes: Vec<Change>,
     /// Whether a fresh snapshot was taken (first start, broken watch).
     pub resnapshot: bool,
 }
@@ -342,7 +342,7 @@ impl<D: Dataplane> Agent<D> {
 
     /// Applies the engine's desired state (or, in a dry run, prints the plan against what
     /// is observed) and returns the changes.
-    async fn apply_desired(&mut self) -> Result<Vec<String>, AgentError> {
+    async fn apply_desired(&mut self) -> Result<Vec<Change>, AgentError> {
         let Some(engine) = &self.engine else {
             return Ok(Vec::new());
         };
@@ -356,11 +356,7 @@ impl<D: Dataplane> Agent<D> {
                         host: self.hostname.clone(),
                         source,
                     })?;
-            let planned: Vec<String> = plan(desired, &observed)
-                .changes
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let planned = plan(desired, &observed).changes;
             // A closed stdout (a pipe whose reader left) must not stop the agent.
             let mut out = std::io::stdout().lock();
             for change in &planned {
@@ -378,7 +374,9 @@ impl<D: Dataplane> Agent<D> {
             Ok(report) => {
                 self.dirty = false;
                 if !report.changes.is_empty() {
-                    tracing::info!(host = %self.hostname, changes = ?report.changes, "applied");
+                    let changes: Vec<String> =
+                        report.changes.iter().map(ToString::to_string).collect();
+                    tracing::info!(host = %self.hostname, ?changes, "applied");
                 }
                 Ok(report.changes)
             }

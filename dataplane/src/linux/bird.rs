@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use calico_core::desired::BirdConfig;
+use calico_core::plan::Change;
 use calico_core::render::bird::render_bird;
 use serde::Serialize;
 
@@ -107,24 +108,34 @@ impl Instance {
         std::fs::read_to_string(self.config_path()).ok()
     }
 
+    /// Brings this daemon to `cfg`. Reports a written or removed config as
+    /// `WriteBirdConfig` (the start, stop or reload it takes is part of it) and a start with
+    /// an unchanged config (a daemon found dead) as `StartBird`.
     fn apply(
         &mut self,
         runner: &Runner,
         cfg: Option<&BirdConfig>,
-    ) -> Result<Vec<String>, DataplaneError> {
+    ) -> Result<Vec<Change>, DataplaneError> {
         let mut changes = Vec::new();
         let name = self.base();
         let Some(cfg) = cfg else {
+            let mut removed = false;
             if self.running() {
                 self.stop(runner)?;
-                changes.push(format!("stop {name}"));
+                removed = true;
             }
             if self.config_path().exists() {
                 std::fs::remove_file(self.config_path()).map_err(|source| DataplaneError::Io {
                     operation: format!("removing {}", self.config_path().display()),
                     source,
                 })?;
-                changes.push(format!("remove {name} config"));
+                removed = true;
+            }
+            if removed {
+                changes.push(Change::WriteBirdConfig {
+                    v6: self.v6,
+                    config: None,
+                });
             }
             self.applied = None;
             return Ok(changes);
@@ -133,7 +144,10 @@ impl Instance {
         let changed = self.current_text().as_deref() != Some(text.as_str());
         if changed {
             self.write_config(&text)?;
-            changes.push(format!("write {name} config"));
+            changes.push(Change::WriteBirdConfig {
+                v6: self.v6,
+                config: Some(cfg.clone()),
+            });
         }
         if !self.running() {
             let cfg_path = self.config_path().to_string_lossy().into_owned();
@@ -162,7 +176,9 @@ impl Instance {
                 }
                 std::thread::sleep(EXIT_POLL);
             }
-            changes.push(format!("start {name}"));
+            if !changed {
+                changes.push(Change::StartBird { v6: self.v6 });
+            }
         } else if changed {
             let out = runner.run(
                 &format!("reloading {name}"),
@@ -177,7 +193,6 @@ impl Instance {
                     stderr: out.trim().to_string(),
                 });
             }
-            changes.push(format!("reload {name}"));
         }
         self.applied = Some(cfg.clone());
         Ok(changes)
@@ -319,7 +334,7 @@ impl BirdManager {
         runner: &Runner,
         v4: Option<&BirdConfig>,
         v6: Option<&BirdConfig>,
-    ) -> Result<Vec<String>, DataplaneError> {
+    ) -> Result<Vec<Change>, DataplaneError> {
         if self.policy_only {
             self.requested = (v4.cloned(), v6.cloned());
             let a = self.v4.apply(runner, None);

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use calico_core::compute::names::temp_ipset_name;
 use calico_core::desired::{IpSet, IpSetKind};
 use calico_core::iptables::IpFamily;
+use calico_core::plan::Change;
 use calico_core::render::ipset::{create_line, render_member};
 use ipnet::IpNet;
 
@@ -105,7 +106,7 @@ fn normalized(set: &IpSet) -> BTreeSet<IpNet> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetPlan {
     pub input: String,
-    pub changes: Vec<String>,
+    pub changes: Vec<Change>,
 }
 
 /// Creates missing sets and brings changed ones to their members (reference 3.8).
@@ -123,8 +124,7 @@ pub fn plan_update(
                 for m in &want {
                     let _ = writeln!(out, "add {name} {} -exist", render_member(set.kind, m));
                 }
-                plan.changes
-                    .push(format!("create ipset {name} ({} members)", want.len()));
+                plan.changes.push(Change::CreateIpSet(set.clone()));
             }
             Some(old) if old.kind == set.kind && old.family == set.family => {
                 let adds: Vec<&IpNet> = want.difference(&old.members).collect();
@@ -141,18 +141,15 @@ pub fn plan_update(
                     for m in adds {
                         let _ = writeln!(out, "add {name} {} -exist", render_member(set.kind, m));
                     }
-                    plan.changes
-                        .push(format!("update ipset {name} (+{added} -{deleted})"));
+                    plan.changes.push(Change::UpdateIpSet(set.clone()));
                 } else {
                     rewrite(out, set, &want);
-                    plan.changes
-                        .push(format!("rewrite ipset {name} ({} members)", want.len()));
+                    plan.changes.push(Change::UpdateIpSet(set.clone()));
                 }
             }
             Some(_) => {
                 rewrite(out, set, &want);
-                plan.changes
-                    .push(format!("rewrite ipset {name} with a new type"));
+                plan.changes.push(Change::UpdateIpSet(set.clone()));
             }
         }
     }
@@ -184,7 +181,8 @@ pub fn plan_destroy(
     let mut plan = SetPlan::default();
     for name in installed.keys().filter(|n| !desired.contains_key(*n)) {
         let _ = writeln!(plan.input, "destroy {name}");
-        plan.changes.push(format!("destroy ipset {name}"));
+        plan.changes
+            .push(Change::DeleteIpSet { name: name.clone() });
     }
     plan
 }

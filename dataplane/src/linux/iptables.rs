@@ -15,8 +15,9 @@ use calico_core::desired::{TableId, TableState};
 use calico_core::iptables::{IpFamily, Rule, Table};
 use calico_core::render::iptables::{hook_rule, render_chain, render_rule, COMMENT_PREFIX};
 
-use crate::sim::netfilter::parse::{builtin_chains, is_builtin, parse_restore, parse_rule_args};
-use crate::sim::netfilter::table_label;
+use calico_core::parse::iptables::{builtin_chains, is_builtin, parse_restore, parse_rule_args};
+use calico_core::plan::Change;
+
 use crate::DataplaneError;
 
 /// Prefix of every chain we own.
@@ -142,8 +143,8 @@ pub fn parse_save(text: &str) -> BTreeMap<Table, InstalledTable> {
 pub struct TablePlan {
     /// The restore input; empty when nothing changes.
     pub input: String,
-    /// Human changes (`rewrite chain cali-FORWARD in v4 filter`).
-    pub changes: Vec<String>,
+    /// What the transaction changes.
+    pub changes: Vec<Change>,
     /// Chains whose rules the transaction writes (new or changed).
     pub written: Vec<String>,
     /// What we own in the table once the transaction committed (every wanted chain as
@@ -184,7 +185,6 @@ pub fn plan_table(
 ) -> TablePlan {
     let empty = TableState::default();
     let desired = desired.unwrap_or(&empty);
-    let label = table_label(id);
     let mut plan = TablePlan::default();
     let mut decls = String::new();
     let mut body = String::new();
@@ -193,8 +193,14 @@ pub fn plan_table(
     for (name, chain) in &desired.chains {
         let lines = render_chain(chain);
         let change = match installed.chains.get(name) {
-            None => Some("create"),
-            Some(old) if !same_rules(old, &lines) => Some("rewrite"),
+            None => Some(Change::CreateChain {
+                table: id,
+                chain: chain.clone(),
+            }),
+            Some(old) if !same_rules(old, &lines) => Some(Change::RewriteChain {
+                table: id,
+                chain: chain.clone(),
+            }),
             Some(_) => None,
         };
         if let Some(change) = change {
@@ -203,8 +209,7 @@ pub fn plan_table(
                 body.push_str(line);
                 body.push('\n');
             }
-            plan.changes
-                .push(format!("{change} chain {name} in {label}"));
+            plan.changes.push(change);
             plan.written.push(name.clone());
         }
         let hashes = rendered_hash(&lines);
@@ -223,10 +228,11 @@ pub fn plan_table(
         }
         if let Some(spec) = hook.line.strip_prefix("-A ") {
             let _ = writeln!(tail, "-D {spec}");
-            plan.changes.push(format!(
-                "remove hook {} -> {} in {label}",
-                hook.builtin, hook.target
-            ));
+            plan.changes.push(Change::RemoveHook {
+                table: id,
+                builtin: hook.builtin.clone(),
+                target: hook.target.clone(),
+            });
         }
     }
     let mut inserts = String::new();
@@ -243,8 +249,11 @@ pub fn plan_table(
         }
         if let Some(rest) = line.strip_prefix(&format!("-A {builtin} ")) {
             let _ = writeln!(inserts, "-I {builtin} 1 {rest}");
-            plan.changes
-                .push(format!("insert hook {builtin} -> {target} in {label}"));
+            plan.changes.push(Change::InsertHook {
+                table: id,
+                builtin: builtin.clone(),
+                target: target.clone(),
+            });
         }
     }
 
@@ -255,7 +264,10 @@ pub fn plan_table(
         }
         let _ = writeln!(decls, ":{name} - [0:0]");
         let _ = writeln!(deletes, "-X {name}");
-        plan.changes.push(format!("delete chain {name} in {label}"));
+        plan.changes.push(Change::DeleteChain {
+            table: id,
+            name: name.clone(),
+        });
     }
 
     if plan.changes.is_empty() {

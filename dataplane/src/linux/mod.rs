@@ -45,7 +45,7 @@ pub use plumbing::LinuxPlumbing;
 pub use route::RTPROT_CALICO;
 pub use sysctl::{SysctlWrite, Sysctls};
 
-use crate::{ApplyReport, Dataplane, DataplaneError};
+use crate::{ApplyReport, Change, Dataplane, DataplaneError};
 
 /// The Linux dataplane of one host (the namespace of the calling process).
 #[derive(Debug)]
@@ -161,7 +161,7 @@ impl LinuxDataplane {
         &self,
         desired: &DesiredState,
         installed: &mut BTreeMap<TableId, iptables::InstalledTable>,
-        changes: &mut Vec<String>,
+        changes: &mut Vec<Change>,
         first_error: &mut Option<DataplaneError>,
     ) -> bool {
         let mut ok = true;
@@ -194,7 +194,7 @@ impl LinuxDataplane {
     async fn apply_routes(
         &mut self,
         desired: &DesiredState,
-        changes: &mut Vec<String>,
+        changes: &mut Vec<Change>,
     ) -> Result<(), DataplaneError> {
         let mut netlink = route::Netlink::open()?;
         let result = self.apply_routes_on(&mut netlink, desired, changes).await;
@@ -207,7 +207,7 @@ impl LinuxDataplane {
         &mut self,
         netlink: &mut route::Netlink,
         desired: &DesiredState,
-        changes: &mut Vec<String>,
+        changes: &mut Vec<Change>,
     ) -> Result<(), DataplaneError> {
         let links = netlink.links().await?;
         let have_routes = netlink.routes(&links).await?;
@@ -222,11 +222,9 @@ impl LinuxDataplane {
             &have_neigh,
             &links,
         );
-        changes.extend(
-            plan.skipped
-                .iter()
-                .map(|s| format!("skip {s} (retried next apply)")),
-        );
+        for skipped in &plan.skipped {
+            tracing::info!("skipping {skipped} (retried next apply)");
+        }
         self.owned_neighbours = desired
             .neighbours
             .iter()
@@ -263,7 +261,7 @@ impl LinuxDataplane {
     fn apply_sysctls(
         &mut self,
         desired: &DesiredState,
-        changes: &mut Vec<String>,
+        changes: &mut Vec<Change>,
         first_error: &mut Option<DataplaneError>,
     ) {
         self.owned_sysctls
@@ -275,12 +273,13 @@ impl LinuxDataplane {
                 }
                 Ok(SysctlWrite::Written) => {
                     self.owned_sysctls.insert(key.clone());
-                    changes.push(format!("sysctl {key}={value}"));
+                    changes.push(Change::SetSysctl {
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
                 }
                 Ok(SysctlWrite::Missing) => {
-                    changes.push(format!(
-                        "skip sysctl {key}: not present (retried next apply)"
-                    ));
+                    tracing::info!("skipping sysctl {key}: not present (retried next apply)");
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);

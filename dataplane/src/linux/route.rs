@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use calico_core::desired::{Neighbour, Route};
 use calico_core::model::MacAddr;
+use calico_core::plan::Change;
 use futures::stream::TryStreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
@@ -127,15 +128,13 @@ pub enum RouteOp {
 }
 
 impl RouteOp {
-    /// The report line of this change once made.
-    pub fn change(&self) -> String {
+    /// What this operation changed, once made.
+    pub fn change(&self) -> Change {
         match self {
-            RouteOp::DeleteRoute(r) => format!("delete route {} dev {}", r.dst, r.dev),
-            RouteOp::DeleteNeighbour(n) => format!("delete neighbour {} dev {}", n.ip, n.dev),
-            RouteOp::ReplaceRoute(r) => format!("replace route {} dev {}", r.dst, r.dev),
-            RouteOp::ReplaceNeighbour(n) => {
-                format!("replace neighbour {} lladdr {} dev {}", n.ip, n.mac, n.dev)
-            }
+            RouteOp::DeleteRoute(r) => Change::DelRoute(r.clone()),
+            RouteOp::DeleteNeighbour(n) => Change::DelNeighbour(n.clone()),
+            RouteOp::ReplaceRoute(r) => Change::AddRoute(r.clone()),
+            RouteOp::ReplaceNeighbour(n) => Change::AddNeighbour(n.clone()),
         }
     }
 
@@ -238,10 +237,10 @@ pub fn plan_routes(
     plan
 }
 
-/// What [`Netlink::execute`] did: the report lines of the changes made, and every error.
+/// What [`Netlink::execute`] did: the changes made, and every error.
 #[derive(Debug, Default)]
 pub struct Executed {
-    pub changes: Vec<String>,
+    pub changes: Vec<Change>,
     pub errors: Vec<DataplaneError>,
 }
 
@@ -558,9 +557,9 @@ mod tests {
         assert_eq!(
             plan.ops.iter().map(RouteOp::change).collect::<Vec<_>>(),
             vec![
-                "delete route 192.168.1.9/32 dev caliA",
-                "delete neighbour 192.168.1.9 dev caliA",
-                "replace neighbour 192.168.1.1 lladdr ee:ee:ee:ee:ee:01 dev caliA",
+                Change::DelRoute(route("192.168.1.9/32", "caliA")),
+                Change::DelNeighbour(neigh("192.168.1.9", "caliA")),
+                Change::AddNeighbour(neigh("192.168.1.1", "caliA")),
             ]
         );
         assert_eq!(plan.skipped.len(), 2, "{:?}", plan.skipped);

@@ -16,9 +16,11 @@ use calico_core::iptables::{Chain, Match, Rule, Target};
 use calico_core::render::ipset::{create_line, render_member};
 use calico_core::render::iptables::{hook_rule, render_chain, render_rule};
 
+use calico_core::parse::iptables::{is_builtin, parse_restore_noflush, parse_rule_args};
+use calico_core::plan::Change;
+
 use super::ipset::{parse_ipset_restore, restore, IpSetCommand};
 use super::kernel::{split_iface_sysctl, Kernel, Link, NeighEntry, ROOT_NS};
-use super::netfilter::parse::{is_builtin, parse_restore_noflush, parse_rule_args};
 use super::netfilter::table_label;
 use super::route::{KernelRoute, RouteProto};
 use super::SimDataplane;
@@ -118,7 +120,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         if k.ipsets.contains_key(&name) {
             let destroy = [(0, IpSetCommand::Destroy { name: name.clone() })];
             restore(&mut k.ipsets, &destroy)?;
-            changes.push(format!("destroy ipset {name}"));
+            changes.push(Change::DeleteIpSet { name: name.clone() });
         }
         k.owned.ipsets.remove(&name);
     }
@@ -132,9 +134,12 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         .map(|r| (r.dst, r.clone()))
         .collect();
     let wanted: BTreeSet<_> = desired.routes.iter().map(|r| r.dst.trunc()).collect();
-    for dst in current.keys().filter(|d| !wanted.contains(*d)) {
+    for (dst, route) in current.iter().filter(|(d, _)| !wanted.contains(*d)) {
         k.ns_mut(ROOT_NS)?.routes.remove(dst);
-        changes.push(format!("delete route {dst}"));
+        changes.push(Change::DelRoute(Route {
+            dst: *dst,
+            dev: route.dev.clone().unwrap_or_default(),
+        }));
     }
     for Route { dst, dev } in &desired.routes {
         let route = KernelRoute::dev(dst.trunc(), dev, RouteProto::Calico);
@@ -142,7 +147,10 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
             continue;
         }
         match k.route_replace(ROOT_NS, route) {
-            Ok(()) => changes.push(format!("replace route {dst} dev {dev}")),
+            Ok(()) => changes.push(Change::AddRoute(Route {
+                dst: dst.trunc(),
+                dev: dev.clone(),
+            })),
             Err(e) => {
                 first_error.get_or_insert(DataplaneError::Kernel {
                     operation: format!("adding route {dst} dev {dev}"),
@@ -164,7 +172,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         let key = (n.ip, n.dev.clone());
         if space.neighbours.get(&key).is_some_and(|e| e.permanent) {
             space.neighbours.remove(&key);
-            changes.push(format!("delete neighbour {} dev {}", n.ip, n.dev));
+            changes.push(Change::DelNeighbour(n.clone()));
         }
         k.owned.neighbours.remove(&n);
     }
@@ -205,10 +213,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         let key = (n.ip, n.dev.clone());
         if space.neighbours.get(&key) != Some(&entry) {
             space.neighbours.insert(key, entry);
-            changes.push(format!(
-                "replace neighbour {} lladdr {} dev {}",
-                n.ip, n.mac, n.dev
-            ));
+            changes.push(Change::AddNeighbour(n.clone()));
         }
         if !k.owned.neighbours.contains(n) {
             k.owned.neighbours.insert(n.clone());
@@ -226,7 +231,10 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
     for (key, value) in sysctls_to_set {
         match k.sysctl_set(key, value) {
             Ok(()) => {
-                changes.push(format!("sysctl {key}={value}"));
+                changes.push(Change::SetSysctl {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
                 k.owned.sysctls.insert(key.clone());
             }
             Err(e) => {
@@ -244,11 +252,17 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
     // 7. BIRD.
     if k.bird_v4 != desired.bird_v4 {
         k.bird_v4 = desired.bird_v4.clone();
-        changes.push("write BIRD config (v4)".to_string());
+        changes.push(Change::WriteBirdConfig {
+            v6: false,
+            config: desired.bird_v4.clone(),
+        });
     }
     if k.bird_v6 != desired.bird_v6 {
         k.bird_v6 = desired.bird_v6.clone();
-        changes.push("write BIRD config (v6)".to_string());
+        changes.push(Change::WriteBirdConfig {
+            v6: true,
+            config: desired.bird_v6.clone(),
+        });
     }
 
     match first_error {
@@ -264,7 +278,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
 fn restore_ipsets(
     k: &mut Kernel,
     desired: &DesiredState,
-    changes: &mut Vec<String>,
+    changes: &mut Vec<Change>,
 ) -> Result<(), DataplaneError> {
     let mut text = String::new();
     let mut changed = Vec::new();
@@ -280,7 +294,7 @@ fn restore_ipsets(
                     let member = render_member(set.kind, member);
                     let _ = writeln!(text, "del {name} {member} -exist");
                 }
-                changed.push(format!("update ipset {name}"));
+                changed.push(Change::UpdateIpSet(set.clone()));
             }
             old => {
                 let _ = writeln!(text, "{}", create_line(set));
@@ -288,8 +302,11 @@ fn restore_ipsets(
                 for member in &set.members {
                     let _ = writeln!(text, "add {name} {}", render_member(set.kind, member));
                 }
-                let verb = if old.is_some() { "update" } else { "create" };
-                changed.push(format!("{verb} ipset {name}"));
+                changed.push(if old.is_some() {
+                    Change::UpdateIpSet(set.clone())
+                } else {
+                    Change::CreateIpSet(set.clone())
+                });
             }
         }
     }
@@ -315,7 +332,7 @@ fn restore_ipsets(
 ///
 /// A rule (or chain) is kept when it equals the desired one: what the kernel holds was parsed
 /// from the renderer's text, and the renderer→parser round trip is the identity on rules
-/// (`tests/sim_roundtrip.rs`), so re-rendering it would give the same rules. A chain changed
+/// (`core/tests/iptables_roundtrip.rs`), so re-rendering it would give the same rules. A chain changed
 /// behind our back (drift) differs and is restored. Spliced rules are rendered as the first
 /// rule of their chain: only their `cali:<hash>` comment, which the parser drops, differs
 /// from a whole-chain rendering.
@@ -323,7 +340,7 @@ fn restore_table(
     k: &mut Kernel,
     id: TableId,
     state: &TableState,
-) -> Result<Vec<String>, DataplaneError> {
+) -> Result<Vec<Change>, DataplaneError> {
     let no_owned = BTreeSet::new();
     let owned = k.owned.tables.get(&id).unwrap_or(&no_owned);
     let mut whole: Vec<&Chain> = Vec::new();
@@ -353,7 +370,7 @@ fn restore_table(
             state.chains.contains_key(name)
         })?;
         check_set_references(k, id, &chain.name, &parsed)?;
-        spliced.push((chain.name.as_str(), old, parsed));
+        spliced.push((chain, old, parsed));
     }
     let text = render_delta(id, &state.hooks, &whole);
     // Unchanged chains stay in the kernel, so jumps to them resolve there.
@@ -365,10 +382,12 @@ fn restore_table(
     }
     let ours = |name: &str| state.chains.contains_key(name) || owned.contains(name);
     let mut changes = Vec::new();
-    let label = table_label(id);
-    for (name, old, rules) in spliced {
-        if k.netfilter.splice_chain(id, name, old, rules) {
-            changes.push(format!("rewrite chain {name} in {label}"));
+    for (chain, old, rules) in spliced {
+        if k.netfilter.splice_chain(id, &chain.name, old, rules) {
+            changes.push(Change::RewriteChain {
+                table: id,
+                chain: chain.clone(),
+            });
         }
     }
     for block in blocks {
@@ -687,13 +706,20 @@ mod tests {
         let report = host.apply_now(&after).unwrap();
         assert_eq!(
             report.changes,
-            ["update ipset cali4-s1", "rewrite chain cali-c in v4 filter"]
+            [
+                Change::UpdateIpSet(after.ipsets["cali4-s1"].clone()),
+                Change::RewriteChain {
+                    table: FILTER,
+                    chain: after.tables[&FILTER].chains["cali-c"].clone(),
+                },
+            ]
+        );
+        assert_eq!(
+            report.changes[1].to_string(),
+            "rewrite chain filter/v4 cali-c"
         );
         assert_eq!(host.observe_now(), after);
-        assert_eq!(
-            host.apply_now(&after).unwrap().changes,
-            Vec::<String>::new()
-        );
+        assert_eq!(host.apply_now(&after).unwrap().changes, []);
     }
 
     #[test]
@@ -706,7 +732,8 @@ mod tests {
         host.apply_now(&state).unwrap();
         assert!(host.flush_chain(IpFamily::V4, Table::Filter, "cali-b"));
         let report = host.apply_now(&state).unwrap();
-        assert_eq!(report.changes, ["rewrite chain cali-b in v4 filter"]);
+        let texts: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["rewrite chain filter/v4 cali-b"]);
         assert_eq!(host.observe_now(), state);
     }
 
@@ -756,7 +783,8 @@ mod tests {
         rules.insert(50, Rule::new(vec![], Target::Drop).with_comment("new"));
         rules.remove(10);
         let report = host.apply_now(&more).unwrap();
-        assert_eq!(report.changes, ["rewrite chain cali-a in v4 filter"]);
+        let texts: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["rewrite chain filter/v4 cali-a"]);
         assert_eq!(host.observe_now(), more);
         let fresh = new_host();
         fresh.apply_now(&more).unwrap();
@@ -814,7 +842,7 @@ mod tests {
             fresh.apply_now(&last).unwrap();
             prop_assert_eq!(kernel_view(&host), kernel_view(&fresh));
             prop_assert_eq!(host.observe_now(), last.clone());
-            prop_assert_eq!(host.apply_now(&last).unwrap().changes, Vec::<String>::new());
+            prop_assert_eq!(host.apply_now(&last).unwrap().changes, Vec::<Change>::new());
         }
     }
 }

@@ -302,8 +302,8 @@ impl SimDataplane {
         &self,
         family: IpFamily,
         text: &str,
-    ) -> Result<Vec<String>, DataplaneError> {
-        let blocks = netfilter::parse::parse_restore(text)?;
+    ) -> Result<Vec<calico_core::plan::Change>, DataplaneError> {
+        let blocks = calico_core::parse::iptables::parse_restore(text)?;
         let mut k = self.lock();
         let mut changes = Vec::new();
         for block in blocks {

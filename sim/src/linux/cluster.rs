@@ -12,7 +12,7 @@
 //! The etcd ports are fixed and non-default; they are free because the wire namespace is new.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -86,12 +86,20 @@ impl ClusterConfig {
     }
 }
 
-/// One host: its namespace, address and data dir (`CALICO_DATA_DIR` of its calicoctl).
+/// One host: its namespace, addresses and data dir (`CALICO_DATA_DIR` of its calicoctl).
 #[derive(Debug)]
 struct Host {
     ns: Netns,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
     data_dir: PathBuf,
+}
+
+/// One `external` machine: a namespace on the wire holding one address, and nothing else.
+#[derive(Debug)]
+struct External {
+    ns: Netns,
+    ip: IpAddr,
 }
 
 /// One workload namespace and the host it belongs to.
@@ -117,7 +125,10 @@ pub struct LinuxCluster {
     wire: Option<Netns>,
     etcd: Option<Child>,
     hosts: BTreeMap<String, Host>,
+    externals: BTreeMap<String, External>,
     workloads: BTreeMap<String, Workload>,
+    /// Veths made to the bridge so far (`w0`, `w1`, ...).
+    links: usize,
 }
 
 impl LinuxCluster {
@@ -140,7 +151,9 @@ impl LinuxCluster {
             temp,
             etcd: None,
             hosts: BTreeMap::new(),
+            externals: BTreeMap::new(),
             workloads: BTreeMap::new(),
+            links: 0,
         };
         let wire = cluster.wire();
         wire.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -241,26 +254,74 @@ impl LinuxCluster {
         cmd
     }
 
-    /// Adds host `name` at `ip`: its namespace, a veth to the bridge, the address.
+    /// Adds host `name` at `ip` (and `ip6`): its namespace, a veth to the bridge, the addresses.
     ///
     /// # Errors
-    /// `BadHost` for a duplicate name or an address outside 172.31.250.0/24; tool failures.
-    pub fn add_host(&mut self, name: &str, ip: Ipv4Addr) -> Result<(), LinuxError> {
+    /// `BadHost` for a duplicate name or an address outside 172.31.250.0/24 (or, for IPv6,
+    /// outside fd00::/8); tool failures.
+    pub fn add_host(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<(), LinuxError> {
+        let addrs: Vec<IpAddr> = std::iter::once(IpAddr::V4(ip))
+            .chain(ip6.map(IpAddr::V6))
+            .collect();
+        let ns = self.add_machine(name, &addrs)?;
+        let data_dir = self.temp.path().join(name);
+        std::fs::create_dir_all(&data_dir).map_err(|reason| LinuxError::Io {
+            what: format!("creating {}", data_dir.display()),
+            reason,
+        })?;
+        self.hosts.insert(
+            name.to_string(),
+            Host {
+                ns,
+                ip,
+                ip6,
+                data_dir,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds `external` machine `name` at `ip`: a namespace on the bridge holding the address,
+    /// with only the link's connected route, no agent and no rules.
+    ///
+    /// # Errors
+    /// As [`LinuxCluster::add_host`].
+    pub fn add_external(&mut self, name: &str, ip: IpAddr) -> Result<(), LinuxError> {
+        let ns = self.add_machine(name, &[ip])?;
+        self.externals.insert(name.to_string(), External { ns, ip });
+        Ok(())
+    }
+
+    /// A namespace `<prefix><name>` with `eth0` on the bridge holding `addrs` (v4 /24, v6 /64).
+    fn add_machine(&mut self, name: &str, addrs: &[IpAddr]) -> Result<Netns, LinuxError> {
         let bad = |reason: String| LinuxError::BadHost {
             host: name.to_string(),
             reason,
         };
-        if self.hosts.contains_key(name) {
+        if self.hosts.contains_key(name) || self.externals.contains_key(name) {
             return Err(bad("declared twice".into()));
         }
-        let [a, b, c, d] = ip.octets();
-        if (a, b, c) != (172, 31, 250) || d == 0 || d >= 254 {
-            return Err(bad(format!(
-                "address {ip} must be inside 172.31.250.1-253 on the linux dataplane"
-            )));
-        }
-        if let Some((other, _)) = self.hosts.iter().find(|(_, h)| h.ip == ip) {
-            return Err(bad(format!("address {ip} is already host {other}'s")));
+        for ip in addrs {
+            let inside = match ip {
+                IpAddr::V4(v4) => {
+                    let [a, b, c, d] = v4.octets();
+                    (a, b, c) == (172, 31, 250) && d != 0 && d < 254
+                }
+                IpAddr::V6(v6) => v6.octets()[0] == 0xfd,
+            };
+            if !inside {
+                return Err(bad(format!(
+                    "address {ip} must be inside 172.31.250.1-253 or fd00::/8 on the linux dataplane"
+                )));
+            }
+            if let Some(other) = self.machine_with(*ip) {
+                return Err(bad(format!("address {ip} is already {other}'s")));
+            }
         }
         let valid = name
             .bytes()
@@ -271,7 +332,8 @@ impl LinuxCluster {
             ));
         }
         let ns = Netns::create(&format!("{}{name}", self.config.prefix))?;
-        let link = format!("w{}", self.hosts.len());
+        let link = format!("w{}", self.links);
+        self.links += 1;
         self.wire().ip(&[
             "link",
             "add",
@@ -286,16 +348,27 @@ impl LinuxCluster {
         ])?;
         self.wire()
             .ip(&["link", "set", &link, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        for ip in addrs {
+            let addr = match ip {
+                IpAddr::V4(_) => format!("{ip}/24"),
+                IpAddr::V6(_) => format!("{ip}/64"),
+            };
+            // `nodad`: the address is usable at once, not after duplicate detection.
+            ns.ip(&["addr", "add", &addr, "dev", "eth0", "nodad"])?;
+        }
         ns.ip(&["link", "set", "eth0", "up"])?;
-        let data_dir = self.temp.path().join(name);
-        std::fs::create_dir_all(&data_dir).map_err(|reason| LinuxError::Io {
-            what: format!("creating {}", data_dir.display()),
-            reason,
-        })?;
-        self.hosts
-            .insert(name.to_string(), Host { ns, ip, data_dir });
-        Ok(())
+        Ok(ns)
+    }
+
+    /// The host or external machine holding `ip` on the wire.
+    fn machine_with(&self, ip: IpAddr) -> Option<&str> {
+        let host = self
+            .hosts
+            .iter()
+            .find(|(_, h)| IpAddr::V4(h.ip) == ip || h.ip6.map(IpAddr::V6) == Some(ip));
+        let external = || self.externals.iter().find(|(_, e)| e.ip == ip);
+        host.map(|(n, _)| n.as_str())
+            .or_else(|| external().map(|(n, _)| n.as_str()))
     }
 
     /// Adds workload `name` on `host`: a namespace of that name with only `lo`.
@@ -311,7 +384,7 @@ impl LinuxCluster {
         if !self.hosts.contains_key(host) {
             return Err(bad(format!("no host {host} declared")));
         }
-        if self.workloads.contains_key(name) {
+        if self.workloads.contains_key(name) || self.externals.contains_key(name) {
             return Err(bad("declared twice".into()));
         }
         let valid = !name.is_empty()
@@ -339,26 +412,83 @@ impl LinuxCluster {
     /// # Errors
     /// `BadHost` for an unknown host; `Io` when the process cannot start.
     pub async fn calicoctl(&self, host: &str, args: &[String]) -> Result<CtlOutput, LinuxError> {
+        self.calicoctl_with_input(host, args, None).await
+    }
+
+    /// [`LinuxCluster::calicoctl`] with `stdin` (when given) as its standard input.
+    ///
+    /// # Errors
+    /// As `calicoctl`; `Io` when the input cannot be written.
+    pub async fn calicoctl_with_input(
+        &self,
+        host: &str,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> Result<CtlOutput, LinuxError> {
+        use tokio::io::AsyncWriteExt as _;
         let h = self.hosts.get(host).ok_or_else(|| LinuxError::BadHost {
             host: host.to_string(),
-            reason: "not declared".into(),
+            reason: "not declared (only a host runs calicoctl)".into(),
         })?;
+        let io = |what: String| move |reason| LinuxError::Io { what, reason };
         let mut cmd: tokio::process::Command =
             self.ctl_command(h.ns.name(), host, &h.data_dir).into();
-        let out = cmd
+        let mut child = cmd
             .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
+            .spawn()
+            .map_err(io(format!("running calicoctl on {host}")))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .await
+                .map_err(io(format!("writing calicoctl's stdin on {host}")))?;
+            // Dropping the pipe closes it: calicoctl reads to end of file.
+        }
+        let out = child
+            .wait_with_output()
             .await
-            .map_err(|reason| LinuxError::Io {
-                what: format!("running calicoctl on {host}"),
-                reason,
-            })?;
+            .map_err(io(format!("running calicoctl on {host}")))?;
         Ok(CtlOutput {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    /// Every datastore key as [`super::predict::dump`] writes it, read by `calico-sim
+    /// store-dump` run in the wire namespace (etcd is reachable only there).
+    ///
+    /// # Errors
+    /// `Command` when the dump fails.
+    pub async fn store_dump(&self) -> Result<String, LinuxError> {
+        let exe = self.config.probe_exe.display().to_string();
+        let args = ["netns", "exec", self.wire().name(), &exe, "store-dump"];
+        let out = tokio::process::Command::new("ip")
+            .args(args)
+            .env("ETCD_ENDPOINTS", self.etcd_endpoint())
+            .env_remove("ETCD_AUTHORITY")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| LinuxError::Command {
+                command: netns::command_line("ip", &args),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(LinuxError::Command {
+                command: netns::command_line("ip", &args),
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Host names, sorted.
@@ -374,6 +504,28 @@ impl LinuxCluster {
     /// The address of `host`.
     pub fn host_ip(&self, host: &str) -> Option<Ipv4Addr> {
         self.hosts.get(host).map(|h| h.ip)
+    }
+
+    /// The IPv6 address of `host`, if declared with one.
+    pub fn host_ip6(&self, host: &str) -> Option<Ipv6Addr> {
+        self.hosts.get(host).and_then(|h| h.ip6)
+    }
+
+    /// The namespace and the wire addresses of a host or external machine named `name`.
+    pub fn machine(&self, name: &str) -> Option<(&str, Vec<IpAddr>)> {
+        if let Some(h) = self.hosts.get(name) {
+            let addrs = std::iter::once(IpAddr::V4(h.ip))
+                .chain(h.ip6.map(IpAddr::V6))
+                .collect();
+            return Some((h.ns.name(), addrs));
+        }
+        self.externals.get(name).map(|e| (e.ns.name(), vec![e.ip]))
+    }
+
+    /// The namespace of the host or external machine holding `ip` on the wire.
+    pub fn machine_netns(&self, ip: IpAddr) -> Option<&str> {
+        let name = self.machine_with(ip)?;
+        self.machine(name).map(|(ns, _)| ns)
     }
 
     /// The data dir of `host` (pid file, log, BIRD's run dir).
@@ -393,14 +545,17 @@ impl LinuxCluster {
         self.workloads.get(name).map(|w| w.ns.name())
     }
 
-    /// The workload's global IPv4 addresses as its namespace holds them (`ip -4 addr`).
-    pub fn workload_addrs(&self, name: &str) -> Vec<Ipv4Addr> {
+    /// The workload's global addresses as its namespace holds them (`ip -o addr`), v4 first.
+    pub fn workload_addrs(&self, name: &str) -> Vec<IpAddr> {
         let Some(w) = self.workloads.get(name) else {
             return Vec::new();
         };
-        w.ns.ip(&["-4", "-o", "addr", "show", "scope", "global"])
-            .map(|text| parse_addrs(&text))
-            .unwrap_or_default()
+        let mut addrs: Vec<IpAddr> =
+            w.ns.ip(&["-o", "addr", "show", "scope", "global"])
+                .map(|text| parse_addrs(&text))
+                .unwrap_or_default();
+        addrs.sort_by_key(IpAddr::is_ipv6);
+        addrs
     }
 
     /// The pid of `host`'s running calico-node (its pid file names a live process).
@@ -427,11 +582,17 @@ impl LinuxCluster {
         for h in self.hosts.values() {
             errors.extend(h.ns.kill_processes());
         }
+        for e in self.externals.values() {
+            errors.extend(e.ns.kill_processes());
+        }
         for (_, mut w) in std::mem::take(&mut self.workloads) {
             errors.extend(w.ns.delete());
         }
         for (_, mut h) in std::mem::take(&mut self.hosts) {
             errors.extend(h.ns.delete());
+        }
+        for (_, mut e) in std::mem::take(&mut self.externals) {
+            errors.extend(e.ns.delete());
         }
         if let Some(mut etcd) = self.etcd.take() {
             netns::signal(etcd.id(), "TERM");
@@ -457,11 +618,14 @@ impl Drop for LinuxCluster {
     }
 }
 
-/// Addresses in `ip -4 -o addr` lines (`2: eth1    inet 192.168.1.1/32 scope global eth1`).
-fn parse_addrs(text: &str) -> Vec<Ipv4Addr> {
+/// Addresses in `ip -o addr` lines (`2: eth1    inet 192.168.1.1/32 scope global eth1`,
+/// `inet6 fd00::1/128 ...`).
+fn parse_addrs(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|line| {
-            let mut words = line.split_whitespace().skip_while(|w| *w != "inet");
+            let mut words = line
+                .split_whitespace()
+                .skip_while(|w| *w != "inet" && *w != "inet6");
             words.next()?;
             words.next()?.split('/').next()?.parse().ok()
         })
@@ -475,12 +639,14 @@ mod tests {
     #[test]
     fn addresses_from_ip_output() {
         let text = "5: eth1    inet 192.168.1.1/32 scope global eth1\\       valid_lft forever\n\
-                    5: eth1    inet 192.168.1.9/32 scope global secondary eth1\n";
-        assert_eq!(
-            parse_addrs(text),
-            vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(192, 168, 1, 9)]
-        );
-        assert_eq!(parse_addrs("garbage\n"), Vec::<Ipv4Addr>::new());
+                    5: eth1    inet 192.168.1.9/32 scope global secondary eth1\n\
+                    5: eth1    inet6 fd00::1/128 scope global \\       valid_lft forever\n";
+        let want: Vec<IpAddr> = ["192.168.1.1", "192.168.1.9", "fd00::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(parse_addrs(text), want);
+        assert_eq!(parse_addrs("garbage\n"), Vec::<IpAddr>::new());
     }
 
     #[test]

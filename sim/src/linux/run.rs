@@ -41,10 +41,17 @@ impl ScenarioTarget for LinuxRunner {
         };
         let failed = |e: LinuxError| unmet(e.to_string());
         match &line.step {
-            Step::Host { name, ip } => {
-                self.cluster.add_host(name, *ip).map_err(failed)?;
+            Step::Host { name, ip, ip6 } => {
+                self.cluster.add_host(name, *ip, *ip6).map_err(failed)?;
                 let ns = self.cluster.host_netns(name).unwrap_or_default();
-                Ok(format!("host {name} at {ip} (namespace {ns})"))
+                match ip6 {
+                    Some(ip6) => Ok(format!("host {name} at {ip} and {ip6} (namespace {ns})")),
+                    None => Ok(format!("host {name} at {ip} (namespace {ns})")),
+                }
+            }
+            Step::External { name, ip } => {
+                self.cluster.add_external(name, *ip).map_err(failed)?;
+                Ok(format!("external machine {name} at {ip}"))
             }
             Step::Workload { host, name } => {
                 self.cluster.add_workload(host, name).map_err(failed)?;
@@ -54,8 +61,13 @@ impl ScenarioTarget for LinuxRunner {
                 host,
                 args,
                 must_fail,
+                stdin,
             } => {
-                let out = self.cluster.calicoctl(host, args).await.map_err(failed)?;
+                let out = self
+                    .cluster
+                    .calicoctl_with_input(host, args, stdin.as_deref())
+                    .await
+                    .map_err(failed)?;
                 let text = if out.success {
                     out.stdout.trim_end().to_string()
                 } else {

@@ -1,18 +1,33 @@
-//! `settle` on real hosts: poll every host's kernel until nothing changes and BGP has
-//! carried every workload route.
+//! `settle` on real hosts: the cluster stopped changing, and holds what the datastore implies.
 //!
-//! A host is settled when (a) its `iptables-save`, `ipset save` and `ip route` output (packet
-//! counters stripped) is the same over [`STABLE_POLLS`] consecutive polls, and (b) for every
-//! addressed workload it holds a route: on the workload's own host the agent's, on every other
-//! host with a running agent one learnt over BGP (`proto bird`). The agents react to datastore
-//! events at once, so a quiet window of a few polls follows every change they make.
+//! A cluster is settled when, over [`STABLE_POLLS`] consecutive polls:
+//! - every host's `iptables-save`, `ipset save` and `ip route` output (packet counters
+//!   stripped) stays the same: the agents have finished applying;
+//! - every running host's chains and hooks (read back from `iptables-save`) are those its
+//!   agent computes from the datastore, and its BIRD config files the ones it renders,
+//!   and its BGP-learnt (`proto bird`) routes are exactly those the simulator's BGP model
+//!   predicts from the same datastore and the routes each kernel exports ([`predict`]), and
+//!   its BGP sessions (`birdc show protocols`) are up exactly where that model says the
+//!   configuration implies (no routes at all with the mesh off);
+//! - every addressed workload has its local route on its own host (the agent plumbed it).
+//!
+//! On timeout the error lists every difference from that prediction and the hosts still
+//! changing.
+//!
+//! [`predict`]: super::predict
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use calico_core::desired::{TableId, TableState};
+use calico_core::iptables::IpFamily;
+use calico_dataplane::linux::bird::parse_protocols;
+use calico_dataplane::linux::iptables;
 use tokio::time::Instant;
 
 use super::cluster::LinuxCluster;
+use super::predict::{self, HostView};
 use super::LinuxError;
 
 /// The bound on one settle.
@@ -41,7 +56,8 @@ pub async fn settle(cluster: &LinuxCluster) -> Result<Settled, LinuxError> {
     loop {
         polls += 1;
         let snapshot = snapshot(cluster).await;
-        let missing = missing_routes(cluster).await;
+        let mut missing = missing_routes(cluster).await;
+        missing.extend(unpredicted(cluster).await);
         if last.as_ref() == Some(&snapshot) {
             stable += 1;
         } else {
@@ -134,35 +150,124 @@ fn strip_counters(text: &str) -> String {
     out
 }
 
-/// Routes a settled cluster has and this one lacks, e.g. `host2 has no BGP route to
+/// Local routes a settled cluster has and this one lacks, e.g. `host1 has no local route to
 /// workload_A (192.168.1.1)`.
 async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
-    let running: Vec<&str> = cluster
-        .hosts()
-        .filter(|h| cluster.agent_pid(h).is_some())
-        .collect();
     let mut missing = Vec::new();
     for (workload, home) in cluster.workloads() {
+        if cluster.agent_pid(home).is_none() {
+            continue;
+        }
+        let Some(ns) = cluster.host_netns(home) else {
+            continue;
+        };
         for addr in cluster.workload_addrs(workload) {
-            for host in &running {
-                let Some(ns) = cluster.host_netns(host) else {
-                    continue;
-                };
-                let route = exec_in(ns, "ip", &["route", "show", &addr.to_string()]).await;
-                let local = *host == home;
-                let ok = if local {
-                    !route.trim().is_empty()
-                } else {
-                    route.contains("proto bird")
-                };
-                if !ok {
-                    let kind = if local { "local" } else { "BGP" };
-                    missing.push(format!("{host} has no {kind} route to {workload} ({addr})"));
-                }
+            let family = if addr.is_ipv6() { "-6" } else { "-4" };
+            let route = exec_in(ns, "ip", &[family, "route", "show", &addr.to_string()]).await;
+            if route.trim().is_empty() {
+                missing.push(format!("{home} has no local route to {workload} ({addr})"));
             }
         }
     }
     missing
+}
+
+/// The BGP protocols of the BIRDs whose control sockets are in `run_dir` (name →
+/// Established), from `birdc show protocols`; a daemon that does not answer has none.
+async fn sessions(run_dir: &std::path::Path) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for socket in ["bird.ctl", "bird6.ctl"] {
+        let socket = run_dir.join(socket);
+        if !socket.exists() {
+            continue;
+        }
+        let shown = tokio::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&socket)
+            .args(["show", "protocols"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await;
+        let Ok(shown) = shown else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&shown.stdout);
+        for row in parse_protocols(&text)
+            .into_iter()
+            .filter(|r| r.proto == "BGP")
+        {
+            let up = row.state == "up" && row.info.starts_with("Established");
+            out.insert(row.name, up);
+        }
+    }
+    out
+}
+
+/// Our chains and hooks in namespace `ns`, read from `iptables-save` / `ip6tables-save` the
+/// way the Linux dataplane observes them (a table whose rules it cannot read is left out, and
+/// so differs from any prediction that has it).
+async fn our_tables(ns: &str) -> BTreeMap<TableId, TableState> {
+    let mut out = BTreeMap::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let saved = exec_in(ns, iptables::save_tool(family), &[]).await;
+        let installed = iptables::parse_save(&saved);
+        for (table, installed) in &installed {
+            if let Ok(Some(state)) = iptables::observe_table(*table, installed) {
+                out.insert(
+                    TableId {
+                        family,
+                        table: *table,
+                    },
+                    state,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// How the hosts differ from what the datastore implies ([`predict::differences`]), or why
+/// the datastore could not be read.
+async fn unpredicted(cluster: &LinuxCluster) -> Vec<String> {
+    let dump = match cluster.store_dump().await {
+        Ok(text) => text,
+        Err(e) => return vec![format!("reading the datastore: {e}")],
+    };
+    let state = match predict::load(&dump) {
+        Ok(state) => state,
+        Err(e) => return vec![format!("reading the datastore dump: {e}")],
+    };
+    let mut views = BTreeMap::new();
+    for host in cluster.hosts() {
+        let Some(ns) = cluster.host_netns(host) else {
+            continue;
+        };
+        let mut routes = predict::parse_routes(&exec_in(ns, "ip", &["-o", "route", "show"]).await);
+        routes.extend(predict::parse_routes(
+            &exec_in(ns, "ip", &["-o", "-6", "route", "show"]).await,
+        ));
+        let run_dir = cluster.data_dir(host).map(|d| d.join("bird"));
+        let read = |file: &str| {
+            run_dir
+                .as_ref()
+                .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+        };
+        views.insert(
+            host.to_string(),
+            HostView {
+                running: cluster.agent_pid(host).is_some(),
+                routes,
+                bird_files: [read("bird.cfg"), read("bird6.cfg")],
+                tables: our_tables(ns).await,
+                sessions: match &run_dir {
+                    Some(dir) => sessions(dir).await,
+                    None => BTreeMap::new(),
+                },
+            },
+        );
+    }
+    predict::differences(&state, &views)
 }
 
 #[cfg(test)]

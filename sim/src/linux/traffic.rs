@@ -2,11 +2,13 @@
 //!
 //! ICMP echo is `ping -c1 -W1`; TCP and UDP start `calico-sim probe listen` in the
 //! destination's namespace and `calico-sim probe connect` in the source's. An answer means
-//! allow; silence means deny. An expected allow is tried up to [`ALLOW_ATTEMPTS`] times (a
+//! allow; silence means deny. A destination address nobody holds is probed all the same (no
+//! listener starts): the verdict is what happens to the packet, and `ping`'s own words (no
+//! route, unreachable, no reply) are the explanation. An expected allow is tried up to [`ALLOW_ATTEMPTS`] times (a
 //! first packet may be lost to neighbour resolution); an expected deny once, since any answer
 //! at all proves the path is open.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -32,35 +34,49 @@ pub struct Outcome {
     pub detail: String,
 }
 
-/// Where a probe starts or ends: a namespace and, for a destination, an address.
+/// Where a probe starts or ends: a namespace (`None`: an address nobody holds) and an address.
 struct Endpoint {
     ns: Option<String>,
-    ip: Option<Ipv4Addr>,
+    ip: Option<IpAddr>,
     label: String,
 }
 
-fn resolve(cluster: &LinuxCluster, what: &str) -> Result<Endpoint, LinuxError> {
+/// Resolves a workload, host or external machine name (to its address of `family`'s family,
+/// when given) or an address (to whoever holds it, if anyone).
+fn resolve(
+    cluster: &LinuxCluster,
+    what: &str,
+    family: Option<IpAddr>,
+) -> Result<Endpoint, LinuxError> {
+    let pick = |addrs: Vec<IpAddr>| {
+        addrs
+            .iter()
+            .copied()
+            .find(|a| family.is_none_or(|f| f.is_ipv6() == a.is_ipv6()))
+    };
     if let Some(ns) = cluster.workload_netns(what) {
         return Ok(Endpoint {
             ns: Some(ns.to_string()),
-            ip: cluster.workload_addrs(what).first().copied(),
+            ip: pick(cluster.workload_addrs(what)),
             label: what.to_string(),
         });
     }
-    let ip: Ipv4Addr = what.parse().map_err(|_| LinuxError::BadWorkload {
+    if let Some((ns, addrs)) = cluster.machine(what) {
+        return Ok(Endpoint {
+            ns: Some(ns.to_string()),
+            ip: pick(addrs),
+            label: what.to_string(),
+        });
+    }
+    let ip: IpAddr = what.parse().map_err(|_| LinuxError::BadWorkload {
         workload: what.to_string(),
-        reason: "neither a declared workload nor an IPv4 address".into(),
+        reason: "neither a workload, a host, an external machine nor an IP address".into(),
     })?;
     let owner = cluster
         .workloads()
         .find(|(w, _)| cluster.workload_addrs(w).contains(&ip))
         .and_then(|(w, _)| cluster.workload_netns(w))
-        .or_else(|| {
-            cluster
-                .hosts()
-                .find(|h| cluster.host_ip(h) == Some(ip))
-                .and_then(|h| cluster.host_netns(h))
-        });
+        .or_else(|| cluster.machine_netns(ip));
     Ok(Endpoint {
         ns: owner.map(str::to_string),
         ip: Some(ip),
@@ -81,15 +97,16 @@ pub async fn check(
     probe: Probe,
     expect_allow: bool,
 ) -> Result<Outcome, LinuxError> {
-    let from = resolve(cluster, src)?;
-    let to = resolve(cluster, dst)?;
+    // A literal destination address decides the family a named source sends from.
+    let from = resolve(cluster, src, dst.parse().ok())?;
     let src_ns = from.ns.ok_or_else(|| LinuxError::BadWorkload {
         workload: src.to_string(),
-        reason: "no workload or host has this address to send from".into(),
+        reason: "no workload, host or external machine holds this address to send from".into(),
     })?;
+    let to = resolve(cluster, dst, from.ip)?;
     let dst_ip = to.ip.ok_or_else(|| LinuxError::BadWorkload {
         workload: dst.to_string(),
-        reason: "has no address (calicoctl container add it first)".into(),
+        reason: "has no address of the source's family (calicoctl container add it first)".into(),
     })?;
     let attempts = if expect_allow { ALLOW_ATTEMPTS } else { 1 };
     let exe = cluster.config().probe_exe.clone();
@@ -101,13 +118,18 @@ pub async fn check(
         } => {
             let ip = dst_ip.to_string();
             let mut answered = false;
+            let mut said = String::new();
             for _ in 0..attempts {
-                answered = succeeds(&src_ns, "ping", &["-c1", "-W1", &ip]).await?;
+                (answered, said) = ping(&src_ns, &ip).await?;
                 if answered {
                     break;
                 }
             }
-            ("ping".to_string(), answered)
+            if answered {
+                ("ping".to_string(), answered)
+            } else {
+                (format!("ping ({said})"), answered)
+            }
         }
         Probe::Ports {
             protocol: protocol @ (Protocol::Tcp | Protocol::Udp),
@@ -147,11 +169,16 @@ pub async fn check(
             })
         }
     };
+    let held = if to.ns.is_some() {
+        String::new()
+    } else {
+        ", held by nobody".to_string()
+    };
     let detail = if answered {
         format!("allow: {what} from {} to {} answered", from.label, to.label)
     } else {
         format!(
-            "deny: {what} from {} to {} ({dst_ip}) unanswered after {attempts} attempt(s)",
+            "deny: {what} from {} to {} ({dst_ip}{held}) unanswered after {attempts} attempt(s)",
             from.label, to.label
         )
     };
@@ -159,6 +186,44 @@ pub async fn check(
         allowed: answered,
         detail,
     })
+}
+
+/// `ping -c1 -W1 ip` in namespace `ns`: whether it was answered, and else what ping said
+/// (`connect: Network is unreachable`, `Destination Host Unreachable`, or no reply at all).
+async fn ping(ns: &str, ip: &str) -> Result<(bool, String), LinuxError> {
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-n", "-c1", "-W1", ip])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|reason| LinuxError::Io {
+            what: format!("running ping in namespace {ns}"),
+            reason,
+        })?;
+    if out.status.success() {
+        return Ok((true, String::new()));
+    }
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((false, ping_failure(&text)))
+}
+
+/// The line of failed `ping` output that says why: an ICMP error or a local error, else
+/// "no reply".
+fn ping_failure(text: &str) -> String {
+    let reason = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("Unreachable") || l.contains("unreachable") || l.starts_with("ping:"));
+    match reason {
+        Some(line) => match line.split_once(": ") {
+            // "From 172.31.250.1 icmp_seq=1 Destination Host Unreachable" is kept whole.
+            Some(("ping", rest)) => rest.to_string(),
+            _ => line.to_string(),
+        },
+        None => "no reply".to_string(),
+    }
 }
 
 /// Whether `program args` exits 0 in namespace `ns`.
@@ -216,5 +281,26 @@ async fn listen(
                 reason: format!("the listener did not report {READY:?} (port in use?)"),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_says_why_it_failed() {
+        let no_route = "ping: connect: Network is unreachable\n";
+        assert_eq!(ping_failure(no_route), "connect: Network is unreachable");
+        let icmp = "PING 192.168.2.2 (192.168.2.2) 56(84) bytes of data.\n\
+                    From 172.31.250.2 icmp_seq=1 Destination Host Unreachable\n\n\
+                    --- 192.168.2.2 ping statistics ---\n1 packets transmitted, 0 received\n";
+        assert_eq!(
+            ping_failure(icmp),
+            "From 172.31.250.2 icmp_seq=1 Destination Host Unreachable"
+        );
+        let silent = "PING 192.168.2.2 (192.168.2.2) 56(84) bytes of data.\n\n\
+                      --- 192.168.2.2 ping statistics ---\n1 packets transmitted, 0 received\n";
+        assert_eq!(ping_failure(silent), "no reply");
     }
 }

@@ -1,4 +1,4 @@
-//! Scenario files (`shared/SCENARIOS.md`): a small cluster's life as calicoctl commands per host,
+//! Scenario files (`SCENARIOS.md` at the repository root): a small cluster's life as calicoctl commands per host,
 //! then what must be reachable. Parsed by [`parse()`], run on the simulator by [`Runner`], with
 //! calicoctl's own command code ([`calico_cli::ctl::run`]) against each simulated host.
 

@@ -13,7 +13,8 @@ use super::parse::{Line, Step};
 use super::target::{command_outcome, ScenarioTarget};
 use crate::{SimError, Verdict, World};
 
-/// Why a scenario stopped.
+/// Why a scenario stopped. Both variants print their cause: a line is never reported
+/// failed without saying why.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("line {line}: {text}: {reason}")]
@@ -22,13 +23,25 @@ pub enum ScenarioError {
         text: String,
         reason: String,
     },
-    #[error("line {line}: {text}")]
+    #[error("line {line}: {text}: {}", causes(source))]
     World {
         line: usize,
         text: String,
         #[source]
         source: SimError,
     },
+}
+
+/// An error and every cause under it, `: `-joined, as `{:#}` prints an `anyhow` chain.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// What one line did, for printing.
@@ -136,8 +149,11 @@ impl ScenarioTarget for Runner {
             reason,
         };
         match &line.step {
-            Step::Host { name, ip } => {
-                let host = self.world.add_host(name, *ip).map_err(world_err)?;
+            Step::Host { name, ip, ip6 } => {
+                let host = self
+                    .world
+                    .add_dual_stack_host(name, *ip, *ip6)
+                    .map_err(world_err)?;
                 let dataplane = host.dataplane().clone();
                 let ctl = Ctl {
                     store: self.world.store().clone(),
@@ -150,7 +166,14 @@ impl ScenarioTarget for Runner {
                     }),
                 };
                 self.ctls.insert(name.clone(), ctl);
-                Ok(format!("host {name} at {ip}"))
+                match ip6 {
+                    Some(ip6) => Ok(format!("host {name} at {ip} and {ip6}")),
+                    None => Ok(format!("host {name} at {ip}")),
+                }
+            }
+            Step::External { name, ip } => {
+                self.world.add_external(name, *ip).map_err(world_err)?;
+                Ok(format!("external machine {name} at {ip}"))
             }
             Step::Workload { host, name } => {
                 self.world.add_workload(host, name).map_err(world_err)?;
@@ -160,12 +183,13 @@ impl ScenarioTarget for Runner {
                 host,
                 args,
                 must_fail,
+                stdin,
             } => {
                 let ctl = self
                     .ctls
                     .get(host)
                     .ok_or_else(|| unmet(format!("no host {host} declared")))?;
-                let result = ctl::run(ctl, args).await;
+                let result = ctl::run_with_input(ctl, args, stdin.as_deref().unwrap_or("")).await;
                 self.apply_node_requests().map_err(world_err)?;
                 let (succeeded, text) = match result {
                     Ok(out) => (true, out.trim_end().to_string()),
@@ -191,7 +215,10 @@ impl ScenarioTarget for Runner {
                     Verdict::Deny
                 };
                 if walk.verdict == want {
-                    let why = walk.deciding.clone().unwrap_or_default();
+                    let why = walk
+                        .deciding
+                        .as_deref()
+                        .unwrap_or("no rule on the way decided");
                     Ok(format!("{}: {why}", walk.verdict))
                 } else {
                     Err(unmet(format!(

@@ -13,10 +13,10 @@ use calico_core::desired::{IpSet, TableId};
 use calico_core::iptables::{CtState, Match, Rule, SetDirection, Target};
 use calico_core::model::MacAddr;
 
-use super::parse::Policy;
 use super::{table_label, NfTable};
 use crate::sim::packet::{Packet, L4};
 use calico_core::iptables::Chain;
+use calico_core::parse::iptables::Policy;
 use calico_core::render::iptables::render_chain;
 
 /// Bounds the rules one evaluation may visit, so a jump loop ends as a drop, not a hang.
@@ -307,8 +307,8 @@ mod tests {
     use calico_core::iptables::{IpFamily, Table};
 
     use super::*;
-    use crate::sim::netfilter::parse::parse_restore;
     use crate::sim::netfilter::Netfilter;
+    use calico_core::parse::iptables::parse_restore;
 
     const ID: TableId = TableId {
         family: IpFamily::V4,

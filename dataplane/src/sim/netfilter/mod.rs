@@ -1,6 +1,6 @@
 //! Netfilter of one host: per family, the `filter` and `nat` tables with their chains.
 //!
-//! - [`parse`]: restore text → typed chains.
+//! - restore text is read into typed chains by `calico_core::parse::iptables`.
 //! - [`eval`]: walks a packet through a built-in chain and names the deciding rule.
 //!
 //! Installing desired state mirrors `iptables-restore --noflush` the way a Calico agent uses it:
@@ -9,15 +9,15 @@
 //! built-in chains, built-in policies) is touched.
 
 pub mod eval;
-pub mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use calico_core::desired::TableId;
 use calico_core::iptables::{Chain, IpFamily, Rule, Table, Target};
+use calico_core::plan::Change;
 use calico_core::render::iptables::render_chain;
 
-use parse::{builtin_chains, is_builtin, Policy, RestoreBlock};
+use calico_core::parse::iptables::{builtin_chains, is_builtin, Policy, RestoreBlock};
 
 /// One chain in the kernel: built-in chains have a policy, user chains do not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,16 +82,56 @@ fn jump_target(rule: &Rule) -> Option<&str> {
     }
 }
 
+/// The hook changes of built-in chain `builtin` going from hook rules `old` to `new` (which
+/// differ, or are no longer at the top): a jump removed, a jump inserted, or, when the targets
+/// are the same, each re-inserted at the top.
+fn hook_changes(
+    table: TableId,
+    builtin: &str,
+    old: &[Rule],
+    new: &[Rule],
+    changes: &mut Vec<Change>,
+) {
+    let targets = |rules: &[Rule]| -> Vec<String> {
+        rules
+            .iter()
+            .filter_map(jump_target)
+            .map(str::to_string)
+            .collect()
+    };
+    let (old, new) = (targets(old), targets(new));
+    let hook = |target: &String| (table, builtin.to_string(), target.clone());
+    for (table, builtin, target) in old.iter().filter(|t| !new.contains(t)).map(hook) {
+        changes.push(Change::RemoveHook {
+            table,
+            builtin,
+            target,
+        });
+    }
+    let rewritten = old == new;
+    for (table, builtin, target) in new
+        .iter()
+        .filter(|t| rewritten || !old.contains(t))
+        .map(hook)
+    {
+        changes.push(Change::InsertHook {
+            table,
+            builtin,
+            target,
+        });
+    }
+}
+
 impl Netfilter {
     /// Installs a parsed block as we own it (see the module doc): the block holds every chain
-    /// we want in the table. `owned` are the chains we owned before; returns the human changes
+    /// we want in the table. `owned` are the chains we owned before; returns the changes
     /// and the chains we own afterwards.
     pub fn install(
         &mut self,
         id: TableId,
         block: &RestoreBlock,
         owned: &BTreeSet<String>,
-    ) -> (Vec<String>, BTreeSet<String>) {
+    ) -> (Vec<Change>, BTreeSet<String>) {
         let now_owned: BTreeSet<String> = block
             .chains
             .iter()
@@ -109,15 +149,14 @@ impl Netfilter {
     /// of that name, each built-in chain of the block gets its rules as our hooks at its top
     /// (replacing our old hooks, which are the rules jumping to a chain `ours` names), and
     /// every chain not in the block stays as it is. Then the `stale` chains (ours, no longer
-    /// wanted) are deleted, after every jump to them. Returns the human changes.
+    /// wanted) are deleted, after every jump to them. Returns the changes.
     pub fn install_delta(
         &mut self,
         id: TableId,
         block: RestoreBlock,
         ours: &dyn Fn(&str) -> bool,
         stale: &BTreeSet<String>,
-    ) -> Vec<String> {
-        let label = table_label(id);
+    ) -> Vec<Change> {
         let table = self
             .tables
             .entry(id)
@@ -139,28 +178,34 @@ impl Netfilter {
                     .collect();
                 let at_top = builtin.rules.get(..rules.len()) == Some(rules.as_slice());
                 if old_hooks != rules || !at_top {
+                    hook_changes(id, &name, &old_hooks, &rules, &mut changes);
                     builtin.rules.retain(|r| !is_hook(r));
                     let tail = std::mem::take(&mut builtin.rules);
                     builtin.rules = rules;
                     builtin.rules.extend(tail);
-                    changes.push(format!("rewrite hooks of {name} in {label}"));
                 }
             } else {
                 match table.chains.get_mut(&name) {
                     Some(existing) if existing.rules == rules => {}
                     Some(existing) => {
-                        existing.rules = rules;
-                        changes.push(format!("rewrite chain {name} in {label}"));
+                        existing.rules.clone_from(&rules);
+                        changes.push(Change::RewriteChain {
+                            table: id,
+                            chain: Chain { name, rules },
+                        });
                     }
                     None => {
-                        changes.push(format!("create chain {name} in {label}"));
                         table.chains.insert(
-                            name,
+                            name.clone(),
                             NfChain {
-                                rules,
+                                rules: rules.clone(),
                                 policy: None,
                             },
                         );
+                        changes.push(Change::CreateChain {
+                            table: id,
+                            chain: Chain { name, rules },
+                        });
                     }
                 }
             }
@@ -170,19 +215,31 @@ impl Netfilter {
         }
         // Our hooks into chains we no longer own go first, then the chains themselves.
         for (name, chain) in table.chains.iter_mut() {
-            let before = chain.rules.len();
-            chain
-                .rules
-                .retain(|r| !jump_target(r).is_some_and(|t| stale.contains(t)));
-            if chain.rules.len() != before && !stale.contains(name) {
-                changes.push(format!(
-                    "remove jumps to deleted chains from {name} in {label}"
-                ));
+            let mut removed = BTreeSet::new();
+            chain.rules.retain(|r| match jump_target(r) {
+                Some(t) if stale.contains(t) => {
+                    removed.insert(t.to_string());
+                    false
+                }
+                _ => true,
+            });
+            if stale.contains(name) {
+                continue;
+            }
+            for target in removed {
+                changes.push(Change::RemoveHook {
+                    table: id,
+                    builtin: name.clone(),
+                    target,
+                });
             }
         }
         for name in stale {
             if table.chains.remove(name).is_some() {
-                changes.push(format!("delete chain {name} in {label}"));
+                changes.push(Change::DeleteChain {
+                    table: id,
+                    name: name.clone(),
+                });
             }
         }
         changes

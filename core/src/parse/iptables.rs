@@ -1,19 +1,21 @@
-//! `iptables-restore` text → typed chains, exactly what the core renderer emits plus the trivial
-//! differences of `iptables-save` output (counters, `#` lines, `-m tcp --dport`, upper-case MACs).
+//! `iptables-restore` text → typed chains: the pure inverse of [`crate::render::iptables`],
+//! accepting exactly what that renderer emits plus the trivial differences of `iptables-save`
+//! output (counters, `#` lines, `-m tcp --dport`, upper-case MACs). Both dataplanes read with
+//! it: the simulator its restore input, the Linux dataplane `iptables-save`.
 //!
 //! Nothing is skipped: an unknown option, module or target, a jump to an undeclared chain or an
-//! unquoted comment is a [`DataplaneError::Parse`] naming the line. Comments of the form
+//! unquoted comment is a [`ParseError`] naming the line. Comments of the form
 //! `cali:<hash> <text>` keep only `<text>` (the hash is a rendering detail the renderer
 //! recomputes); `cali:<hash>` alone becomes no comment; any other comment is kept whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use calico_core::iptables::{Chain, CtState, Match, Rule, SetDirection, Table, Target};
-use calico_core::model::{MacAddr, PortRange, Protocol};
 use ipnet::IpNet;
 
-use crate::DataplaneError;
+use super::ParseError;
+use crate::iptables::{Chain, CtState, Match, Rule, SetDirection, Table, Target};
+use crate::model::{MacAddr, PortRange, Protocol};
 
 const WHAT: &str = "iptables-restore input";
 
@@ -63,8 +65,8 @@ pub fn is_builtin(table: Table, chain: &str) -> bool {
 /// Parses a whole restore text (one or more table blocks).
 ///
 /// # Errors
-/// [`DataplaneError::Parse`] naming the first offending line.
-pub fn parse_restore(text: &str) -> Result<Vec<RestoreBlock>, DataplaneError> {
+/// [`ParseError`] naming the first offending line.
+pub fn parse_restore(text: &str) -> Result<Vec<RestoreBlock>, ParseError> {
     parse_restore_noflush(text, &|_| false)
 }
 
@@ -74,11 +76,11 @@ pub fn parse_restore(text: &str) -> Result<Vec<RestoreBlock>, DataplaneError> {
 /// apply restores only the chains that changed: declaring an unchanged chain would flush it.
 ///
 /// # Errors
-/// [`DataplaneError::Parse`] naming the first offending line.
+/// [`ParseError`] naming the first offending line.
 pub fn parse_restore_noflush(
     text: &str,
     existing: &dyn Fn(&str) -> bool,
-) -> Result<Vec<RestoreBlock>, DataplaneError> {
+) -> Result<Vec<RestoreBlock>, ParseError> {
     let mut blocks = Vec::new();
     let mut open: Option<OpenBlock> = None;
     let mut last_line = 0;
@@ -128,8 +130,8 @@ pub fn parse_restore_noflush(
 /// with or without the leading `-A <chain>`), without checking jump targets.
 ///
 /// # Errors
-/// [`DataplaneError::Parse`] with line 1.
-pub fn parse_rule_args(text: &str) -> Result<Rule, DataplaneError> {
+/// [`ParseError`] with line 1.
+pub fn parse_rule_args(text: &str) -> Result<Rule, ParseError> {
     let tokens = tokenize(text.trim(), 1)?;
     let start = match tokens.first().map(|t| t.text.as_str()) {
         Some("-A") | Some("--append") => 2,
@@ -139,8 +141,8 @@ pub fn parse_rule_args(text: &str) -> Result<Rule, DataplaneError> {
     Ok(parse_rule(args, 1)?.0)
 }
 
-fn err(line: usize, reason: impl Into<String>) -> DataplaneError {
-    DataplaneError::Parse {
+fn err(line: usize, reason: impl Into<String>) -> ParseError {
+    ParseError {
         what: WHAT,
         line,
         reason: reason.into(),
@@ -167,7 +169,7 @@ impl OpenBlock {
         }
     }
 
-    fn declare(&mut self, decl: &str, line: usize) -> Result<(), DataplaneError> {
+    fn declare(&mut self, decl: &str, line: usize) -> Result<(), ParseError> {
         let mut parts = decl.split_whitespace();
         let name = parts
             .next()
@@ -222,7 +224,7 @@ impl OpenBlock {
         Ok(())
     }
 
-    fn append(&mut self, tokens: &[Token], line: usize) -> Result<(), DataplaneError> {
+    fn append(&mut self, tokens: &[Token], line: usize) -> Result<(), ParseError> {
         let (cmd, rest) = tokens
             .split_first()
             .ok_or_else(|| err(line, "empty command"))?;
@@ -264,7 +266,7 @@ impl OpenBlock {
     }
 
     /// Closes the block; every jump must reach a chain it declares or one `existing` names.
-    fn finish(self, existing: &dyn Fn(&str) -> bool) -> Result<RestoreBlock, DataplaneError> {
+    fn finish(self, existing: &dyn Fn(&str) -> bool) -> Result<RestoreBlock, ParseError> {
         for (target, line) in &self.jumps {
             if is_builtin(self.table, target) {
                 return Err(err(*line, format!("jump to built-in chain {target}")));
@@ -290,7 +292,7 @@ struct Token {
 }
 
 /// Splits on whitespace; `"..."` is one token (with `\"` and `\\` escapes).
-fn tokenize(line_text: &str, line: usize) -> Result<Vec<Token>, DataplaneError> {
+fn tokenize(line_text: &str, line: usize) -> Result<Vec<Token>, ParseError> {
     let mut tokens = Vec::new();
     let mut chars = line_text.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -359,7 +361,7 @@ impl<'a> Args<'a> {
         t
     }
 
-    fn value(&mut self, option: &str) -> Result<&'a str, DataplaneError> {
+    fn value(&mut self, option: &str) -> Result<&'a str, ParseError> {
         match self.next() {
             Some(t) => Ok(t.text.as_str()),
             None => Err(err(self.line, format!("{option} needs a value"))),
@@ -368,7 +370,7 @@ impl<'a> Args<'a> {
 }
 
 /// Parses the arguments of one rule; also returns the chain it jumps or goes to, if any.
-fn parse_rule(tokens: &[Token], line: usize) -> Result<(Rule, Option<String>), DataplaneError> {
+fn parse_rule(tokens: &[Token], line: usize) -> Result<(Rule, Option<String>), ParseError> {
     let mut args = Args {
         tokens,
         pos: 0,
@@ -491,7 +493,7 @@ fn parse_module_option(
     opt: &str,
     negate: bool,
     args: &mut Args<'_>,
-) -> Result<Match, DataplaneError> {
+) -> Result<Match, ParseError> {
     let line = args.line;
     let no_negation = || {
         if negate {
@@ -584,7 +586,7 @@ fn parse_module_option(
     })
 }
 
-fn parse_target(name: &str, goto: bool, args: &mut Args<'_>) -> Result<Target, DataplaneError> {
+fn parse_target(name: &str, goto: bool, args: &mut Args<'_>) -> Result<Target, ParseError> {
     let line = args.line;
     let builtin_target = matches!(name, "ACCEPT" | "DROP" | "RETURN" | "MARK" | "MASQUERADE");
     if goto && builtin_target {
@@ -616,7 +618,7 @@ fn parse_target(name: &str, goto: bool, args: &mut Args<'_>) -> Result<Target, D
     })
 }
 
-fn parse_net(text: &str, line: usize) -> Result<IpNet, DataplaneError> {
+fn parse_net(text: &str, line: usize) -> Result<IpNet, ParseError> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net);
     }
@@ -625,7 +627,7 @@ fn parse_net(text: &str, line: usize) -> Result<IpNet, DataplaneError> {
         .map_err(|_| err(line, format!("bad address {text}")))
 }
 
-fn parse_iface(text: &str, line: usize) -> Result<String, DataplaneError> {
+fn parse_iface(text: &str, line: usize) -> Result<String, ParseError> {
     let body = text.strip_suffix('+').unwrap_or(text);
     let ok = text.len() <= 15
         && !text.is_empty()
@@ -639,7 +641,7 @@ fn parse_iface(text: &str, line: usize) -> Result<String, DataplaneError> {
     }
 }
 
-fn parse_protocol(text: &str, line: usize) -> Result<Protocol, DataplaneError> {
+fn parse_protocol(text: &str, line: usize) -> Result<Protocol, ParseError> {
     match text {
         "ipv6-icmp" => Ok(Protocol::Icmpv6),
         other => other
@@ -648,7 +650,7 @@ fn parse_protocol(text: &str, line: usize) -> Result<Protocol, DataplaneError> {
     }
 }
 
-fn parse_u32(text: &str, line: usize) -> Result<u32, DataplaneError> {
+fn parse_u32(text: &str, line: usize) -> Result<u32, ParseError> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => text.parse(),
@@ -656,14 +658,14 @@ fn parse_u32(text: &str, line: usize) -> Result<u32, DataplaneError> {
     parsed.map_err(|_| err(line, format!("bad number {text}")))
 }
 
-fn parse_value_mask(text: &str, line: usize) -> Result<(u32, u32), DataplaneError> {
+fn parse_value_mask(text: &str, line: usize) -> Result<(u32, u32), ParseError> {
     match text.split_once('/') {
         Some((v, m)) => Ok((parse_u32(v, line)?, parse_u32(m, line)?)),
         None => Ok((parse_u32(text, line)?, u32::MAX)),
     }
 }
 
-fn parse_port_range(text: &str, line: usize) -> Result<PortRange, DataplaneError> {
+fn parse_port_range(text: &str, line: usize) -> Result<PortRange, ParseError> {
     let port = |p: &str| {
         p.parse::<u16>()
             .map_err(|_| err(line, format!("bad port {p}")))
@@ -681,7 +683,7 @@ fn parse_port_range(text: &str, line: usize) -> Result<PortRange, DataplaneError
     Ok(range)
 }
 
-fn parse_ports(text: &str, line: usize) -> Result<Vec<PortRange>, DataplaneError> {
+fn parse_ports(text: &str, line: usize) -> Result<Vec<PortRange>, ParseError> {
     let ports = text
         .split(',')
         .map(|p| parse_port_range(p, line))
@@ -699,7 +701,7 @@ fn parse_ports(text: &str, line: usize) -> Result<Vec<PortRange>, DataplaneError
     Ok(ports)
 }
 
-fn parse_icmp_type(text: &str, line: usize) -> Result<(u8, Option<u8>), DataplaneError> {
+fn parse_icmp_type(text: &str, line: usize) -> Result<(u8, Option<u8>), ParseError> {
     let num = |s: &str| {
         s.parse::<u8>()
             .map_err(|_| err(line, format!("bad icmp type {text}")))
@@ -752,7 +754,7 @@ mod tests {
 
     fn parse_line_error(text: &str) -> (usize, String) {
         match parse_restore(text) {
-            Err(DataplaneError::Parse { line, reason, .. }) => (line, reason),
+            Err(ParseError { line, reason, .. }) => (line, reason),
             other => panic!("expected a parse error for {text:?}, got {other:?}"),
         }
     }

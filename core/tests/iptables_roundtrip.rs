@@ -7,8 +7,8 @@ use calico_core::cluster::ClusterState;
 use calico_core::compute::compute;
 use calico_core::desired::{TableId, TableState};
 use calico_core::iptables::Target;
+use calico_core::parse::iptables::parse_restore;
 use calico_core::render::iptables::render_table;
-use calico_dataplane::sim::netfilter::parse::parse_restore;
 
 /// The `== input` section of a golden case: `key value` lines; and its host.
 fn golden_input(text: &str) -> (String, Vec<(String, String)>) {
