@@ -28,11 +28,24 @@ pub fn engine_host() -> String {
         .unwrap_or_else(|| DEFAULT_HOST.to_string())
 }
 
+/// What to tell a user whose engine socket is missing.
+fn no_engine_hint(host: &str) -> &'static str {
+    if host == DEFAULT_HOST {
+        "set DOCKER_HOST if the engine listens elsewhere"
+    } else {
+        "is DOCKER_HOST right?"
+    }
+}
+
 /// Why a `<CONTAINER>` is not a usable Docker workload; each names the engine asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DockerMiss {
-    #[error("no Docker engine at {host} (socket {socket} does not exist; set DOCKER_HOST to the engine's socket)")]
-    NoEngine { host: String, socket: String },
+    #[error("no Docker engine at {host}: socket {socket} does not exist ({hint})")]
+    NoEngine {
+        host: String,
+        socket: String,
+        hint: &'static str,
+    },
     #[error("running docker --host {host} inspect: {reason}")]
     Inspect { host: String, reason: String },
     #[error("the Docker engine at {host} has no container {container}")]
@@ -77,6 +90,7 @@ pub async fn resolve_on(host: &str, container: &str) -> Result<Workload, DockerM
             return Err(DockerMiss::NoEngine {
                 host: host.to_string(),
                 socket: socket.to_string(),
+                hint: no_engine_hint(host),
             });
         }
     }
