@@ -25,6 +25,8 @@ const APPLETS: [&str; 4] = ["sh", "ping", "ip", "sleep"];
 const READY: Duration = Duration::from_secs(30);
 /// How long dockerd may take to stop after SIGTERM (it stops containerd first).
 const STOP: Duration = Duration::from_secs(20);
+/// How long one docker CLI call may take (`timeout` kills it after that).
+const DOCKER_CALL: Duration = Duration::from_secs(60);
 /// How long stray processes get between SIGTERM and SIGKILL, and after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -164,7 +166,13 @@ impl DockerEngine {
     }
 
     fn docker_output(&self, args: &[&str]) -> Result<Output, String> {
-        Command::new("docker")
+        // Bounded: a wedged engine fails the test with a message instead of hanging it.
+        Command::new("timeout")
+            .args([
+                "--kill-after=5",
+                &DOCKER_CALL.as_secs().to_string(),
+                "docker",
+            ])
             .arg("--host")
             .arg(&self.host)
             .args(args)
@@ -182,6 +190,12 @@ impl DockerEngine {
         let out = self.docker_output(args)?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else if out.status.code() == Some(124) {
+            Err(format!(
+                "docker {} did not finish within {} s",
+                args.join(" "),
+                DOCKER_CALL.as_secs()
+            ))
         } else {
             Err(format!(
                 "docker {} failed ({}): {}",
