@@ -108,10 +108,14 @@ async fn endpoint_ids(
 }
 
 async fn resolve(ctl: &Ctl, container: &str) -> Result<Workload, CtlError> {
-    let unknown = || CtlError::UnknownContainer {
-        name: container.to_string(),
-    };
-    let workload = ctl.resolver.resolve(container).await.ok_or_else(unknown)?;
+    let workload =
+        ctl.resolver
+            .lookup(container)
+            .await
+            .map_err(|detail| CtlError::UnresolvedContainer {
+                name: container.to_string(),
+                detail,
+            })?;
     calico_core::names::validate_name("orchestrator id", &workload.orchestrator)?;
     calico_core::names::validate_name("workload id", &workload.workload_id)?;
     Ok(workload)

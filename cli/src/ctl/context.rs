@@ -44,6 +44,15 @@ pub struct Workload {
 pub trait WorkloadResolver: Send + Sync {
     /// `None` when no such container or namespace exists.
     async fn resolve(&self, container: &str) -> Option<Workload>;
+
+    /// As [`WorkloadResolver::resolve`], but a miss says where it looked (the namespace dir,
+    /// the Docker engine's socket) in one line, for calicoctl's error. The default has nothing
+    /// to add to "not found".
+    async fn lookup(&self, container: &str) -> Result<Workload, String> {
+        self.resolve(container)
+            .await
+            .ok_or_else(|| "no such container or network namespace".to_string())
+    }
 }
 
 /// What `calicoctl node` was asked to start.

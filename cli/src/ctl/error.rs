@@ -38,6 +38,9 @@ pub enum CtlError {
     IpInUse { ip: IpAddr },
     #[error("container {name} not found")]
     UnknownContainer { name: String },
+    /// A `<CONTAINER>` that resolves to nothing, with where the resolver looked.
+    #[error("container {name} not found: {detail}")]
+    UnresolvedContainer { name: String, detail: String },
     #[error("profile {name} not found")]
     UnknownProfile { name: String },
     #[error("profile {name} already exists")]

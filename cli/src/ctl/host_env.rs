@@ -50,36 +50,50 @@ fn escape(path: &str) -> String {
 #[async_trait]
 impl WorkloadResolver for NetnsResolver {
     async fn resolve(&self, container: &str) -> Option<Workload> {
+        self.lookup(container).await.ok()
+    }
+
+    async fn lookup(&self, container: &str) -> Result<Workload, String> {
         if container.is_empty() || container.contains('\0') {
-            return None;
+            return Err("not a container name, namespace or PID".into());
         }
         if container.starts_with('/') {
-            return Path::new(container).exists().then(|| Workload {
-                netns: container.to_string(),
-                orchestrator: "namespace".into(),
-                workload_id: escape(container),
-            });
+            return if Path::new(container).exists() {
+                Ok(Workload {
+                    netns: container.to_string(),
+                    orchestrator: "namespace".into(),
+                    workload_id: escape(container),
+                })
+            } else {
+                Err(format!("no network namespace file {container}"))
+            };
         }
         if container.bytes().all(|b| b.is_ascii_digit()) {
             let path = format!("/proc/{container}/ns/net");
-            return Path::new(&path).exists().then(|| Workload {
-                netns: path,
-                orchestrator: "pid".into(),
-                workload_id: container.to_string(),
-            });
+            return if Path::new(&path).exists() {
+                Ok(Workload {
+                    netns: path,
+                    orchestrator: "pid".into(),
+                    workload_id: container.to_string(),
+                })
+            } else {
+                Err(format!("no process {container} ({path} does not exist)"))
+            };
         }
         if container.contains('/') || container.starts_with('.') {
-            return None;
+            return Err("a name must not contain '/' or start with '.'".into());
         }
         let path = self.netns_dir.join(container);
         if path.exists() {
-            return Some(Workload {
+            return Ok(Workload {
                 netns: container.to_string(),
                 orchestrator: "netns".into(),
                 workload_id: container.to_string(),
             });
         }
-        super::docker::resolve(container).await
+        super::docker::resolve(container)
+            .await
+            .map_err(|docker| format!("no network namespace {}, and {docker}", path.display()))
     }
 }
 
@@ -283,6 +297,31 @@ mod tests {
         let me = std::process::id().to_string();
         let w = r.resolve(&me).await.unwrap();
         assert_eq!(w.netns, format!("/proc/{me}/ns/net"));
+    }
+
+    #[tokio::test]
+    async fn a_miss_says_where_it_looked_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = NetnsResolver {
+            netns_dir: dir.path().to_path_buf(),
+        };
+        let missing = r.lookup("workload_A").await.unwrap_err();
+        let ns_path = dir.path().join("workload_A").display().to_string();
+        assert!(
+            missing.contains(&ns_path) && missing.contains("Docker"),
+            "{missing}"
+        );
+        let path = dir.path().join("gone").display().to_string();
+        assert!(r.lookup(&path).await.unwrap_err().contains(&path));
+        assert!(r
+            .lookup("999999999")
+            .await
+            .unwrap_err()
+            .contains("999999999"));
+        assert!(r.lookup("../etc").await.unwrap_err().contains('/'));
+        for e in [missing, r.lookup("").await.unwrap_err()] {
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     fn row(name: &str) -> BgpProtocol {
