@@ -1,7 +1,9 @@
 //! `calicoctl endpoint` (reference 2.6) and the endpoint table and profile-list editing the
 //! `container` command shares.
 
-use calico_backends::{Datastore, DatastoreError, EndpointFilter, ProfileEdit, Versioned};
+use calico_backends::{
+    BrokenRecord, Datastore, DatastoreError, EndpointFilter, ProfileEdit, Versioned,
+};
 use calico_core::model::{EndpointId, EndpointState, WorkloadEndpoint};
 use serde_json::json;
 
@@ -18,9 +20,17 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
     match rest {
         ["show", more @ ..] => {
             no_more(more)?;
-            a.allow(&["host", "orchestrator", "workload", "endpoint", "detailed"])?;
-            let list = ds.list_endpoints(&filter).await?;
-            show(&list, a.flag("detailed"), a.json()?)
+            a.allow(&[
+                "host",
+                "orchestrator",
+                "workload",
+                "endpoint",
+                "detailed",
+                "strict",
+            ])?;
+            let listing = ds.list_endpoints_lenient(&filter).await?;
+            let (list, broken) = super::lenient(a, listing)?;
+            show(&list, &broken, a.flag("detailed"), a.json()?)
         }
         [id, "profile", more @ ..] => {
             a.allow(&["host", "orchestrator", "workload"])?;
@@ -193,11 +203,20 @@ pub(crate) fn detailed(list: &[(EndpointId, Versioned<WorkloadEndpoint>)], json:
 
 fn show(
     list: &[(EndpointId, Versioned<WorkloadEndpoint>)],
+    broken: &[BrokenRecord],
     detailed_view: bool,
     json: bool,
 ) -> Result<String, CtlError> {
-    if detailed_view || json {
-        return Ok(detailed(list, json));
+    if json {
+        let mut items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(id, ep)| endpoint_json(id, &ep.value))
+            .collect();
+        items.extend(output::broken_json(broken));
+        return Ok(output::json(&items));
+    }
+    if detailed_view {
+        return Ok(detailed(list, false) + &output::broken_records(broken));
     }
     let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
     for (id, _) in list {
@@ -209,5 +228,5 @@ fn show(
     for ((host, orch), n) in counts {
         t.row(vec![host, orch, n.to_string()]);
     }
-    Ok(t.render())
+    Ok(t.render() + &output::broken_records(broken))
 }

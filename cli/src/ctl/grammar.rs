@@ -61,6 +61,10 @@ const fn valued(
 }
 
 const IPV4: Opt = flag("--ipv4", "Show IPv4 information only.");
+const STRICT: Opt = flag(
+    "--strict",
+    "Fail on the first record that cannot be read, instead of\nlisting it as BROKEN after the good ones.",
+);
 const IPV6: Opt = flag("--ipv6", "Show IPv6 information only.");
 
 /// Options every command accepts, anywhere on the line.
@@ -259,7 +263,7 @@ const PROFILE: Command = Command {
     name: "profile",
     summary: "Configure endpoint profiles",
     usage: &[
-        "profile show [--detailed]",
+        "profile show [--detailed] [--strict]",
         "profile add <PROFILE>",
         "profile remove <PROFILE> [--no-check]",
         "profile <PROFILE> tag show",
@@ -292,6 +296,7 @@ const PROFILE: Command = Command {
 rules JSON object (whose \"id\" is <PROFILE>) from standard input.",
     options: &[
         flag("--detailed", "Show additional information."),
+        STRICT,
         flag(
             "--no-check",
             "Remove a profile without checking if there are endpoints\nassociated with the profile.",
@@ -317,7 +322,8 @@ const ENDPOINT: Command = Command {
     summary: "Configure the endpoints assigned to existing containers",
     usage: &[
         "endpoint show [--host=<HOSTNAME>] [--orchestrator=<ORCHESTRATOR_ID>]
-                 [--workload=<WORKLOAD_ID>] [--endpoint=<ENDPOINT_ID>] [--detailed]",
+                 [--workload=<WORKLOAD_ID>] [--endpoint=<ENDPOINT_ID>] [--detailed]
+                 [--strict]",
         "endpoint <ENDPOINT_ID> profile (append|remove|set) [--host=<HOSTNAME>]
                  [--orchestrator=<ORCHESTRATOR_ID>] [--workload=<WORKLOAD_ID>] [<PROFILES>...]",
         "endpoint <ENDPOINT_ID> profile show [--host=<HOSTNAME>]
@@ -326,6 +332,7 @@ const ENDPOINT: Command = Command {
     description: "Configure and show endpoints assigned to existing containers.",
     options: &[
         flag("--detailed", "Show additional information."),
+        STRICT,
         valued(
             "--host",
             "<HOSTNAME>",
@@ -367,7 +374,7 @@ const POOL: Command = Command {
         "pool add <CIDRS>... [--ipip] [--nat-outgoing]",
         "pool remove <CIDRS>...",
         "pool range add <START_IP> <END_IP> [--ipip] [--nat-outgoing]",
-        "pool show [--ipv4 | --ipv6]",
+        "pool show [--ipv4 | --ipv6] [--strict]",
     ],
     description: "Configure IP Pools: the address ranges workloads are assigned from and BGP
 announces.",
@@ -382,6 +389,7 @@ announces.",
         ),
         IPV4,
         IPV6,
+        STRICT,
     ],
     extra: "",
 };

@@ -130,6 +130,18 @@ pub fn run_offline(args: &[String]) -> Result<Option<String>, CtlError> {
     }
 }
 
+/// A lenient listing's items and broken records; with `--strict`, the first broken record
+/// fails the command instead (naming its key).
+pub(crate) fn lenient<T>(
+    a: &Args,
+    listing: calico_backends::Listing<T>,
+) -> Result<(T, Vec<calico_backends::BrokenRecord>), CtlError> {
+    if a.flag("strict") {
+        return Ok((listing.strict()?, Vec::new()));
+    }
+    Ok((listing.items, listing.broken))
+}
+
 /// Fails when positionals remain after a command's grammar was matched.
 pub(crate) fn no_more(rest: &[&str]) -> Result<(), CtlError> {
     match rest.first() {

@@ -65,3 +65,31 @@ mod tests {
         assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
     }
 }
+
+/// The records a `show` command could not decode, listed after its table so a broken record
+/// is seen rather than silently missing (empty when there are none).
+pub fn broken_records(broken: &[calico_backends::BrokenRecord]) -> String {
+    if broken.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} record(s) could not be read and are not shown above (fix or delete them):\n",
+        broken.len()
+    );
+    for b in broken {
+        out.push_str(&format!(
+            "  BROKEN {}: {}\n",
+            b.key.escape_debug(),
+            b.error.to_string().escape_debug()
+        ));
+    }
+    out
+}
+
+/// The same records as JSON items (`{"key": ..., "broken": <error>}`), for `-o json`.
+pub fn broken_json(broken: &[calico_backends::BrokenRecord]) -> Vec<serde_json::Value> {
+    broken
+        .iter()
+        .map(|b| serde_json::json!({"key": b.key, "broken": b.error.to_string()}))
+        .collect()
+}

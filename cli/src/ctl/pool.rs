@@ -76,7 +76,7 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
         }
         ["show", more @ ..] => {
             no_more(more)?;
-            a.allow(&["ipv4", "ipv6"])?;
+            a.allow(&["ipv4", "ipv6", "strict"])?;
             let versions: Vec<IpVersion> = match (a.flag("ipv4"), a.flag("ipv6")) {
                 (true, false) => vec![IpVersion::V4],
                 (false, true) => vec![IpVersion::V6],
@@ -84,8 +84,10 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
             };
             let mut out = String::new();
             let mut all = Vec::new();
+            let mut broken = Vec::new();
             for v in versions {
-                let pools = ds.list_pools(Some(v)).await?;
+                let (pools, unread) = super::lenient(a, ds.list_pools_lenient(Some(v)).await?)?;
+                broken.extend(unread);
                 let title = if v == IpVersion::V4 { "IPv4 CIDR" } else { "IPv6 CIDR" };
                 let mut t = Table::new(&[title, "Options"]);
                 for p in &pools {
@@ -95,13 +97,14 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
                 all.extend(pools);
             }
             if a.json()? {
-                let items: Vec<_> = all
+                let mut items: Vec<_> = all
                     .iter()
                     .map(|p| json!({"cidr": p.cidr, "ipip": p.ipip.is_some(), "nat_outgoing": p.masquerade, "disabled": p.disabled}))
                     .collect();
+                items.extend(output::broken_json(&broken));
                 return Ok(output::json(&items));
             }
-            Ok(out)
+            Ok(out + &output::broken_records(&broken))
         }
         _ => Err(CtlError::MissingArgument {
             what: "pool subcommand: add <CIDRS>... | range add <START> <END> | remove <CIDRS>... | show",

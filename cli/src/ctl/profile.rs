@@ -44,8 +44,8 @@ pub(crate) async fn run(
         }
         ["show", more @ ..] => {
             no_more(more)?;
-            a.allow(&["detailed"])?;
-            show(ds, a.flag("detailed"), a.json()?).await
+            a.allow(&["detailed", "strict"])?;
+            show(ds, a, a.flag("detailed"), a.json()?).await
         }
         [name, "tag", more @ ..] => {
             a.allow(&[])?;
@@ -66,23 +66,29 @@ pub(crate) async fn run(
     }
 }
 
-async fn show(ds: &Datastore, detailed: bool, json: bool) -> Result<String, CtlError> {
-    let profiles = ds.list_profiles().await?;
+async fn show(ds: &Datastore, a: &Args, detailed: bool, json: bool) -> Result<String, CtlError> {
+    let (profiles, mut broken) = super::lenient(a, ds.list_profiles_lenient().await?)?;
     if !detailed {
         if json {
-            let items: Vec<_> = profiles
+            let mut items: Vec<_> = profiles
                 .iter()
                 .map(|(n, p)| json!({"name": n, "tags": p.tags, "rules": p.rules}))
                 .collect();
+            items.extend(output::broken_json(&broken));
             return Ok(output::json(&items));
         }
         let mut t = Table::new(&["Name"]);
         for name in profiles.keys() {
             t.row(vec![name.clone()]);
         }
-        return Ok(t.render());
+        return Ok(t.render() + &output::broken_records(&broken));
     }
-    let endpoints = ds.list_endpoints(&EndpointFilter::default()).await?;
+    let (endpoints, broken_endpoints) = super::lenient(
+        a,
+        ds.list_endpoints_lenient(&EndpointFilter::default())
+            .await?,
+    )?;
+    broken.extend(broken_endpoints);
     let mut rows = Vec::new();
     for name in profiles.keys() {
         for (id, ep) in &endpoints {
@@ -92,13 +98,14 @@ async fn show(ds: &Datastore, detailed: bool, json: bool) -> Result<String, CtlE
         }
     }
     if json {
-        let items: Vec<_> = rows
+        let mut items: Vec<_> = rows
             .iter()
             .map(|(n, id, ep)| {
                 json!({"name": n, "hostname": id.host, "orchestrator_id": id.orchestrator,
                        "workload_id": id.workload, "endpoint_id": id.endpoint, "endpoint": ep})
             })
             .collect();
+        items.extend(output::broken_json(&broken));
         return Ok(output::json(&items));
     }
     let mut t = Table::new(&[
@@ -126,7 +133,7 @@ async fn show(ds: &Datastore, detailed: bool, json: bool) -> Result<String, CtlE
             format!("{:?}", ep.state).to_lowercase(),
         ]);
     }
-    Ok(t.render())
+    Ok(t.render() + &output::broken_records(&broken))
 }
 
 async fn tag(ds: &Datastore, a: &Args, name: &str, rest: &[&str]) -> Result<String, CtlError> {
