@@ -122,7 +122,8 @@ async fn main() {
     match real_main().await {
         Ok(out) => print!("{out}"),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            let err: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("Error: {}", calico_cli::ctl::message::one_line(err));
             if let Some(u) = e.downcast_ref::<UsageError>() {
                 eprint!("\n{}", u.usage);
             }

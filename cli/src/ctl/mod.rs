@@ -25,6 +25,7 @@ pub mod grammar;
 pub mod help;
 pub mod host_env;
 mod ids;
+pub mod message;
 mod misc;
 mod node;
 pub mod output;

@@ -287,9 +287,9 @@ impl ScenarioTarget for DockerSeed {
             reason,
         };
         match &line.step {
-            Step::Host { name, ip } => {
+            Step::Host { name, ip, ip6 } => {
                 self.cluster
-                    .add_host(name, *ip)
+                    .add_host(name, *ip, *ip6)
                     .map_err(|e| unmet(e.to_string()))?;
                 Ok(format!("host {name} at {ip}"))
             }
@@ -305,6 +305,7 @@ impl ScenarioTarget for DockerSeed {
                 host,
                 args,
                 must_fail,
+                stdin: None,
             } => {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let out = self.calicoctl(host, &args).await;
@@ -334,6 +335,11 @@ impl ScenarioTarget for DockerSeed {
                     Err(unmet(format!("unexpected {detail}")))
                 }
             }
+            // The seed has neither; this harness runs the seed only.
+            Step::External { .. } | Step::Calicoctl { stdin: Some(_), .. } => Err(unmet(
+                "the Docker seed harness runs only host, workload, calicoctl, settle and expect lines"
+                    .into(),
+            )),
         }
     }
 }
