@@ -54,18 +54,6 @@ pub fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_are_aligned() {
-        let mut t = Table::new(&["A", "LONGER"]);
-        t.row(vec!["wide cell".into(), "x".into()]);
-        assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
-    }
-}
-
 /// The records a `show` command could not decode, listed after its table so a broken record
 /// is seen rather than silently missing (empty when there are none).
 pub fn broken_records(broken: &[calico_backends::BrokenRecord]) -> String {
@@ -92,4 +80,16 @@ pub fn broken_json(broken: &[calico_backends::BrokenRecord]) -> Vec<serde_json::
         .iter()
         .map(|b| serde_json::json!({"key": b.key, "broken": b.error.to_string()}))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_aligned() {
+        let mut t = Table::new(&["A", "LONGER"]);
+        t.row(vec!["wide cell".into(), "x".into()]);
+        assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
+    }
 }
