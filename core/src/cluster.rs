@@ -1,7 +1,7 @@
 //! `ClusterState`: the typed snapshot of everything the node agent reads, built from raw
 //! key/value updates in any order. Invalid values count as absent (Felix's rule).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -32,6 +32,9 @@ pub struct HostState {
     pub bgp_loglevel: Option<BgpLogLevel>,
     /// Per-host Felix config (`/calico/v1/host/<h>/config/*`, including `marker`).
     pub config: BTreeMap<String, String>,
+    /// IPAM blocks affine to the host (`/calico/ipam/v2/host/<h>/ipv4|ipv6/block/<cidr>`):
+    /// BIRD announces each as one aggregate route (reference 4.4).
+    pub blocks: BTreeSet<IpNet>,
 }
 
 impl HostState {
@@ -120,12 +123,12 @@ impl ClusterState {
         }
     }
 
-    /// Whether policy or routing depends on this key (IPAM and status records do not).
+    /// Whether policy or routing depends on this key (IPAM blocks, handles and status records
+    /// do not; block affinities do, for route aggregation).
     pub fn depends_on(key: &Key) -> bool {
         !matches!(
             key,
             Key::IpamBlock { .. }
-                | Key::IpamAffinity { .. }
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
                 | Key::FelixLastReported { .. }
@@ -236,9 +239,15 @@ impl ClusterState {
                     h.peers.remove(ip);
                 }
             }),
+            (Key::IpamAffinity { host, cidr }, v) => self.update_host(host, |h| {
+                if matches!(v, Some(Value::Affinity)) {
+                    h.blocks.insert(*cidr);
+                } else {
+                    h.blocks.remove(cidr);
+                }
+            }),
             (
                 Key::IpamBlock { .. }
-                | Key::IpamAffinity { .. }
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
                 | Key::FelixLastReported { .. },

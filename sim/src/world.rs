@@ -15,7 +15,7 @@ use calico_dataplane::WorkloadPlumbing;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::agent::{self, HostAgent};
-use crate::bgp::{BgpFabric, LearnedRoutes, PeerStatus, Speaker};
+use crate::bgp::{self, BgpFabric, LearnedRoutes, PeerStatus, Speaker};
 use crate::SimError;
 
 /// Rounds `settle` runs before it gives up.
@@ -338,19 +338,25 @@ impl World {
     }
 
     /// One BGP exchange: every running host's kernel gets exactly the routes its established
-    /// peers advertise. Returns the number of routes installed, replaced or withdrawn.
+    /// peers advertise, and the blackholes of its own blocks. Returns the number of routes installed, replaced or withdrawn.
     fn run_bgp(&mut self) -> Result<usize, SimError> {
-        let learned = {
+        let (learned, blackholes) = {
             let inputs = self.bgp_inputs();
-            self.bgp.learned(&speakers(&inputs))
+            let speakers = speakers(&inputs);
+            let blackholes: BTreeMap<String, _> = speakers
+                .iter()
+                .map(|s| (s.host.to_string(), bgp::blackholes(s)))
+                .collect();
+            (self.bgp.learned(&speakers), blackholes)
         };
         let mut changes = 0;
         for host in self.hosts.values().filter(|h| h.agent.is_some()) {
             let empty = LearnedRoutes::new();
             let want = learned.get(&host.name).unwrap_or(&empty);
+            let statics = blackholes.get(&host.name).cloned().unwrap_or_default();
             changes += host
                 .dataplane
-                .sync_bgp_routes(want)
+                .sync_bird_routes(want, &statics)
                 .map_err(SimError::dataplane(
                     &host.name,
                     "installing BGP routes".to_string(),

@@ -540,7 +540,7 @@ pub fn resolve_route(
                 ))
             }
         },
-        (None, None) => return Err(format!("route {route} has neither device nor gateway")),
+        (None, None) => return Err(format!("{dst} is dropped by route {route}")),
     };
     Ok((route.clone(), dev, next_hop))
 }
