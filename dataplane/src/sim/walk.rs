@@ -540,7 +540,7 @@ pub fn resolve_route(
                 ))
             }
         },
-        (None, None) => return Err(format!("{dst} is dropped by route {route}")),
+        (None, None) => return Err(format!("no route to {dst}: {route} discards it")),
     };
     Ok((route.clone(), dev, next_hop))
 }

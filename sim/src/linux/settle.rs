@@ -148,12 +148,19 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
                 let Some(ns) = cluster.host_netns(host) else {
                     continue;
                 };
-                let route = exec_in(ns, "ip", &["route", "show", &addr.to_string()]).await;
                 let local = *host == home;
                 let ok = if local {
+                    let route = exec_in(ns, "ip", &["route", "show", &addr.to_string()]).await;
                     !route.trim().is_empty()
                 } else {
-                    route.contains("proto bird")
+                    // Remote workloads are reached through their block's route or, when
+                    // borrowed, their own /32 (block aggregation): the most specific route
+                    // covering the address must be BIRD's and not a blackhole.
+                    let addr = addr.to_string();
+                    let routes = exec_in(ns, "ip", &["route", "show", "match", &addr]).await;
+                    most_specific(&routes).is_some_and(|r| {
+                        r.contains("proto bird") && !r.starts_with("blackhole")
+                    })
                 };
                 if !ok {
                     let kind = if local { "local" } else { "BGP" };
@@ -165,9 +172,41 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
     missing
 }
 
+/// The line of `ip route show match <addr>` output with the longest prefix (the route the
+/// kernel uses); a destination without `/` is a host route.
+fn most_specific(routes: &str) -> Option<&str> {
+    routes
+        .lines()
+        .filter_map(|line| {
+            let dst = line.split_whitespace().find(|t| *t != "blackhole")?;
+            let len = match dst.split_once('/') {
+                Some((_, len)) => len.parse::<u8>().ok()?,
+                None if dst == "default" => 0,
+                None => 128,
+            };
+            Some((len, line))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, line)| line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_prefix_decides_which_route_is_used() {
+        let routes = "default via 10.0.0.1 dev eth0\n\
+                      blackhole 192.168.1.0/26 proto bird metric 32\n\
+                      192.168.1.2 via 172.31.250.2 dev eth0 proto bird metric 32\n";
+        assert_eq!(
+            most_specific(routes),
+            Some("192.168.1.2 via 172.31.250.2 dev eth0 proto bird metric 32")
+        );
+        let routes = "blackhole 192.168.1.0/26 proto bird metric 32\n";
+        assert!(most_specific(routes).is_some_and(|r| r.starts_with("blackhole")));
+        assert_eq!(most_specific(""), None);
+    }
 
     #[test]
     fn counters_and_comments_are_ignored() {
