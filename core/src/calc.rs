@@ -13,6 +13,7 @@
 //! `desired() == compute(state(), host)`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -29,6 +30,7 @@ use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId}
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
+use crate::shared::SharedDecodes;
 
 /// What one update (or batch) changed in the desired state. `Some` is the new value, `None` a
 /// removal.
@@ -85,11 +87,12 @@ pub struct Calculator {
     desired: DesiredState,
     global: GlobalParts,
     /// Local endpoints per interface; the smallest id owns the interface's chains.
-    ifaces: BTreeMap<String, BTreeSet<EndpointId>>,
+    ifaces: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
     /// Active local endpoints per profile: the profile has chains iff this is non-empty.
-    profile_users: BTreeMap<String, BTreeSet<EndpointId>>,
-    /// Endpoints of every host per profile, for tag membership.
-    profile_endpoints: BTreeMap<String, BTreeSet<EndpointId>>,
+    profile_users: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
+    /// Endpoints of every host per profile, for tag membership (the ids are the state's own
+    /// `Arc`s, so this index costs a pointer per endpoint).
+    profile_endpoints: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
     /// Tags referenced by each compiled profile, per family.
     profile_tags: BTreeMap<(IpFamily, String), BTreeSet<String>>,
     /// Compiled profiles referencing each tag, per family: the set exists iff non-empty.
@@ -99,6 +102,9 @@ pub struct Calculator {
     /// Plumbing installed per local interface.
     plumbing: BTreeMap<String, EndpointPlumbing>,
     dirty: Dirty,
+    /// Where endpoint records are decoded, shared with other calculators; `None` decodes
+    /// privately.
+    shared: Option<SharedDecodes>,
 }
 
 impl Calculator {
@@ -119,6 +125,16 @@ impl Calculator {
             tag_members: BTreeMap::new(),
             plumbing: BTreeMap::new(),
             dirty: Dirty::default(),
+            shared: None,
+        }
+    }
+
+    /// A calculator for `host` that decodes endpoint records through `shared`, so that many
+    /// calculators in one process (the simulator's hosts) hold one copy of each record.
+    pub fn with_shared(host: &str, shared: SharedDecodes) -> Self {
+        Calculator {
+            shared: Some(shared),
+            ..Calculator::new(host)
         }
     }
 
@@ -160,15 +176,41 @@ impl Calculator {
         };
         match &key {
             Key::Endpoint(id) => {
-                let old = self.state.endpoints.get(id).cloned();
-                self.state.apply(raw_key, value);
-                let new = self.state.endpoints.get(id).cloned();
-                if old != new {
-                    self.endpoint_changed(id, old.as_ref(), new.as_ref());
+                let old = self.state.endpoints.get_key_value(id);
+                let old = old.map(|(id, ep)| (Arc::clone(id), Arc::clone(ep)));
+                match (&self.shared, value) {
+                    (Some(shared), Some(bytes)) => {
+                        // An invalid value counts as a deletion, as `ClusterState::apply` has it.
+                        let decoded = shared.endpoint(raw_key, &key, id, bytes);
+                        match decoded {
+                            Ok((id, ep)) => self.state.set_endpoint(id, Some(ep)),
+                            Err(_) => {
+                                self.state.endpoints.remove(id);
+                            }
+                        }
+                    }
+                    _ => {
+                        self.state.apply(raw_key, value);
+                    }
+                }
+                let new = self.state.endpoints.get_key_value(id);
+                let new = new.map(|(id, ep)| (Arc::clone(id), Arc::clone(ep)));
+                let same = match (&old, &new) {
+                    (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    let id = new.as_ref().or(old.as_ref()).map(|(id, _)| Arc::clone(id));
+                    if let Some(id) = id {
+                        let old = old.as_ref().map(|(_, ep)| &**ep);
+                        let new = new.as_ref().map(|(_, ep)| &**ep);
+                        self.endpoint_changed(&id, old, new);
+                    }
                 }
             }
             Key::ProfileTags { profile } => {
-                let users: Vec<EndpointId> = self
+                let users: Vec<Arc<EndpointId>> = self
                     .profile_endpoints
                     .get(profile)
                     .map(|s| s.iter().cloned().collect())
@@ -190,27 +232,29 @@ impl Calculator {
         }
     }
 
-    fn adjust_members_of(&mut self, ids: &[EndpointId], add: bool) {
+    fn adjust_members_of(&mut self, ids: &[Arc<EndpointId>], add: bool) {
         for id in ids {
-            if let Some(ep) = self.state.endpoints.get(id).cloned() {
+            if let Some(ep) = self.state.endpoints.get(&**id).cloned() {
                 self.adjust_members(&ep, add);
             }
         }
     }
 
     /// Adds or removes `ep`'s addresses to or from the members of every tag it carries.
+    /// Runs for every endpoint of the cluster on every host: it allocates only for a tag or
+    /// address seen for the first time.
     fn adjust_members(&mut self, ep: &WorkloadEndpoint, add: bool) {
-        let tags: Vec<String> = ipsets::endpoint_tags(&self.state, ep)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        for tag in tags {
-            let counts = self.tag_members.entry(tag.clone()).or_default();
+        for tag in ipsets::endpoint_tags(&self.state, ep) {
+            if !self.tag_members.contains_key(tag) {
+                self.tag_members.insert(tag.to_string(), BTreeMap::new());
+            }
+            let Some(counts) = self.tag_members.get_mut(tag) else {
+                continue;
+            };
             for net in ep.nets() {
-                let count = counts.entry(net).or_default();
                 if add {
-                    *count += 1;
-                } else {
+                    *counts.entry(net).or_default() += 1;
+                } else if let Some(count) = counts.get_mut(&net) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
                         counts.remove(&net);
@@ -218,15 +262,17 @@ impl Calculator {
                 }
             }
             if counts.is_empty() {
-                self.tag_members.remove(&tag);
+                self.tag_members.remove(tag);
             }
-            self.dirty.tags.insert(tag);
+            if !self.dirty.tags.contains(tag) {
+                self.dirty.tags.insert(tag.to_string());
+            }
         }
     }
 
     fn endpoint_changed(
         &mut self,
-        id: &EndpointId,
+        id: &Arc<EndpointId>,
         old: Option<&WorkloadEndpoint>,
         new: Option<&WorkloadEndpoint>,
     ) {
@@ -370,8 +416,8 @@ impl Calculator {
             .and_then(|id| {
                 self.state
                     .endpoints
-                    .get(id)
-                    .map(|ep| (id.clone(), ep.clone()))
+                    .get(&**id)
+                    .map(|ep| (Arc::clone(id), Arc::clone(ep)))
             });
         let plumbing = match &owner {
             Some((id, ep)) => {

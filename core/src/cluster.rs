@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -71,7 +72,9 @@ pub struct ClusterState {
     pub pools: BTreeMap<IpNet, IpPool>,
     pub hosts: BTreeMap<String, HostState>,
     pub bgp: BgpGlobal,
-    pub endpoints: BTreeMap<EndpointId, WorkloadEndpoint>,
+    /// Behind `Arc`s so that calculators sharing a [`crate::shared::SharedDecodes`] hold one
+    /// copy of each record between them (lookups take a plain `&EndpointId`).
+    pub endpoints: BTreeMap<Arc<EndpointId>, Arc<WorkloadEndpoint>>,
     pub profiles: BTreeMap<String, ProfileState>,
 }
 
@@ -152,7 +155,7 @@ impl ClusterState {
                 self.pools.remove(cidr);
             }
             (Key::Endpoint(id), Some(Value::Endpoint(ep))) => {
-                self.endpoints.insert(id.clone(), ep);
+                self.endpoints.insert(Arc::new(id.clone()), Arc::new(ep));
             }
             (Key::Endpoint(id), _) => {
                 self.endpoints.remove(id);
@@ -255,6 +258,19 @@ impl ClusterState {
             ) => return false,
         }
         true
+    }
+
+    /// Sets (or with `None` removes) one endpoint from an already decoded, possibly shared,
+    /// record: what [`ClusterState::apply`] does for an endpoint key.
+    pub fn set_endpoint(&mut self, id: Arc<EndpointId>, endpoint: Option<Arc<WorkloadEndpoint>>) {
+        match endpoint {
+            Some(ep) => {
+                self.endpoints.insert(id, ep);
+            }
+            None => {
+                self.endpoints.remove(&*id);
+            }
+        }
     }
 
     fn update_profile(&mut self, name: &str, f: impl FnOnce(&mut ProfileState)) {

@@ -12,6 +12,7 @@
 //! - [`render`]: iptables-restore, ipset restore and BIRD text.
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
+//! - [`shared`]: decoded endpoints shared by the calculators of one process (the simulator).
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
 //! → rendered to iptables-restore / ipset / bird.cfg text by the dataplanes.
@@ -28,5 +29,6 @@ pub mod model;
 pub mod names;
 pub mod plan;
 pub mod render;
+pub mod shared;
 
 pub use error::ModelError;

@@ -6,9 +6,11 @@
 //! Arguments: host counts to settle (default `100 300`). Peak memory is per process, so run
 //! one size per invocation for a clean number: `cargo bench -p calico-sim --bench world -- 1000`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use calico_backends::{AssignRequest, Datastore};
+use calico_core::model::{IpPool, BLOCK_SIZE};
 use calico_sim::{ops, Probe, Verdict, World};
 
 const WORKLOADS_PER_HOST: usize = 10;
@@ -20,9 +22,15 @@ fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 16, b, c)
 }
 
-fn workload_ip(i: usize) -> Ipv4Addr {
-    let [_, _, a, b] = u32::try_from(i + 1).unwrap_or(0).to_be_bytes();
-    Ipv4Addr::new(192, 168, a, b)
+/// The pool the settle worlds allocate from: room for 262,144 blocks of 64 addresses.
+const POOL: &str = "10.0.0.0/8";
+
+/// Workload `w` of host `h`: inside the host's own IPAM block (the first explicit address in
+/// a block claims it, reference 1.8), as auto-assignment would place them, so each host
+/// announces one block route.
+fn workload_ip(h: usize, w: usize) -> Ipv4Addr {
+    let offset = u32::try_from(h * BLOCK_SIZE + w + 1).unwrap_or(0);
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + offset)
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -40,6 +48,9 @@ async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
     let store = world.store().clone();
     let mut names = Vec::new();
     ops::profile_add(store.as_ref(), PROFILE).await.unwrap();
+    let pool = IpPool::new(POOL.parse().unwrap());
+    let datastore = Datastore::new(store.clone());
+    datastore.put_pool(&pool).await.unwrap();
     let profiles = vec![PROFILE.to_string()];
     for h in 0..hosts {
         let (host, ip) = (format!("host{h}"), host_ip(h));
@@ -49,8 +60,14 @@ async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
             let name = format!("w{h}_{w}");
             world.add_workload(&host, &name).unwrap();
             let plumbing = world.host(&host).unwrap().plumbing();
-            let addr = workload_ip(h * per_host + w);
+            let addr = workload_ip(h, w);
             let id = ops::container_add(store.as_ref(), plumbing, &host, ip, &name, addr)
+                .await
+                .unwrap();
+            // As `calicoctl container add <ip>` does: the first address claims the block.
+            let request = AssignRequest::Ip(IpAddr::V4(addr));
+            datastore
+                .assign_ip(request, &id.endpoint, &host)
                 .await
                 .unwrap();
             ops::set_profiles(store.as_ref(), &id, &profiles)

@@ -10,6 +10,7 @@ use std::sync::{Arc, MutexGuard};
 
 use calico_backends::{MemStore, Store};
 use calico_cli::agent::StepOutcome;
+use calico_core::shared::SharedDecodes;
 use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::WorkloadPlumbing;
 use ipnet::{IpNet, Ipv4Net};
@@ -92,6 +93,8 @@ pub struct World {
     /// Probes sent so far: each takes the next echo identifier and ephemeral port, so that
     /// probes are separate flows to conntrack (see [`World::send`]).
     probes: AtomicU64,
+    /// Endpoint records decoded once for every agent of the world.
+    shared: SharedDecodes,
 }
 
 impl World {
@@ -105,6 +108,7 @@ impl World {
             bgp: BgpFabric::default(),
             wire_prefix_len: WIRE_PREFIX_LEN,
             probes: AtomicU64::new(0),
+            shared: SharedDecodes::new(),
         }
     }
 
@@ -228,9 +232,10 @@ impl World {
     /// `UnknownHost`.
     pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
         let store = Arc::clone(&self.store);
+        let shared = self.shared.clone();
         let h = self.host_mut(host)?;
         if h.agent.is_none() {
-            h.agent = Some(agent::host_agent(store, &h.dataplane, host));
+            h.agent = Some(agent::host_agent(store, &h.dataplane, host, &shared));
         }
         Ok(())
     }
