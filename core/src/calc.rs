@@ -18,6 +18,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::cluster::ClusterState;
+use crate::codec::{decode, Value};
 use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
 use crate::compute::names::{
     from_wl_chain, profile_inbound_chain, profile_outbound_chain, tag_set as tag_set_name,
@@ -31,6 +32,18 @@ use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
 use crate::shared::SharedDecodes;
+
+/// Records nothing here depends on (`ClusterState::depends_on` says no to their keys):
+/// IPAM blocks and handles, Felix status. A snapshot holds one handle per endpoint, so they
+/// are skipped before parsing.
+const IGNORED_PREFIXES: [&str; 3] = [
+    "/calico/ipam/v2/assignment/",
+    "/calico/ipam/v2/handle/",
+    "/calico/felix/",
+];
+
+/// Where profile tags and rules live.
+const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
 
 /// What one update (or batch) changed in the desired state. `Some` is the new value, `None` a
 /// removal.
@@ -164,49 +177,45 @@ impl Calculator {
         &mut self,
         updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
     ) -> Delta {
-        for (key, value) in updates {
+        // Profiles first: a profile's tags arriving after its endpoints (as in a snapshot,
+        // listed in key order) would re-index every one of them. Each key keeps the order of
+        // its own updates, and the outcome depends only on the last value of each key.
+        let (profiles, rest): (Vec<_>, Vec<_>) = updates
+            .into_iter()
+            .partition(|(key, _)| key.starts_with(PROFILE_PREFIX));
+        for (key, value) in profiles.into_iter().chain(rest) {
             self.ingest(&key, value.as_deref());
         }
         self.flush()
     }
 
     fn ingest(&mut self, raw_key: &str, value: Option<&[u8]>) {
+        if let (Some(shared), Some(bytes)) = (&self.shared, value) {
+            // Most updates a simulated host takes are endpoints another host already decoded.
+            if let Some((id, ep)) = shared.cached_endpoint(raw_key, bytes) {
+                self.set_endpoint(id, ep);
+                return;
+            }
+        }
+        if IGNORED_PREFIXES.iter().any(|p| raw_key.starts_with(p)) {
+            return;
+        }
         let Ok(key) = Key::parse(raw_key) else {
             return;
         };
         match &key {
             Key::Endpoint(id) => {
-                let old = self.state.endpoints.get_key_value(id);
-                let old = old.map(|(id, ep)| (Arc::clone(id), Arc::clone(ep)));
-                match (&self.shared, value) {
-                    (Some(shared), Some(bytes)) => {
-                        // An invalid value counts as a deletion, as `ClusterState::apply` has it.
-                        let decoded = shared.endpoint(raw_key, &key, id, bytes);
-                        match decoded {
-                            Ok((id, ep)) => self.state.set_endpoint(id, Some(ep)),
-                            Err(_) => {
-                                self.state.endpoints.remove(id);
-                            }
-                        }
-                    }
-                    _ => {
-                        self.state.apply(raw_key, value);
-                    }
-                }
-                let new = self.state.endpoints.get_key_value(id);
-                let new = new.map(|(id, ep)| (Arc::clone(id), Arc::clone(ep)));
-                let same = match (&old, &new) {
-                    (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b) || a == b,
-                    (None, None) => true,
-                    _ => false,
-                };
-                if !same {
-                    let id = new.as_ref().or(old.as_ref()).map(|(id, _)| Arc::clone(id));
-                    if let Some(id) = id {
-                        let old = old.as_ref().map(|(_, ep)| &**ep);
-                        let new = new.as_ref().map(|(_, ep)| &**ep);
-                        self.endpoint_changed(&id, old, new);
-                    }
+                // An invalid value counts as a deletion, as `ClusterState::apply` has it.
+                let decoded = value.and_then(|bytes| match &self.shared {
+                    Some(shared) => shared.endpoint(raw_key, &key, id, bytes).ok(),
+                    None => match decode(&key, bytes) {
+                        Ok(Value::Endpoint(ep)) => Some((Arc::new(id.clone()), Arc::new(ep))),
+                        _ => None,
+                    },
+                });
+                match decoded {
+                    Some((id, ep)) => self.set_endpoint(id, ep),
+                    None => self.remove_endpoint(id),
                 }
             }
             Key::ProfileTags { profile } => {
@@ -229,6 +238,22 @@ impl Calculator {
                     self.dirty.global = true;
                 }
             }
+        }
+    }
+
+    /// Stores an endpoint's (possibly shared) record and re-indexes it if it changed.
+    fn set_endpoint(&mut self, id: Arc<EndpointId>, ep: Arc<WorkloadEndpoint>) {
+        let old = self.state.endpoints.insert(Arc::clone(&id), Arc::clone(&ep));
+        let same = old.as_ref().is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
+        if !same {
+            self.endpoint_changed(&id, old.as_deref(), Some(&ep));
+        }
+    }
+
+    /// Forgets an endpoint and un-indexes it.
+    fn remove_endpoint(&mut self, id: &EndpointId) {
+        if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
+            self.endpoint_changed(&id, Some(&old), None);
         }
     }
 
@@ -580,5 +605,59 @@ fn remove_from<K: Ord + Clone, T: Ord>(
         true
     } else {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_prefixes_hold_only_keys_the_state_ignores() {
+        for key in [
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.1.0-26",
+            "/calico/ipam/v2/handle/abc",
+            "/calico/felix/v1/host/h1/status",
+            "/calico/felix/v1/host/h1/last_reported_status",
+        ] {
+            assert!(IGNORED_PREFIXES.iter().any(|p| key.starts_with(p)), "{key}");
+            let parsed = Key::parse(key).unwrap();
+            assert!(!ClusterState::depends_on(&parsed), "{key}");
+        }
+        let affinity = Key::parse("/calico/ipam/v2/host/h1/ipv4/block/192.168.1.0-26").unwrap();
+        assert!(ClusterState::depends_on(&affinity));
+    }
+
+    #[test]
+    fn calculators_sharing_decodes_share_records_and_agree_with_compute() {
+        let shared = SharedDecodes::new();
+        let key = "/calico/v1/host/h2/workload/docker/w/endpoint/e";
+        let ep = br#"{"state":"active","name":"calie","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["A"],"ipv4_nets":["192.168.1.1/32"]}"#;
+        let tags = ("/calico/v1/policy/profile/A/tags", &br#"["A"]"#[..]);
+        let rules = (
+            "/calico/v1/policy/profile/A/rules",
+            &br#"{"inbound_rules":[{"action":"allow","src_tag":"A"}],"outbound_rules":[]}"#[..],
+        );
+        let mut calcs: Vec<Calculator> = ["h1", "h2"]
+            .into_iter()
+            .map(|h| Calculator::with_shared(h, shared.clone()))
+            .collect();
+        for calc in &mut calcs {
+            // The endpoint before its profile: the batch takes the profile first.
+            calc.apply_batch([
+                (key.to_string(), Some(ep.to_vec())),
+                (tags.0.to_string(), Some(tags.1.to_vec())),
+                (rules.0.to_string(), Some(rules.1.to_vec())),
+            ]);
+            assert_eq!(calc.desired(), &compute(calc.state(), &calc.host));
+        }
+        let record = |c: &Calculator| c.state().endpoints.values().next().cloned().unwrap();
+        assert!(Arc::ptr_eq(&record(&calcs[0]), &record(&calcs[1])));
+        // An invalid value deletes the endpoint on every calculator.
+        for calc in &mut calcs {
+            calc.apply(key, Some(b"{not json"));
+            assert!(calc.state().endpoints.is_empty());
+            assert_eq!(calc.desired(), &compute(calc.state(), &calc.host));
+        }
     }
 }

@@ -63,6 +63,21 @@ impl SharedDecodes {
         Self::default()
     }
 
+    /// The shared record of `raw_key` when some calculator already decoded exactly `bytes`
+    /// for it and still holds it: no parsing, no decoding.
+    pub fn cached_endpoint(
+        &self,
+        raw_key: &str,
+        bytes: &[u8],
+    ) -> Option<(Arc<EndpointId>, Arc<WorkloadEndpoint>)> {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = table.by_key.get(raw_key)?;
+        if *entry.bytes != *bytes {
+            return None;
+        }
+        Some((entry.id.upgrade()?, entry.endpoint.upgrade()?))
+    }
+
     /// The endpoint stored at `raw_key` (parsed as `key`, with `id` its endpoint id) as
     /// `bytes`: the record another calculator already decoded from the same bytes, or one
     /// decoded now and shared from now on.
@@ -78,19 +93,15 @@ impl SharedDecodes {
     ) -> Result<(Arc<EndpointId>, Arc<WorkloadEndpoint>), ModelError> {
         // A poisoned lock only means another thread panicked mid-insert; the table is still
         // a valid cache (at worst an entry is missing), so keep using it.
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = table.by_key.get(raw_key) {
-            if *entry.bytes == *bytes {
-                if let (Some(id), Some(ep)) = (entry.id.upgrade(), entry.endpoint.upgrade()) {
-                    return Ok((id, ep));
-                }
-            }
+        if let Some(hit) = self.cached_endpoint(raw_key, bytes) {
+            return Ok(hit);
         }
         let endpoint = match decode(key, bytes)? {
             Value::Endpoint(ep) => Arc::new(ep),
             _ => return Err(ModelError::field("endpoint", raw_key, "not an endpoint key")),
         };
         let id = Arc::new(id.clone());
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         table.inserts += 1;
         if table.inserts % SWEEP_EVERY == 0 {
             table.by_key.retain(|_, e| e.endpoint.strong_count() > 0);
@@ -133,6 +144,9 @@ mod tests {
         let second = lookup(&shared, &ep_bytes("ee:ee:ee:ee:ee:ee"));
         assert!(Arc::ptr_eq(&first.1, &second.1));
         assert!(Arc::ptr_eq(&first.0, &second.0));
+        let cached = shared.cached_endpoint(KEY, &ep_bytes("ee:ee:ee:ee:ee:ee"));
+        assert!(cached.is_some_and(|(_, ep)| Arc::ptr_eq(&ep, &first.1)));
+        assert!(shared.cached_endpoint(KEY, b"{}").is_none());
         let changed = lookup(&shared, &ep_bytes("ee:ee:ee:ee:ee:01"));
         assert!(!Arc::ptr_eq(&first.1, &changed.1));
         assert_eq!(changed.1.mac.to_string(), "ee:ee:ee:ee:ee:01");
