@@ -3,8 +3,9 @@
 //! - packet walks per second on a 100-host world (request + reply, cross-host);
 //! - time and peak memory (VmHWM) to settle worlds of N hosts with 10 workloads each.
 //!
-//! Arguments: host counts to settle (default `100 300`). Peak memory is per process, so run
-//! one size per invocation for a clean number: `cargo bench -p calico-sim --bench world -- 1000`.
+//! Arguments: host counts to settle (default: the walks, then `100 300`), or `walks` for the
+//! walks alone. Peak memory is per process, so run one size per invocation for a clean
+//! number: `cargo bench -p calico-sim --bench world -- 1000`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -130,15 +131,16 @@ async fn bench_settle(hosts: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let walks_only = args.iter().any(|a| a == "walks");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
-        if sizes.is_empty() {
+        if walks_only {
+            bench_walks().await;
+        } else if sizes.is_empty() {
             bench_walks().await;
             for hosts in [100, 300] {
                 bench_settle(hosts).await;
