@@ -283,16 +283,13 @@ impl World {
         let mut report = SettleReport::default();
         for round in 1..=MAX_SETTLE_ROUNDS {
             let mut changing = Vec::new();
-            for host in self.hosts.values_mut() {
-                let Some(running) = host.agent.as_mut() else {
-                    continue;
-                };
-                let step = agent::step(running).await?;
+            for (host, step) in step_agents(&mut self.hosts).await {
+                let step = step?;
                 report.events += step.events;
                 report.snapshots += usize::from(step.resnapshot);
                 report.dataplane_changes += step.changes.len();
                 if agent::busy(&step) {
-                    changing.push(host.name.clone());
+                    changing.push(host);
                 }
             }
             let bgp = self.run_bgp()?;
@@ -379,6 +376,68 @@ impl World {
         let inputs = self.bgp_inputs();
         Ok(self.bgp.peer_table(&speakers(&inputs), host))
     }
+}
+
+/// Worlds with at least this many running agents step them on several threads.
+const PARALLEL_AGENTS: usize = 64;
+
+/// Steps every running agent once, in host order, returning each step's outcome by host.
+///
+/// Stepping an agent only reads the store (its watch, or a snapshot) and writes its own
+/// kernel, so agents do not see each other within a step and the outcome does not depend on
+/// their order. Large worlds therefore step them on as many threads as there are cores, each
+/// thread with its own single-threaded runtime; small ones (every test) stay on this thread.
+async fn step_agents(
+    hosts: &mut BTreeMap<String, SimHost>,
+) -> Vec<(String, Result<StepOutcome, SimError>)> {
+    let mut running: Vec<&mut SimHost> =
+        hosts.values_mut().filter(|h| h.agent.is_some()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if running.len() < PARALLEL_AGENTS || threads < 2 {
+        let mut out = Vec::with_capacity(running.len());
+        for host in running {
+            if let Some(agent) = host.agent.as_mut() {
+                out.push((host.name.clone(), agent::step(agent).await));
+            }
+        }
+        return out;
+    }
+    let chunk = running.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = running
+            .chunks_mut(chunk)
+            .map(|hosts| scope.spawn(move || step_on_this_thread(hosts)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Steps `hosts`' agents one after another on a fresh single-threaded runtime.
+fn step_on_this_thread(hosts: &mut [&mut SimHost]) -> Vec<(String, Result<StepOutcome, SimError>)> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(source) => {
+            let host = hosts.first().map(|h| h.name.clone()).unwrap_or_default();
+            let error = SimError::Runtime {
+                host: host.clone(),
+                source,
+            };
+            return vec![(host, Err(error))];
+        }
+    };
+    hosts
+        .iter_mut()
+        .filter_map(|host| {
+            let agent = host.agent.as_mut()?;
+            Some((host.name.clone(), runtime.block_on(agent::step(agent))))
+        })
+        .collect()
 }
 
 /// One host's BGP-relevant state: its locked kernel (for the BIRD configs) and its exportable
