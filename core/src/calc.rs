@@ -85,6 +85,8 @@ impl Delta {
 /// What the pending updates touched, rebuilt at the next flush.
 #[derive(Debug, Default)]
 struct Dirty {
+    /// Hosts whose records changed (to share them, when decodes are shared).
+    hosts: BTreeSet<String>,
     ifaces: BTreeSet<String>,
     dispatch: bool,
     profiles: BTreeSet<String>,
@@ -236,6 +238,11 @@ impl Calculator {
                 if ClusterState::depends_on(&key) {
                     self.state.apply(raw_key, value);
                     self.dirty.global = true;
+                    if self.shared.is_some() {
+                        if let Some(host) = host_record_of(&key) {
+                            self.dirty.hosts.insert(host.to_string());
+                        }
+                    }
                 }
             }
         }
@@ -345,6 +352,13 @@ impl Calculator {
     /// Rebuilds everything dirty and returns the changes.
     fn flush(&mut self) -> Delta {
         let dirty = std::mem::take(&mut self.dirty);
+        if let Some(shared) = &self.shared {
+            for name in &dirty.hosts {
+                if let Some(record) = self.state.hosts.get_mut(name) {
+                    shared.intern_host(name, record);
+                }
+            }
+        }
         let mut delta = Delta::default();
         let mut tags = dirty.tags;
         for p in &dirty.profiles {
@@ -556,6 +570,20 @@ impl Calculator {
             None => chains.remove(name),
         };
         delta.chains.insert((table, name.to_string()), chain);
+    }
+}
+
+/// The host whose [`crate::cluster::HostState`] a key is part of.
+fn host_record_of(key: &Key) -> Option<&str> {
+    match key {
+        Key::HostConfig { host, .. }
+        | Key::BirdIp { host }
+        | Key::HostIp { host, .. }
+        | Key::HostAsNum { host }
+        | Key::HostBgpLogLevel { host }
+        | Key::HostPeer { host, .. }
+        | Key::IpamAffinity { host, .. } => Some(host),
+        _ => None,
     }
 }
 

@@ -70,7 +70,9 @@ pub struct ClusterState {
     pub ready: bool,
     pub global_config: BTreeMap<String, String>,
     pub pools: BTreeMap<IpNet, IpPool>,
-    pub hosts: BTreeMap<String, HostState>,
+    /// Behind `Arc`s (copy-on-write) so that calculators sharing a
+    /// [`crate::shared::SharedDecodes`] hold one copy of each identical host record.
+    pub hosts: BTreeMap<String, Arc<HostState>>,
     pub bgp: BgpGlobal,
     /// Behind `Arc`s so that calculators sharing a [`crate::shared::SharedDecodes`] hold one
     /// copy of each record between them (lookups take a plain `&EndpointId`).
@@ -92,7 +94,10 @@ pub enum Applied {
 impl ClusterState {
     /// Host settings, or the empty default for an unregistered host.
     pub fn host(&self, host: &str) -> HostState {
-        self.hosts.get(host).cloned().unwrap_or_default()
+        self.hosts
+            .get(host)
+            .map(|h| HostState::clone(h))
+            .unwrap_or_default()
     }
 
     /// The AS a host speaks BGP with: its own or the global default.
@@ -282,7 +287,11 @@ impl ClusterState {
     }
 
     fn update_host(&mut self, name: &str, f: impl FnOnce(&mut HostState)) {
-        let host = self.hosts.entry(name.to_string()).or_default();
+        let host = match self.hosts.get_mut(name) {
+            Some(host) => host,
+            None => self.hosts.entry(name.to_string()).or_default(),
+        };
+        let host = Arc::make_mut(host);
         f(host);
         if host.is_empty() {
             self.hosts.remove(name);

@@ -1,4 +1,4 @@
-//! Decoded endpoint records shared by the calculators of one process.
+//! Decoded endpoint records (and host records) shared by the calculators of one process.
 //!
 //! The simulator runs one calculator per host, and each holds every endpoint of the cluster:
 //! N hosts × E endpoints decoded records, where only E are distinct. A [`SharedDecodes`]
@@ -7,6 +7,11 @@
 //! calculator still takes every update itself and computes its own desired state from its own
 //! view: only immutable decoded values are shared, never what a host derives from them.
 //!
+//! Host records are built from several keys each, so they are shared after the fact:
+//! [`SharedDecodes::intern_host`] swaps a calculator's record for an equal one another
+//! calculator already holds (N hosts each holding N host records would otherwise grow with
+//! the square of the cluster).
+//!
 //! Entries hold weak references: a record lives as long as some calculator holds it. Dead
 //! entries are swept now and then, so churn does not grow the table without bound.
 
@@ -14,6 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::cluster::HostState;
 use crate::codec::{decode, Value};
 use crate::keys::Key;
 use crate::model::{EndpointId, WorkloadEndpoint};
@@ -32,6 +38,7 @@ struct Entry {
 #[derive(Default)]
 struct Table {
     by_key: HashMap<Box<str>, Entry>,
+    hosts: HashMap<String, Weak<HostState>>,
     inserts: usize,
 }
 
@@ -61,6 +68,22 @@ impl SharedDecodes {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replaces `record` (host `name`'s) by the shared one when that is equal, or makes it the
+    /// shared one.
+    pub fn intern_host(&self, name: &str, record: &mut Arc<HostState>) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = table.hosts.get(name).and_then(Weak::upgrade) {
+            if Arc::ptr_eq(&shared, record) {
+                return;
+            }
+            if *shared == **record {
+                *record = shared;
+                return;
+            }
+        }
+        table.hosts.insert(name.to_string(), Arc::downgrade(record));
     }
 
     /// The shared record of `raw_key` when some calculator already decoded exactly `bytes`
@@ -150,6 +173,28 @@ mod tests {
         let changed = lookup(&shared, &ep_bytes("ee:ee:ee:ee:ee:01"));
         assert!(!Arc::ptr_eq(&first.1, &changed.1));
         assert_eq!(changed.1.mac.to_string(), "ee:ee:ee:ee:ee:01");
+    }
+
+    #[test]
+    fn equal_host_records_are_shared_and_a_changed_one_takes_over() {
+        let shared = SharedDecodes::new();
+        let record = |as_num| {
+            Arc::new(HostState {
+                as_num: Some(crate::model::AsNumber(as_num)),
+                ..HostState::default()
+            })
+        };
+        let mut first = record(64511);
+        let mut second = record(64511);
+        shared.intern_host("h1", &mut first);
+        shared.intern_host("h1", &mut second);
+        assert!(Arc::ptr_eq(&first, &second));
+        let mut changed = record(65000);
+        shared.intern_host("h1", &mut changed);
+        let mut again = record(65000);
+        shared.intern_host("h1", &mut again);
+        assert!(Arc::ptr_eq(&changed, &again));
+        assert_eq!(first.as_num, Some(crate::model::AsNumber(64511)));
     }
 
     #[test]
