@@ -250,8 +250,13 @@ impl Calculator {
 
     /// Stores an endpoint's (possibly shared) record and re-indexes it if it changed.
     fn set_endpoint(&mut self, id: Arc<EndpointId>, ep: Arc<WorkloadEndpoint>) {
-        let old = self.state.endpoints.insert(Arc::clone(&id), Arc::clone(&ep));
-        let same = old.as_ref().is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
+        let old = self
+            .state
+            .endpoints
+            .insert(Arc::clone(&id), Arc::clone(&ep));
+        let same = old
+            .as_ref()
+            .is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
         if !same {
             self.endpoint_changed(&id, old.as_deref(), Some(&ep));
         }

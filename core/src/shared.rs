@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::cluster::HostState;
@@ -35,9 +36,29 @@ struct Entry {
     endpoint: Weak<WorkloadEndpoint>,
 }
 
+/// A fast multiply-rotate hash of the raw key (the table is looked up for every endpoint
+/// every host takes; SipHash's resistance to chosen keys buys nothing in one simulator).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Default)]
 struct Table {
-    by_key: HashMap<Box<str>, Entry>,
+    by_key: HashMap<Box<str>, Entry, BuildHasherDefault<KeyHasher>>,
     hosts: HashMap<String, Weak<HostState>>,
     inserts: usize,
 }
@@ -121,7 +142,13 @@ impl SharedDecodes {
         }
         let endpoint = match decode(key, bytes)? {
             Value::Endpoint(ep) => Arc::new(ep),
-            _ => return Err(ModelError::field("endpoint", raw_key, "not an endpoint key")),
+            _ => {
+                return Err(ModelError::field(
+                    "endpoint",
+                    raw_key,
+                    "not an endpoint key",
+                ))
+            }
         };
         let id = Arc::new(id.clone());
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,7 +229,10 @@ mod tests {
         let shared = SharedDecodes::new();
         let bytes = ep_bytes("ee:ee:ee:ee:ee:ee");
         let weak = Arc::downgrade(&lookup(&shared, &bytes).1);
-        assert!(weak.upgrade().is_none(), "the table does not keep records alive");
+        assert!(
+            weak.upgrade().is_none(),
+            "the table does not keep records alive"
+        );
         assert_eq!(lookup(&shared, &bytes).1.name, "calie");
         let key = Key::parse(KEY).unwrap();
         let Key::Endpoint(id) = &key else {

@@ -195,7 +195,10 @@ fn bird_accepts_rendered_configs_when_installed() {
             ("v4.conf", desired.bird_v4.as_ref(), false),
             ("v6.conf", desired.bird_v6.as_ref(), true),
         ];
-        assert!(desired.bird_v4.is_some(), "{case_name} has a v4 BGP address");
+        assert!(
+            desired.bird_v4.is_some(),
+            "{case_name} has a v4 BGP address"
+        );
         for (name, cfg, v6) in configs {
             let Some(cfg) = cfg else { continue };
             let file = tmp.join(format!("{case_name}-{name}"));

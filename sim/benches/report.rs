@@ -61,7 +61,13 @@ fn durations(line: &str) -> Vec<f64> {
 }
 
 fn duration(token: &str) -> Option<f64> {
-    for (unit, scale) in [("ns", 1e-9), ("µs", 1e-6), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)] {
+    for (unit, scale) in [
+        ("ns", 1e-9),
+        ("µs", 1e-6),
+        ("us", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+    ] {
         if let Some(number) = token.strip_suffix(unit) {
             if let Ok(n) = number.parse::<f64>() {
                 return Some(n * scale);
@@ -95,7 +101,11 @@ fn settles(raw: &Raw) -> (Vec<Settle>, Vec<String>) {
             d.filter_map(Result::ok)
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().to_string();
-                    let hosts = name.strip_prefix("settle-")?.strip_suffix(".txt")?.parse().ok()?;
+                    let hosts = name
+                        .strip_prefix("settle-")?
+                        .strip_suffix(".txt")?
+                        .parse()
+                        .ok()?;
                     Some((hosts, e.path()))
                 })
                 .collect()
@@ -156,7 +166,10 @@ fn row(out: &mut String, work: &str, ours: Option<f64>, baseline: Option<(&str, 
     let (base_s, ratio) = match baseline {
         None => ("—".to_string(), "—".to_string()),
         Some((what, b)) => (
-            format!("{} ({what})", b.map_or("not measured".to_string(), fmt_secs)),
+            format!(
+                "{} ({what})",
+                b.map_or("not measured".to_string(), fmt_secs)
+            ),
             match (ours, b) {
                 (Some(o), Some(b)) if b > 0.0 => format!("{:.2}x", o / b),
                 _ => "—".to_string(),
@@ -332,7 +345,10 @@ fn plot_apply(path: &Path, curve: &[(f64, f64, f64)]) -> Result<(), String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [dir, md, plots] = args.as_slice() else {
         println!("usage: report <raw dir> <BENCHMARKS.md> <plot dir> (run by scripts/bench)");
         return;
@@ -394,9 +410,7 @@ fn main() {
         "etcd.txt",
         "walks.txt",
     ] {
-        let text = raw
-            .text(file)
-            .unwrap_or_else(|| "not run\n".to_string());
+        let text = raw.text(file).unwrap_or_else(|| "not run\n".to_string());
         let _ = write!(out, "### {file}\n\n```\n{}```\n\n", text);
     }
     for s in &settles {

@@ -356,13 +356,13 @@ impl World {
             let empty = LearnedRoutes::new();
             let want = learned.get(&host.name).unwrap_or(&empty);
             let statics = blackholes.get(&host.name).cloned().unwrap_or_default();
-            changes += host
-                .dataplane
-                .sync_bird_routes(want, &statics)
-                .map_err(SimError::dataplane(
-                    &host.name,
-                    "installing BGP routes".to_string(),
-                ))?;
+            changes +=
+                host.dataplane
+                    .sync_bird_routes(want, &statics)
+                    .map_err(SimError::dataplane(
+                        &host.name,
+                        "installing BGP routes".to_string(),
+                    ))?;
         }
         Ok(changes)
     }
@@ -390,8 +390,7 @@ const PARALLEL_AGENTS: usize = 64;
 async fn step_agents(
     hosts: &mut BTreeMap<String, SimHost>,
 ) -> Vec<(String, Result<StepOutcome, SimError>)> {
-    let mut running: Vec<&mut SimHost> =
-        hosts.values_mut().filter(|h| h.agent.is_some()).collect();
+    let mut running: Vec<&mut SimHost> = hosts.values_mut().filter(|h| h.agent.is_some()).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if running.len() < PARALLEL_AGENTS || threads < 2 {
         let mut out = Vec::with_capacity(running.len());

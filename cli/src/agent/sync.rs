@@ -19,7 +19,8 @@ pub(crate) type Updates = Vec<(String, Option<Vec<u8>>)>;
 /// blocks and handles (one handle per endpoint) and Felix status records are left out: the
 /// agent ignores them, and a cluster's worth of them would be copied at every snapshot (by
 /// every host of the simulator).
-pub const SNAPSHOT_PREFIXES: [&str; 3] = ["/calico/v1/", "/calico/bgp/v1/", "/calico/ipam/v2/host/"];
+pub const SNAPSHOT_PREFIXES: [&str; 3] =
+    ["/calico/v1/", "/calico/bgp/v1/", "/calico/ipam/v2/host/"];
 
 /// A listing of [`SNAPSHOT_PREFIXES`] and the revision to watch `/calico/` from (plus one).
 ///

@@ -158,9 +158,8 @@ async fn missing_routes(cluster: &LinuxCluster) -> Vec<String> {
                     // covering the address must be BIRD's and not a blackhole.
                     let addr = addr.to_string();
                     let routes = exec_in(ns, "ip", &["route", "show", "match", &addr]).await;
-                    most_specific(&routes).is_some_and(|r| {
-                        r.contains("proto bird") && !r.starts_with("blackhole")
-                    })
+                    most_specific(&routes)
+                        .is_some_and(|r| r.contains("proto bird") && !r.starts_with("blackhole"))
                 };
                 if !ok {
                     let kind = if local { "local" } else { "BGP" };
