@@ -227,9 +227,12 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
     );
     row(
         &mut t,
-        "agent: one endpoint added, event to dataplane",
-        raw.secs("agent.txt", "endpoint add event", 2),
-        None,
+        "agent, 1,000 local / 5,000 remote endpoints: one endpoint added, event to dataplane",
+        raw.secs("agent.txt", "agent local=1000", 2),
+        Some((
+            "snapshot + first apply",
+            raw.secs("agent.txt", "agent local=1000", 0),
+        )),
     );
     row(
         &mut t,
@@ -359,6 +362,14 @@ fn main() {
     let (settles, notes) = settles(&raw);
     let curve = apply_curve(&raw);
     let plots = PathBuf::from(plots);
+    // Links in the report are relative to the report's own directory.
+    let md_dir = Path::new(md).parent().unwrap_or(Path::new(""));
+    let link = |path: &Path| {
+        path.strip_prefix(md_dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
     if let Err(e) = std::fs::create_dir_all(&plots) {
         eprintln!("report: creating {}: {e}", plots.display());
         std::process::exit(1);
@@ -371,7 +382,7 @@ fn main() {
                 let _ = writeln!(
                     figures,
                     "![settle time and peak memory vs hosts]({})\n",
-                    path.display()
+                    link(&path)
                 );
             }
             Err(e) => eprintln!("report: plotting {}: {e}", path.display()),
@@ -384,7 +395,7 @@ fn main() {
                 let _ = writeln!(
                     figures,
                     "![full apply time vs rule count]({})\n",
-                    path.display()
+                    link(&path)
                 );
             }
             Err(e) => eprintln!("report: plotting {}: {e}", path.display()),
@@ -402,6 +413,11 @@ fn main() {
     }
     let _ = writeln!(out, "\n{}", table(&raw, &settles, &notes));
     out.push_str(&figures);
+    out.push_str(
+        "Not measured by any bench yet: compute at 1k / 10k / 100k endpoints (the compute bench \
+         has one size), agent RSS holding 10,000 and 100,000 endpoints, and endpoint written on \
+         host1 → route in host2's kernel over real etcd and BIRD (p50 / p99).\n\n",
+    );
     out.push_str("## Raw output\n\n");
     for file in [
         "linux.txt",
