@@ -83,11 +83,12 @@ async fn watch_events_are_applied_in_batches() {
         .contains(&route_to("192.168.1.3", "C")));
     assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
 
-    // A write the policy does not depend on (IPAM) changes nothing.
+    // A write the policy does not depend on (an IPAM handle) changes nothing. (A block
+    // affinity does: BIRD announces the host's blocks.)
     store
         .put(
-            "/calico/ipam/v2/host/host1/ipv4/block/192.168.1.0-26",
-            b"{}".to_vec(),
+            "/calico/ipam/v2/handle/h1",
+            br#"{"id":"h1","block":{}}"#.to_vec(),
         )
         .await
         .unwrap();

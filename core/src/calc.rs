@@ -13,10 +13,12 @@
 //! `desired() == compute(state(), host)`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::cluster::ClusterState;
+use crate::codec::{decode, Value};
 use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
 use crate::compute::names::{
     from_wl_chain, profile_inbound_chain, profile_outbound_chain, tag_set as tag_set_name,
@@ -29,6 +31,19 @@ use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId}
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
+use crate::shared::SharedDecodes;
+
+/// Records nothing here depends on (`ClusterState::depends_on` says no to their keys):
+/// IPAM blocks and handles, Felix status. A snapshot holds one handle per endpoint, so they
+/// are skipped before parsing.
+const IGNORED_PREFIXES: [&str; 3] = [
+    "/calico/ipam/v2/assignment/",
+    "/calico/ipam/v2/handle/",
+    "/calico/felix/",
+];
+
+/// Where profile tags and rules live.
+const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
 
 /// What one update (or batch) changed in the desired state. `Some` is the new value, `None` a
 /// removal.
@@ -70,6 +85,8 @@ impl Delta {
 /// What the pending updates touched, rebuilt at the next flush.
 #[derive(Debug, Default)]
 struct Dirty {
+    /// Hosts whose records changed (to share them, when decodes are shared).
+    hosts: BTreeSet<String>,
     ifaces: BTreeSet<String>,
     dispatch: bool,
     profiles: BTreeSet<String>,
@@ -85,11 +102,12 @@ pub struct Calculator {
     desired: DesiredState,
     global: GlobalParts,
     /// Local endpoints per interface; the smallest id owns the interface's chains.
-    ifaces: BTreeMap<String, BTreeSet<EndpointId>>,
+    ifaces: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
     /// Active local endpoints per profile: the profile has chains iff this is non-empty.
-    profile_users: BTreeMap<String, BTreeSet<EndpointId>>,
-    /// Endpoints of every host per profile, for tag membership.
-    profile_endpoints: BTreeMap<String, BTreeSet<EndpointId>>,
+    profile_users: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
+    /// Endpoints of every host per profile, for tag membership (the ids are the state's own
+    /// `Arc`s, so this index costs a pointer per endpoint).
+    profile_endpoints: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
     /// Tags referenced by each compiled profile, per family.
     profile_tags: BTreeMap<(IpFamily, String), BTreeSet<String>>,
     /// Compiled profiles referencing each tag, per family: the set exists iff non-empty.
@@ -99,6 +117,9 @@ pub struct Calculator {
     /// Plumbing installed per local interface.
     plumbing: BTreeMap<String, EndpointPlumbing>,
     dirty: Dirty,
+    /// Where endpoint records are decoded, shared with other calculators; `None` decodes
+    /// privately.
+    shared: Option<SharedDecodes>,
 }
 
 impl Calculator {
@@ -119,6 +140,16 @@ impl Calculator {
             tag_members: BTreeMap::new(),
             plumbing: BTreeMap::new(),
             dirty: Dirty::default(),
+            shared: None,
+        }
+    }
+
+    /// A calculator for `host` that decodes endpoint records through `shared`, so that many
+    /// calculators in one process (the simulator's hosts) hold one copy of each record.
+    pub fn with_shared(host: &str, shared: SharedDecodes) -> Self {
+        Calculator {
+            shared: Some(shared),
+            ..Calculator::new(host)
         }
     }
 
@@ -148,27 +179,49 @@ impl Calculator {
         &mut self,
         updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
     ) -> Delta {
-        for (key, value) in updates {
+        // Profiles first: a profile's tags arriving after its endpoints (as in a snapshot,
+        // listed in key order) would re-index every one of them. Each key keeps the order of
+        // its own updates, and the outcome depends only on the last value of each key.
+        let (profiles, rest): (Vec<_>, Vec<_>) = updates
+            .into_iter()
+            .partition(|(key, _)| key.starts_with(PROFILE_PREFIX));
+        for (key, value) in profiles.into_iter().chain(rest) {
             self.ingest(&key, value.as_deref());
         }
         self.flush()
     }
 
     fn ingest(&mut self, raw_key: &str, value: Option<&[u8]>) {
+        if let (Some(shared), Some(bytes)) = (&self.shared, value) {
+            // Most updates a simulated host takes are endpoints another host already decoded.
+            if let Some((id, ep)) = shared.cached_endpoint(raw_key, bytes) {
+                self.set_endpoint(id, ep);
+                return;
+            }
+        }
+        if IGNORED_PREFIXES.iter().any(|p| raw_key.starts_with(p)) {
+            return;
+        }
         let Ok(key) = Key::parse(raw_key) else {
             return;
         };
         match &key {
             Key::Endpoint(id) => {
-                let old = self.state.endpoints.get(id).cloned();
-                self.state.apply(raw_key, value);
-                let new = self.state.endpoints.get(id).cloned();
-                if old != new {
-                    self.endpoint_changed(id, old.as_ref(), new.as_ref());
+                // An invalid value counts as a deletion, as `ClusterState::apply` has it.
+                let decoded = value.and_then(|bytes| match &self.shared {
+                    Some(shared) => shared.endpoint(raw_key, &key, id, bytes).ok(),
+                    None => match decode(&key, bytes) {
+                        Ok(Value::Endpoint(ep)) => Some((Arc::new(id.clone()), Arc::new(ep))),
+                        _ => None,
+                    },
+                });
+                match decoded {
+                    Some((id, ep)) => self.set_endpoint(id, ep),
+                    None => self.remove_endpoint(id),
                 }
             }
             Key::ProfileTags { profile } => {
-                let users: Vec<EndpointId> = self
+                let users: Vec<Arc<EndpointId>> = self
                     .profile_endpoints
                     .get(profile)
                     .map(|s| s.iter().cloned().collect())
@@ -185,32 +238,60 @@ impl Calculator {
                 if ClusterState::depends_on(&key) {
                     self.state.apply(raw_key, value);
                     self.dirty.global = true;
+                    if self.shared.is_some() {
+                        if let Some(host) = host_record_of(&key) {
+                            self.dirty.hosts.insert(host.to_string());
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn adjust_members_of(&mut self, ids: &[EndpointId], add: bool) {
+    /// Stores an endpoint's (possibly shared) record and re-indexes it if it changed.
+    fn set_endpoint(&mut self, id: Arc<EndpointId>, ep: Arc<WorkloadEndpoint>) {
+        let old = self
+            .state
+            .endpoints
+            .insert(Arc::clone(&id), Arc::clone(&ep));
+        let same = old
+            .as_ref()
+            .is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
+        if !same {
+            self.endpoint_changed(&id, old.as_deref(), Some(&ep));
+        }
+    }
+
+    /// Forgets an endpoint and un-indexes it.
+    fn remove_endpoint(&mut self, id: &EndpointId) {
+        if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
+            self.endpoint_changed(&id, Some(&old), None);
+        }
+    }
+
+    fn adjust_members_of(&mut self, ids: &[Arc<EndpointId>], add: bool) {
         for id in ids {
-            if let Some(ep) = self.state.endpoints.get(id).cloned() {
+            if let Some(ep) = self.state.endpoints.get(&**id).cloned() {
                 self.adjust_members(&ep, add);
             }
         }
     }
 
     /// Adds or removes `ep`'s addresses to or from the members of every tag it carries.
+    /// Runs for every endpoint of the cluster on every host: it allocates only for a tag or
+    /// address seen for the first time.
     fn adjust_members(&mut self, ep: &WorkloadEndpoint, add: bool) {
-        let tags: Vec<String> = ipsets::endpoint_tags(&self.state, ep)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        for tag in tags {
-            let counts = self.tag_members.entry(tag.clone()).or_default();
+        for tag in ipsets::endpoint_tags(&self.state, ep) {
+            if !self.tag_members.contains_key(tag) {
+                self.tag_members.insert(tag.to_string(), BTreeMap::new());
+            }
+            let Some(counts) = self.tag_members.get_mut(tag) else {
+                continue;
+            };
             for net in ep.nets() {
-                let count = counts.entry(net).or_default();
                 if add {
-                    *count += 1;
-                } else {
+                    *counts.entry(net).or_default() += 1;
+                } else if let Some(count) = counts.get_mut(&net) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
                         counts.remove(&net);
@@ -218,15 +299,17 @@ impl Calculator {
                 }
             }
             if counts.is_empty() {
-                self.tag_members.remove(&tag);
+                self.tag_members.remove(tag);
             }
-            self.dirty.tags.insert(tag);
+            if !self.dirty.tags.contains(tag) {
+                self.dirty.tags.insert(tag.to_string());
+            }
         }
     }
 
     fn endpoint_changed(
         &mut self,
-        id: &EndpointId,
+        id: &Arc<EndpointId>,
         old: Option<&WorkloadEndpoint>,
         new: Option<&WorkloadEndpoint>,
     ) {
@@ -274,6 +357,13 @@ impl Calculator {
     /// Rebuilds everything dirty and returns the changes.
     fn flush(&mut self) -> Delta {
         let dirty = std::mem::take(&mut self.dirty);
+        if let Some(shared) = &self.shared {
+            for name in &dirty.hosts {
+                if let Some(record) = self.state.hosts.get_mut(name) {
+                    shared.intern_host(name, record);
+                }
+            }
+        }
         let mut delta = Delta::default();
         let mut tags = dirty.tags;
         for p in &dirty.profiles {
@@ -370,8 +460,8 @@ impl Calculator {
             .and_then(|id| {
                 self.state
                     .endpoints
-                    .get(id)
-                    .map(|ep| (id.clone(), ep.clone()))
+                    .get(&**id)
+                    .map(|ep| (Arc::clone(id), Arc::clone(ep)))
             });
         let plumbing = match &owner {
             Some((id, ep)) => {
@@ -488,6 +578,20 @@ impl Calculator {
     }
 }
 
+/// The host whose [`crate::cluster::HostState`] a key is part of.
+fn host_record_of(key: &Key) -> Option<&str> {
+    match key {
+        Key::HostConfig { host, .. }
+        | Key::BirdIp { host }
+        | Key::HostIp { host, .. }
+        | Key::HostAsNum { host }
+        | Key::HostBgpLogLevel { host }
+        | Key::HostPeer { host, .. }
+        | Key::IpamAffinity { host, .. } => Some(host),
+        _ => None,
+    }
+}
+
 /// Sets or removes `map[key]`, recording a real change in `changes`.
 fn set_entry<V: Clone + PartialEq>(
     map: &mut BTreeMap<String, V>,
@@ -534,5 +638,59 @@ fn remove_from<K: Ord + Clone, T: Ord>(
         true
     } else {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_prefixes_hold_only_keys_the_state_ignores() {
+        for key in [
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.1.0-26",
+            "/calico/ipam/v2/handle/abc",
+            "/calico/felix/v1/host/h1/status",
+            "/calico/felix/v1/host/h1/last_reported_status",
+        ] {
+            assert!(IGNORED_PREFIXES.iter().any(|p| key.starts_with(p)), "{key}");
+            let parsed = Key::parse(key).unwrap();
+            assert!(!ClusterState::depends_on(&parsed), "{key}");
+        }
+        let affinity = Key::parse("/calico/ipam/v2/host/h1/ipv4/block/192.168.1.0-26").unwrap();
+        assert!(ClusterState::depends_on(&affinity));
+    }
+
+    #[test]
+    fn calculators_sharing_decodes_share_records_and_agree_with_compute() {
+        let shared = SharedDecodes::new();
+        let key = "/calico/v1/host/h2/workload/docker/w/endpoint/e";
+        let ep = br#"{"state":"active","name":"calie","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["A"],"ipv4_nets":["192.168.1.1/32"]}"#;
+        let tags = ("/calico/v1/policy/profile/A/tags", &br#"["A"]"#[..]);
+        let rules = (
+            "/calico/v1/policy/profile/A/rules",
+            &br#"{"inbound_rules":[{"action":"allow","src_tag":"A"}],"outbound_rules":[]}"#[..],
+        );
+        let mut calcs: Vec<Calculator> = ["h1", "h2"]
+            .into_iter()
+            .map(|h| Calculator::with_shared(h, shared.clone()))
+            .collect();
+        for calc in &mut calcs {
+            // The endpoint before its profile: the batch takes the profile first.
+            calc.apply_batch([
+                (key.to_string(), Some(ep.to_vec())),
+                (tags.0.to_string(), Some(tags.1.to_vec())),
+                (rules.0.to_string(), Some(rules.1.to_vec())),
+            ]);
+            assert_eq!(calc.desired(), &compute(calc.state(), &calc.host));
+        }
+        let record = |c: &Calculator| c.state().endpoints.values().next().cloned().unwrap();
+        assert!(Arc::ptr_eq(&record(&calcs[0]), &record(&calcs[1])));
+        // An invalid value deletes the endpoint on every calculator.
+        for calc in &mut calcs {
+            calc.apply(key, Some(b"{not json"));
+            assert!(calc.state().endpoints.is_empty());
+            assert_eq!(calc.desired(), &compute(calc.state(), &calc.host));
+        }
     }
 }

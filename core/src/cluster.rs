@@ -1,8 +1,9 @@
 //! `ClusterState`: the typed snapshot of everything the node agent reads, built from raw
 //! key/value updates in any order. Invalid values count as absent (Felix's rule).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -32,6 +33,9 @@ pub struct HostState {
     pub bgp_loglevel: Option<BgpLogLevel>,
     /// Per-host Felix config (`/calico/v1/host/<h>/config/*`, including `marker`).
     pub config: BTreeMap<String, String>,
+    /// IPAM blocks affine to the host (`/calico/ipam/v2/host/<h>/ipv4|ipv6/block/<cidr>`):
+    /// BIRD announces each as one aggregate route (reference 4.4).
+    pub blocks: BTreeSet<IpNet>,
 }
 
 impl HostState {
@@ -66,9 +70,13 @@ pub struct ClusterState {
     pub ready: bool,
     pub global_config: BTreeMap<String, String>,
     pub pools: BTreeMap<IpNet, IpPool>,
-    pub hosts: BTreeMap<String, HostState>,
+    /// Behind `Arc`s (copy-on-write) so that calculators sharing a
+    /// [`crate::shared::SharedDecodes`] hold one copy of each identical host record.
+    pub hosts: BTreeMap<String, Arc<HostState>>,
     pub bgp: BgpGlobal,
-    pub endpoints: BTreeMap<EndpointId, WorkloadEndpoint>,
+    /// Behind `Arc`s so that calculators sharing a [`crate::shared::SharedDecodes`] hold one
+    /// copy of each record between them (lookups take a plain `&EndpointId`).
+    pub endpoints: BTreeMap<Arc<EndpointId>, Arc<WorkloadEndpoint>>,
     pub profiles: BTreeMap<String, ProfileState>,
 }
 
@@ -86,7 +94,10 @@ pub enum Applied {
 impl ClusterState {
     /// Host settings, or the empty default for an unregistered host.
     pub fn host(&self, host: &str) -> HostState {
-        self.hosts.get(host).cloned().unwrap_or_default()
+        self.hosts
+            .get(host)
+            .map(|h| HostState::clone(h))
+            .unwrap_or_default()
     }
 
     /// The AS a host speaks BGP with: its own or the global default.
@@ -120,12 +131,12 @@ impl ClusterState {
         }
     }
 
-    /// Whether policy or routing depends on this key (IPAM and status records do not).
+    /// Whether policy or routing depends on this key (IPAM blocks, handles and status records
+    /// do not; block affinities do, for route aggregation).
     pub fn depends_on(key: &Key) -> bool {
         !matches!(
             key,
             Key::IpamBlock { .. }
-                | Key::IpamAffinity { .. }
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
                 | Key::FelixLastReported { .. }
@@ -149,7 +160,7 @@ impl ClusterState {
                 self.pools.remove(cidr);
             }
             (Key::Endpoint(id), Some(Value::Endpoint(ep))) => {
-                self.endpoints.insert(id.clone(), ep);
+                self.endpoints.insert(Arc::new(id.clone()), Arc::new(ep));
             }
             (Key::Endpoint(id), _) => {
                 self.endpoints.remove(id);
@@ -236,9 +247,15 @@ impl ClusterState {
                     h.peers.remove(ip);
                 }
             }),
+            (Key::IpamAffinity { host, cidr }, v) => self.update_host(host, |h| {
+                if matches!(v, Some(Value::Affinity)) {
+                    h.blocks.insert(*cidr);
+                } else {
+                    h.blocks.remove(cidr);
+                }
+            }),
             (
                 Key::IpamBlock { .. }
-                | Key::IpamAffinity { .. }
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
                 | Key::FelixLastReported { .. },
@@ -246,6 +263,19 @@ impl ClusterState {
             ) => return false,
         }
         true
+    }
+
+    /// Sets (or with `None` removes) one endpoint from an already decoded, possibly shared,
+    /// record: what [`ClusterState::apply`] does for an endpoint key.
+    pub fn set_endpoint(&mut self, id: Arc<EndpointId>, endpoint: Option<Arc<WorkloadEndpoint>>) {
+        match endpoint {
+            Some(ep) => {
+                self.endpoints.insert(id, ep);
+            }
+            None => {
+                self.endpoints.remove(&*id);
+            }
+        }
     }
 
     fn update_profile(&mut self, name: &str, f: impl FnOnce(&mut ProfileState)) {
@@ -257,7 +287,11 @@ impl ClusterState {
     }
 
     fn update_host(&mut self, name: &str, f: impl FnOnce(&mut HostState)) {
-        let host = self.hosts.entry(name.to_string()).or_default();
+        let host = match self.hosts.get_mut(name) {
+            Some(host) => host,
+            None => self.hosts.entry(name.to_string()).or_default(),
+        };
+        let host = Arc::make_mut(host);
         f(host);
         if host.is_empty() {
             self.hosts.remove(name);

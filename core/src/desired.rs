@@ -89,6 +89,11 @@ pub struct BirdConfig {
     pub export_pools: BTreeSet<IpNet>,
     /// Pools whose routes go through the IPIP tunnel.
     pub ipip_pools: BTreeSet<IpNet>,
+    /// IPAM blocks affine to this host (reference 4.4): each is a static blackhole route in
+    /// BIRD, exported to peers as the one route for the block, while the more specific routes
+    /// inside it (this host's workload /32s) are not exported. Routes of borrowed addresses
+    /// outside these blocks are still exported one by one.
+    pub blocks: BTreeSet<IpNet>,
     pub loglevel: Option<BgpLogLevel>,
 }
 

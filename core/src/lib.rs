@@ -13,6 +13,7 @@
 //!   to typed chains (the renderer's inverse, for both dataplanes).
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
+//! - [`shared`]: decoded endpoints shared by the calculators of one process (the simulator).
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
 //! → rendered to iptables-restore / ipset / bird.cfg text by the dataplanes.
@@ -30,5 +31,6 @@ pub mod names;
 pub mod parse;
 pub mod plan;
 pub mod render;
+pub mod shared;
 
 pub use error::ModelError;

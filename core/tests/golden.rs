@@ -179,33 +179,42 @@ fn bird_accepts_rendered_configs_when_installed() {
         return;
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let text = std::fs::read_to_string(dir.join("mesh_off_global_peer.txt")).unwrap();
-    let case = parse(&text);
-    let mut state = ClusterState::default();
-    for (k, v) in &case.input {
-        state.apply(k, Some(v.as_bytes()));
-    }
-    let desired = compute(&state, &case.host);
     let tmp = std::env::temp_dir().join(format!("calico-core-bird-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    for (name, cfg, v6) in [
-        ("v4.conf", desired.bird_v4.as_ref(), false),
-        ("v6.conf", desired.bird_v6.as_ref(), true),
-    ] {
-        let cfg = cfg.expect("the case has v4 and v6 BGP addresses");
-        let file = tmp.join(name);
-        std::fs::write(&file, render_bird(cfg, v6)).unwrap();
-        let out = std::process::Command::new(bird)
-            .arg("-p")
-            .arg("-c")
-            .arg(&file)
-            .output()
-            .unwrap();
+    // A v4 + v6 case with global peers, and the block aggregation case (static routes and
+    // the block checks in the export filter).
+    for case_name in ["mesh_off_global_peer", "block_aggregation"] {
+        let text = std::fs::read_to_string(dir.join(format!("{case_name}.txt"))).unwrap();
+        let case = parse(&text);
+        let mut state = ClusterState::default();
+        for (k, v) in &case.input {
+            state.apply(k, Some(v.as_bytes()));
+        }
+        let desired = compute(&state, &case.host);
+        let configs = [
+            ("v4.conf", desired.bird_v4.as_ref(), false),
+            ("v6.conf", desired.bird_v6.as_ref(), true),
+        ];
         assert!(
-            out.status.success(),
-            "bird rejected {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            desired.bird_v4.is_some(),
+            "{case_name} has a v4 BGP address"
         );
+        for (name, cfg, v6) in configs {
+            let Some(cfg) = cfg else { continue };
+            let file = tmp.join(format!("{case_name}-{name}"));
+            std::fs::write(&file, render_bird(cfg, v6)).unwrap();
+            let out = std::process::Command::new(bird)
+                .arg("-p")
+                .arg("-c")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "bird rejected {case_name} {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

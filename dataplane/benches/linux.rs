@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use calico_core::desired::{DesiredState, Route, TableId, TableState};
 use calico_core::iptables::{Chain, IpFamily, Match, Rule, Table, Target};
+use calico_core::render::iptables::render_table;
 use calico_dataplane::linux::{route, LinuxDataplane};
 use calico_dataplane::Dataplane;
 use ipnet::IpNet;
@@ -42,8 +43,13 @@ fn rule(chain: usize, i: usize, action: Target) -> Rule {
 }
 
 fn state(changed: bool) -> DesiredState {
+    state_with(CHAINS, changed)
+}
+
+/// `chain_count` chains of [`RULES_PER_CHAIN`] rules each.
+fn state_with(chain_count: usize, changed: bool) -> DesiredState {
     let mut chains = BTreeMap::new();
-    for c in 0..CHAINS {
+    for c in 0..chain_count {
         let name = format!("cali-bench-{c}");
         let rules = (0..RULES_PER_CHAIN)
             .map(|i| {
@@ -66,6 +72,28 @@ fn state(changed: bool) -> DesiredState {
         },
     );
     desired
+}
+
+/// Time of one `iptables-restore --noflush` of `text`.
+fn raw_restore(text: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawning iptables-restore: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("writing to iptables-restore: {e}"))?;
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for iptables-restore: {e}"))?;
+    if !status.success() {
+        return Err(format!("raw iptables-restore failed: {status}"));
+    }
+    Ok(start.elapsed())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -133,6 +161,41 @@ fn iptables() -> Result<(), String> {
     );
 
     block_on(dp.apply(&DesiredState::default())).map_err(|e| e.to_string())?;
+
+    // Baseline: the same rules as one hand-fed `iptables-restore --noflush`, nothing diffed.
+    let raw = raw_restore(&render_table(FILTER4, &full.tables[&FILTER4]))?;
+    println!(
+        "raw iptables-restore --noflush of the same {total} rules: {:.1} ms; ratio apply/raw {:.2}x",
+        ms(raw),
+        restore.as_secs_f64() / raw.as_secs_f64()
+    );
+    // Remove the baseline's chains again (flush, then delete).
+    for flag in ["-F", "-X"] {
+        for c in 0..CHAINS {
+            run("iptables", &["-w", flag, &format!("cali-bench-{c}")]);
+        }
+    }
+
+    // Apply time against rule count, ours and the raw restore of the same text.
+    for chain_count in [10, 25, 50, 100] {
+        let desired = state_with(chain_count, false);
+        let start = Instant::now();
+        block_on(dp.apply(&desired)).map_err(|e| e.to_string())?;
+        let ours = start.elapsed();
+        block_on(dp.apply(&DesiredState::default())).map_err(|e| e.to_string())?;
+        let raw = raw_restore(&render_table(FILTER4, &desired.tables[&FILTER4]))?;
+        for flag in ["-F", "-X"] {
+            for c in 0..chain_count {
+                run("iptables", &["-w", flag, &format!("cali-bench-{c}")]);
+            }
+        }
+        println!(
+            "apply curve: {} rules: ours {:.1} ms, raw iptables-restore {:.1} ms",
+            chain_count * RULES_PER_CHAIN,
+            ms(ours),
+            ms(raw)
+        );
+    }
 
     // One process per rule, as a naive agent would.
     if !run("iptables", &["-w", "-N", "cali-single"]) {

@@ -3,12 +3,15 @@
 //! - packet walks per second on a 100-host world (request + reply, cross-host);
 //! - time and peak memory (VmHWM) to settle worlds of N hosts with 10 workloads each.
 //!
-//! Arguments: host counts to settle (default `100 300`). Peak memory is per process, so run
-//! one size per invocation for a clean number: `cargo bench -p calico-sim --bench world -- 1000`.
+//! Arguments: host counts to settle (default: the walks, then `100 300`), or `walks` for the
+//! walks alone. Peak memory is per process, so run one size per invocation for a clean
+//! number: `cargo bench -p calico-sim --bench world -- 1000`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use calico_backends::{AssignRequest, Datastore};
+use calico_core::model::{IpPool, BLOCK_SIZE};
 use calico_sim::{ops, Probe, Verdict, World};
 
 const WORKLOADS_PER_HOST: usize = 10;
@@ -20,9 +23,15 @@ fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 16, b, c)
 }
 
-fn workload_ip(i: usize) -> Ipv4Addr {
-    let [_, _, a, b] = u32::try_from(i + 1).unwrap_or(0).to_be_bytes();
-    Ipv4Addr::new(192, 168, a, b)
+/// The pool the settle worlds allocate from: room for 262,144 blocks of 64 addresses.
+const POOL: &str = "10.0.0.0/8";
+
+/// Workload `w` of host `h`: inside the host's own IPAM block (the first explicit address in
+/// a block claims it, reference 1.8), as auto-assignment would place them, so each host
+/// announces one block route.
+fn workload_ip(h: usize, w: usize) -> Ipv4Addr {
+    let offset = u32::try_from(h * BLOCK_SIZE + w + 1).unwrap_or(0);
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + offset)
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -40,6 +49,9 @@ async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
     let store = world.store().clone();
     let mut names = Vec::new();
     ops::profile_add(store.as_ref(), PROFILE).await.unwrap();
+    let pool = IpPool::new(POOL.parse().unwrap());
+    let datastore = Datastore::new(store.clone());
+    datastore.put_pool(&pool).await.unwrap();
     let profiles = vec![PROFILE.to_string()];
     for h in 0..hosts {
         let (host, ip) = (format!("host{h}"), host_ip(h));
@@ -49,8 +61,14 @@ async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
             let name = format!("w{h}_{w}");
             world.add_workload(&host, &name).unwrap();
             let plumbing = world.host(&host).unwrap().plumbing();
-            let addr = workload_ip(h * per_host + w);
+            let addr = workload_ip(h, w);
             let id = ops::container_add(store.as_ref(), plumbing, &host, ip, &name, addr)
+                .await
+                .unwrap();
+            // As `calicoctl container add <ip>` does: the first address claims the block.
+            let request = AssignRequest::Ip(IpAddr::V4(addr));
+            datastore
+                .assign_ip(request, &id.endpoint, &host)
                 .await
                 .unwrap();
             ops::set_profiles(store.as_ref(), &id, &profiles)
@@ -113,15 +131,16 @@ async fn bench_settle(hosts: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let walks_only = args.iter().any(|a| a == "walks");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
-        if sizes.is_empty() {
+        if walks_only {
+            bench_walks().await;
+        } else if sizes.is_empty() {
             bench_walks().await;
             for hosts in [100, 300] {
                 bench_settle(hosts).await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use calico_backends::Store;
 use calico_cli::agent::{Agent, AgentConfig, StepOutcome};
+use calico_core::shared::SharedDecodes;
 use calico_dataplane::sim::SimDataplane;
 
 use crate::SimError;
@@ -17,13 +18,20 @@ pub type HostAgent = Agent<SimDataplane>;
 /// A fresh agent for `host` over `dataplane` (a clone handle of the host's kernel): it has
 /// read nothing yet, and its first step waits for `/calico/v1/Ready`, then loads a snapshot
 /// and applies only the difference to what the kernel already holds.
-pub fn host_agent(store: Arc<dyn Store>, dataplane: &SimDataplane, host: &str) -> HostAgent {
-    Agent::new(
-        store,
-        dataplane.clone(),
-        host.to_string(),
-        AgentConfig::default(),
-    )
+///
+/// Every agent of a world decodes endpoint records through the world's `shared` table, so
+/// the hosts hold one copy of each record between them while each computes its own state.
+pub fn host_agent(
+    store: Arc<dyn Store>,
+    dataplane: &SimDataplane,
+    host: &str,
+    shared: &SharedDecodes,
+) -> HostAgent {
+    let config = AgentConfig {
+        shared_decodes: Some(shared.clone()),
+        ..AgentConfig::default()
+    };
+    Agent::new(store, dataplane.clone(), host.to_string(), config)
 }
 
 /// One step of `agent` ([`Agent::poll_once`]): the events it took and the changes it made.

@@ -2,10 +2,15 @@
 //!
 //! A session between hosts A and B (per family) is Established when A lists B's address as a
 //! peer with B's local AS, B lists A's address with A's AS, both agents (and so both BIRDs)
-//! run, and the session has not been cut. Routes a host's kernel originates (its
-//! `routes_for_export()`: BIRD's kernel protocol with `learn`) that lie inside one of its
-//! export pools are advertised to every established peer, which installs `dst via <advertiser>`
-//! (proto bird). Only locally originated routes are advertised: iBGP does not pass routes
+//! run, and the session has not been cut. A host originates the routes its kernel holds (its
+//! `routes_for_export()`: BIRD's kernel protocol with `learn`) and one static blackhole route
+//! per IPAM block affine to it (`BirdConfig::blocks`). What it advertises to every established
+//! peer is filtered as its `calico_pools` filter does: a block route is accepted, anything more
+//! specific inside one of its blocks is rejected (block aggregation, reference 4.4), and the
+//! rest only inside an export pool. The peer installs `dst via <advertiser>` (proto bird); the
+//! host's own BIRD writes its blocks into its kernel as `blackhole <block> proto bird`
+//! ([`blackholes`]), so unused addresses of a block are dropped there instead of being sent
+//! back out. Only locally originated routes are advertised: iBGP does not pass routes
 //! learned from one peer on to another (a full mesh does not need it; eBGP transit is not
 //! modelled). A stopped host's BIRD is gone, so its peers withdraw what they learned from it,
 //! while its own kernel keeps what BIRD had written (`persist`).
@@ -226,7 +231,8 @@ impl BgpFabric {
             if !me.running {
                 continue;
             }
-            let local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
+            let mut local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
+            local.extend(blackholes(me));
             for (family, config) in me.bird.iter().enumerate() {
                 let Some(config) = config else { continue };
                 for peer in &config.peers {
@@ -257,16 +263,31 @@ impl BgpFabric {
     }
 }
 
-/// What `speaker` advertises with `config`: its originated routes inside an export pool.
+/// The static routes `speaker`'s BIRD writes into its own kernel: one blackhole per IPAM block
+/// affine to it (both families), while its agent (and so BIRD) runs.
+pub fn blackholes(speaker: &Speaker<'_>) -> BTreeSet<IpNet> {
+    if !speaker.running {
+        return BTreeSet::new();
+    }
+    speaker
+        .bird
+        .iter()
+        .flatten()
+        .flat_map(|config| config.blocks.iter().copied())
+        .collect()
+}
+
+/// What `speaker` advertises with `config` (its `calico_pools` filter): its block routes, and
+/// its kernel's routes that lie inside an export pool but inside none of its blocks.
 fn advertised<'s>(
     speaker: &'s Speaker<'_>,
     config: &'s BirdConfig,
 ) -> impl Iterator<Item = IpNet> + 's {
-    speaker
-        .exports
-        .iter()
-        .map(IpNet::trunc)
-        .filter(move |dst| config.export_pools.iter().any(|pool| pool.contains(dst)))
+    let kernel = speaker.exports.iter().map(IpNet::trunc).filter(move |dst| {
+        !config.blocks.iter().any(|block| block.contains(dst))
+            && config.export_pools.iter().any(|pool| pool.contains(dst))
+    });
+    config.blocks.iter().copied().chain(kernel)
 }
 
 /// Speakers by the source address of their v4 and v6 BIRD, and who peers with whom, so a
@@ -325,6 +346,7 @@ mod tests {
                 .collect(),
             export_pools: ["192.168.0.0/16".parse().unwrap()].into(),
             ipip_pools: BTreeSet::new(),
+            blocks: BTreeSet::new(),
             loglevel: None,
         }
     }
@@ -378,6 +400,55 @@ mod tests {
         let stopped = fabric.learned(&speakers(false));
         assert!(stopped["host1"].is_empty());
         assert!(stopped["host2"].is_empty());
+    }
+
+    #[test]
+    fn blocks_are_announced_once_and_borrowed_addresses_one_by_one() {
+        // host1 owns 192.168.1.0/26 (two workloads in it); host2 borrowed .2 from that block
+        // and owns 192.168.1.64/26 with no workload yet.
+        let mut c1 = config(2, &[3], 64511);
+        c1.blocks = [net("192.168.1.0/26")].into();
+        let mut c2 = config(3, &[2], 64511);
+        c2.blocks = [net("192.168.1.64/26")].into();
+        let exports1 = [net("192.168.1.1/32"), net("192.168.1.3/32")];
+        let exports2 = [net("192.168.1.2/32")];
+        let speakers = [
+            Speaker {
+                host: "host1",
+                running: true,
+                bird: [Some(&c1), None],
+                exports: &exports1,
+            },
+            Speaker {
+                host: "host2",
+                running: true,
+                bird: [Some(&c2), None],
+                exports: &exports2,
+            },
+        ];
+        let learned = BgpFabric::default().learned(&speakers);
+        let via1 = IpAddr::V4(Ipv4Addr::new(172, 31, 250, 2));
+        let via2 = IpAddr::V4(Ipv4Addr::new(172, 31, 250, 3));
+        assert_eq!(
+            learned["host2"],
+            [(net("192.168.1.0/26"), via1)].into(),
+            "one route for host1's block, none for the /32s inside it"
+        );
+        assert_eq!(
+            learned["host1"],
+            [
+                (net("192.168.1.2/32"), via2),
+                (net("192.168.1.64/26"), via2)
+            ]
+            .into(),
+            "the borrowed /32 beats host1's own blackhole by prefix length"
+        );
+        assert_eq!(blackholes(&speakers[0]), [net("192.168.1.0/26")].into());
+        let stopped = Speaker {
+            running: false,
+            ..speakers[0].clone()
+        };
+        assert!(blackholes(&stopped).is_empty());
     }
 
     #[test]

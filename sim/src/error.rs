@@ -44,6 +44,12 @@ pub enum SimError {
         #[source]
         source: Box<calico_cli::agent::AgentError>,
     },
+    #[error("starting a runtime to step the agent of host {host}")]
+    Runtime {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the world did not settle in {rounds} rounds; still changing: {changing}")]
     NotSettled { rounds: usize, changing: String },
 }

@@ -115,6 +115,7 @@ impl<'a> Oracle<'a> {
             .endpoints
             .iter()
             .find(|(id, _)| id.workload == workload)
+            .map(|(id, ep)| (&**id, &**ep))
     }
 
     /// Whether the workload named `src` can reach the workload named `dst` with `probe`.

@@ -10,12 +10,13 @@ use std::sync::{Arc, MutexGuard};
 
 use calico_backends::{MemStore, Store};
 use calico_cli::agent::StepOutcome;
+use calico_core::shared::SharedDecodes;
 use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::WorkloadPlumbing;
 use ipnet::IpNet;
 
 use crate::agent::{self, HostAgent};
-use crate::bgp::{BgpFabric, LearnedRoutes, PeerStatus, Speaker};
+use crate::bgp::{self, BgpFabric, LearnedRoutes, PeerStatus, Speaker};
 use crate::SimError;
 
 /// Rounds `settle` runs before it gives up.
@@ -108,6 +109,8 @@ pub struct World {
     /// Probes sent so far: each takes the next echo identifier and ephemeral port, so that
     /// probes are separate flows to conntrack (see [`World::send`]).
     probes: AtomicU64,
+    /// Endpoint records decoded once for every agent of the world.
+    shared: SharedDecodes,
 }
 
 impl World {
@@ -121,6 +124,7 @@ impl World {
             bgp: BgpFabric::default(),
             wire_prefix_len: WIRE_PREFIX_LEN,
             probes: AtomicU64::new(0),
+            shared: SharedDecodes::new(),
         }
     }
 
@@ -310,6 +314,7 @@ impl World {
     /// `UnknownHost`.
     pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
         let store = Arc::clone(&self.store);
+        let shared = self.shared.clone();
         let h = self.host_mut(host)?;
         if h.external {
             return Err(SimError::External {
@@ -317,7 +322,7 @@ impl World {
             });
         }
         if h.agent.is_none() {
-            h.agent = Some(agent::host_agent(store, &h.dataplane, host));
+            h.agent = Some(agent::host_agent(store, &h.dataplane, host, &shared));
         }
         Ok(())
     }
@@ -365,16 +370,13 @@ impl World {
         let mut report = SettleReport::default();
         for round in 1..=MAX_SETTLE_ROUNDS {
             let mut changing = Vec::new();
-            for host in self.hosts.values_mut() {
-                let Some(running) = host.agent.as_mut() else {
-                    continue;
-                };
-                let step = agent::step(running).await?;
+            for (host, step) in step_agents(&mut self.hosts).await {
+                let step = step?;
                 report.events += step.events;
                 report.snapshots += usize::from(step.resnapshot);
                 report.dataplane_changes += step.changes.len();
                 if agent::busy(&step) {
-                    changing.push(host.name.clone());
+                    changing.push(host);
                 }
             }
             let bgp = self.run_bgp()?;
@@ -425,23 +427,29 @@ impl World {
     }
 
     /// One BGP exchange: every running host's kernel gets exactly the routes its established
-    /// peers advertise. Returns the number of routes installed, replaced or withdrawn.
+    /// peers advertise, and the blackholes of its own blocks. Returns the number of routes installed, replaced or withdrawn.
     fn run_bgp(&mut self) -> Result<usize, SimError> {
-        let learned = {
+        let (learned, blackholes) = {
             let inputs = self.bgp_inputs();
-            self.bgp.learned(&speakers(&inputs))
+            let speakers = speakers(&inputs);
+            let blackholes: BTreeMap<String, _> = speakers
+                .iter()
+                .map(|s| (s.host.to_string(), bgp::blackholes(s)))
+                .collect();
+            (self.bgp.learned(&speakers), blackholes)
         };
         let mut changes = 0;
         for host in self.hosts.values().filter(|h| h.agent.is_some()) {
             let empty = LearnedRoutes::new();
             let want = learned.get(&host.name).unwrap_or(&empty);
-            changes += host
-                .dataplane
-                .sync_bgp_routes(want)
-                .map_err(SimError::dataplane(
-                    &host.name,
-                    "installing BGP routes".to_string(),
-                ))?;
+            let statics = blackholes.get(&host.name).cloned().unwrap_or_default();
+            changes +=
+                host.dataplane
+                    .sync_bird_routes(want, &statics)
+                    .map_err(SimError::dataplane(
+                        &host.name,
+                        "installing BGP routes".to_string(),
+                    ))?;
         }
         Ok(changes)
     }
@@ -455,6 +463,67 @@ impl World {
         let inputs = self.bgp_inputs();
         Ok(self.bgp.peer_table(&speakers(&inputs), host))
     }
+}
+
+/// Worlds with at least this many running agents step them on several threads.
+const PARALLEL_AGENTS: usize = 64;
+
+/// Steps every running agent once, in host order, returning each step's outcome by host.
+///
+/// Stepping an agent only reads the store (its watch, or a snapshot) and writes its own
+/// kernel, so agents do not see each other within a step and the outcome does not depend on
+/// their order. Large worlds therefore step them on as many threads as there are cores, each
+/// thread with its own single-threaded runtime; small ones (every test) stay on this thread.
+async fn step_agents(
+    hosts: &mut BTreeMap<String, SimHost>,
+) -> Vec<(String, Result<StepOutcome, SimError>)> {
+    let mut running: Vec<&mut SimHost> = hosts.values_mut().filter(|h| h.agent.is_some()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if running.len() < PARALLEL_AGENTS || threads < 2 {
+        let mut out = Vec::with_capacity(running.len());
+        for host in running {
+            if let Some(agent) = host.agent.as_mut() {
+                out.push((host.name.clone(), agent::step(agent).await));
+            }
+        }
+        return out;
+    }
+    let chunk = running.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = running
+            .chunks_mut(chunk)
+            .map(|hosts| scope.spawn(move || step_on_this_thread(hosts)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Steps `hosts`' agents one after another on a fresh single-threaded runtime.
+fn step_on_this_thread(hosts: &mut [&mut SimHost]) -> Vec<(String, Result<StepOutcome, SimError>)> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(source) => {
+            let host = hosts.first().map(|h| h.name.clone()).unwrap_or_default();
+            let error = SimError::Runtime {
+                host: host.clone(),
+                source,
+            };
+            return vec![(host, Err(error))];
+        }
+    };
+    hosts
+        .iter_mut()
+        .filter_map(|host| {
+            let agent = host.agent.as_mut()?;
+            Some((host.name.clone(), runtime.block_on(agent::step(agent))))
+        })
+        .collect()
 }
 
 /// One host's BGP-relevant state: its locked kernel (for the BIRD configs) and its exportable

@@ -46,7 +46,8 @@ async fn seed_on_namespaces_with_bgp_routes() {
         (h2, "192.168.1.1", "via 172.31.250.1"),
         (h2, "192.168.1.3", "via 172.31.250.1"),
     ] {
-        let (ok, route) = linux_common::exec(ns, "ip", &["route", "show", addr]);
+        // `match`: the route may be the block's (aggregated) rather than the address's own.
+        let (ok, route) = linux_common::exec(ns, "ip", &["route", "show", "match", addr]);
         assert!(ok);
         assert!(
             route.contains("proto bird") && route.contains(via),

@@ -4,6 +4,7 @@
 use calico_core::calc::Calculator;
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
+use calico_core::shared::SharedDecodes;
 
 /// One host's calculator.
 #[derive(Debug)]
@@ -12,11 +13,13 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An empty state for `host`.
-    pub(crate) fn new(host: &str) -> Self {
-        Self {
-            calc: Calculator::new(host),
-        }
+    /// An empty state for `host`, decoding endpoints through `shared` when given.
+    pub(crate) fn new(host: &str, shared: Option<SharedDecodes>) -> Self {
+        let calc = match shared {
+            Some(shared) => Calculator::with_shared(host, shared),
+            None => Calculator::new(host),
+        };
+        Self { calc }
     }
 
     /// Feeds a batch of raw updates (`None` = deleted); returns whether this host's desired

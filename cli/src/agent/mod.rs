@@ -31,6 +31,7 @@ use calico_backends::{Revision, Store, StoreError, WatchStream};
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
 use calico_core::plan::{plan, Change};
+use calico_core::shared::SharedDecodes;
 use calico_dataplane::Dataplane;
 use tokio::time::Instant;
 
@@ -58,6 +59,9 @@ pub struct AgentConfig {
     pub reporting_interval: Duration,
     /// Compute and print the plan instead of applying it.
     pub dry_run: bool,
+    /// Decoded endpoint records shared with other agents of this process (the simulator's
+    /// hosts), so that N agents hold one copy of each; `None` for a real node.
+    pub shared_decodes: Option<SharedDecodes>,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +74,7 @@ impl Default for AgentConfig {
             max_batch: 1000,
             reporting_interval: Duration::from_secs(30),
             dry_run: false,
+            shared_decodes: None,
         }
     }
 }
@@ -197,7 +202,7 @@ impl<D: Dataplane> Agent<D> {
         let (updates, revision) = sync::snapshot(self.store.as_ref())
             .await
             .map_err(|e| store_error("listing /calico/", e))?;
-        let mut engine = Engine::new(&self.hostname);
+        let mut engine = Engine::new(&self.hostname, self.config.shared_decodes.clone());
         let keys = updates.len();
         engine.apply_batch(updates);
         self.metrics.set_endpoints(engine.local_endpoints());

@@ -139,10 +139,7 @@ mod tests {
             .global_config
             .insert(REPORTING_INTERVAL_KEY.into(), "0".into());
         assert_eq!(reporting_interval(&state, "h", default), None);
-        state
-            .hosts
-            .entry("h".into())
-            .or_default()
+        std::sync::Arc::make_mut(state.hosts.entry("h".into()).or_default())
             .config
             .insert(REPORTING_INTERVAL_KEY.into(), "5".into());
         assert_eq!(

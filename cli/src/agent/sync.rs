@@ -1,5 +1,5 @@
-//! Snapshot, watch and resync plumbing: list `/calico/`, follow it from the listing's
-//! revision, and drain whatever events are ready into one batch without waiting.
+//! Snapshot, watch and resync plumbing: list what the agent reads under `/calico/`, follow
+//! `/calico/` from the listing's revision, and drain whatever events are ready into one batch without waiting.
 
 use std::time::Duration;
 
@@ -15,11 +15,27 @@ pub const READY_KEY: &str = "/calico/v1/Ready";
 /// Raw updates in arrival order (`None` = deleted).
 pub(crate) type Updates = Vec<(String, Option<Vec<u8>>)>;
 
-/// A consistent listing of `/calico/` and the revision it was taken at.
+/// The parts of `/calico/` a snapshot lists: everything the agent's state depends on. IPAM
+/// blocks and handles (one handle per endpoint) and Felix status records are left out: the
+/// agent ignores them, and a cluster's worth of them would be copied at every snapshot (by
+/// every host of the simulator).
+pub const SNAPSHOT_PREFIXES: [&str; 3] =
+    ["/calico/v1/", "/calico/bgp/v1/", "/calico/ipam/v2/host/"];
+
+/// A listing of [`SNAPSHOT_PREFIXES`] and the revision to watch `/calico/` from (plus one).
+///
+/// The listings are taken one after another, so the revision is the earliest of them: the
+/// watch then replays whatever changed in between, and since the state depends only on the
+/// last value of each key, it ends where one consistent listing would have.
 pub(crate) async fn snapshot(store: &dyn Store) -> Result<(Updates, Revision), StoreError> {
-    let (kvs, revision) = store.list(PREFIX).await?;
-    let updates = kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
-    Ok((updates, revision))
+    let mut updates = Vec::new();
+    let mut revision: Option<Revision> = None;
+    for prefix in SNAPSHOT_PREFIXES {
+        let (kvs, rev) = store.list(prefix).await?;
+        revision = Some(revision.map_or(rev, |r| r.min(rev)));
+        updates.extend(kvs.into_iter().map(|kv| (kv.key, Some(kv.value))));
+    }
+    Ok((updates, revision.unwrap_or_default()))
 }
 
 /// Whether `/calico/v1/Ready` holds `true`.

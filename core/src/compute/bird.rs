@@ -1,5 +1,6 @@
 //! BIRD's BGP configuration for this host (reference 4.2, 4.3): router id, local AS, the peers
-//! (node-to-node mesh, global peers, this host's peers) and the pools to export.
+//! (node-to-node mesh, global peers, this host's peers), the pools to export and the IPAM
+//! blocks affine to the host (announced as one aggregate route each, reference 4.4).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -78,6 +79,12 @@ fn config(
         peers,
         export_pools,
         ipip_pools,
+        blocks: me
+            .blocks
+            .iter()
+            .filter(|b| IpVersion::of(b) == version)
+            .copied()
+            .collect(),
         loglevel: me.bgp_loglevel.or(state.bgp.loglevel),
     }
 }

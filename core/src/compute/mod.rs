@@ -76,6 +76,7 @@ pub fn local_endpoints<'a>(
         .endpoints
         .iter()
         .filter(move |(id, _)| id.host == host)
+        .map(|(id, ep)| (&**id, &**ep))
 }
 
 /// Adds chains to a table, keyed by name.

@@ -1,9 +1,22 @@
 //! A BIRD 2 configuration from a [`BirdConfig`], in the shape of the original confd templates
-//! (reference 4.2, 4.3) translated to BIRD 2 syntax (channels): the kernel protocol learns the
-//! agent's workload routes and programs learnt ones, BGP exports only prefixes inside a pool.
+//! (reference 4.2-4.4) translated to BIRD 2 syntax (channels): the kernel protocol learns the
+//! agent's workload routes and programs what BIRD learnt from peers plus the block blackholes,
+//! BGP exports only prefixes inside a pool.
+//!
+//! Block aggregation (`bird_aggr.cfg` of calico-docker v0.8+): every IPAM block affine to the
+//! host is a static `blackhole` route; the export filter accepts the block exactly and rejects
+//! anything more specific inside it, so peers install one route per block while borrowed /32s
+//! outside the host's blocks still travel one by one. The original called these checks as a
+//! function (`calico_aggr()`); they are written into the filter itself here, which is the same
+//! decision without relying on `accept` inside a function ending the calling filter.
+//!
+//! The kernel export takes only BGP and static routes: the `direct` protocol's connected
+//! routes are in BIRD's table too (for `gateway recursive`) and would otherwise come back as
+//! `proto bird` duplicates of the host's own link routes.
 //!
 //! Stock BIRD 2 has no `krt_tunnel` (that was calico-bird's patch), so `calico_ipip` only
-//! lists the IPIP pools in comments and accepts everything; the dataplane owns IPIP routes.
+//! lists the IPIP pools in comments; the dataplane owns IPIP routes. BIRD6 uses the same
+//! kernel filter (the original's `export all` had the same duplicate-link-route problem).
 
 use std::fmt::Write as _;
 
@@ -18,7 +31,21 @@ pub fn render_bird(cfg: &BirdConfig, v6: bool) -> String {
     let _ = writeln!(out, "router id {};", cfg.router_id);
     out.push('\n');
 
+    if cfg.blocks.is_empty() {
+        let _ = writeln!(out, "# No static routes configured.\n");
+    } else {
+        let _ = writeln!(out, "protocol static {{\n  {channel};");
+        for block in &cfg.blocks {
+            let _ = writeln!(out, "  route {block} blackhole;");
+        }
+        let _ = writeln!(out, "}}\n");
+    }
+
     let _ = writeln!(out, "filter calico_pools {{");
+    for block in &cfg.blocks {
+        let _ = writeln!(out, "  if ( net = {block} ) then accept;");
+        let _ = writeln!(out, "  if ( net ~ [ {block}+ ] ) then reject;");
+    }
     for pool in &cfg.export_pools {
         let _ = writeln!(out, "  if ( net ~ [ {pool}+ ] ) then accept;");
     }
@@ -28,12 +55,14 @@ pub fn render_bird(cfg: &BirdConfig, v6: bool) -> String {
     for pool in &cfg.ipip_pools {
         let _ = writeln!(out, "  # ipip pool {pool}: tunnelled by the dataplane");
     }
-    let _ = writeln!(out, "  accept;\n}}\n");
-
-    let kernel_export = if v6 { "all" } else { "filter calico_ipip" };
     let _ = writeln!(
         out,
-        "protocol kernel {{\n  {channel} {{ import all; export {kernel_export}; }};\n  learn;\n  persist;\n  scan time 2;\n  graceful restart;\n}}\n"
+        "  if ( source = RTS_BGP || source = RTS_STATIC ) then accept;\n  reject;\n}}\n"
+    );
+
+    let _ = writeln!(
+        out,
+        "protocol kernel {{\n  {channel} {{ import all; export filter calico_ipip; }};\n  learn;\n  persist;\n  scan time 2;\n  graceful restart;\n}}\n"
     );
     let _ = writeln!(out, "protocol device {{\n  scan time 2;\n}}\n");
     let _ = writeln!(

@@ -23,7 +23,7 @@ pub mod route;
 pub mod trace;
 mod walk;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -227,33 +227,53 @@ impl SimDataplane {
     /// syncing its table into the kernel: routes BIRD wrote and no longer wants are deleted,
     /// missing or different ones replaced (`ip route replace ... proto bird`), equal ones left
     /// alone. One pass under one lock, without copying the table. Returns the number of routes
-    /// installed, replaced or withdrawn.
+    /// installed, replaced or withdrawn. Same as [`SimDataplane::sync_bird_routes`] without
+    /// static blackholes.
     ///
     /// # Errors
     /// Never in practice (the routes name no device); kept fallible like the kernel call.
     pub fn sync_bgp_routes(&self, want: &BTreeMap<IpNet, IpAddr>) -> Result<usize, DataplaneError> {
+        self.sync_bird_routes(want, &BTreeSet::new())
+    }
+
+    /// Brings every route BIRD writes (`proto bird`) to exactly `learned` (destination → next
+    /// hop, from peers) plus `blackholes` (its static `blackhole` routes: the IPAM blocks affine
+    /// to this host), as [`SimDataplane::sync_bgp_routes`] does. A blackhole wins over a
+    /// learned route to the same destination (BIRD prefers static routes to BGP ones).
+    ///
+    /// # Errors
+    /// Never in practice (the routes name no device); kept fallible like the kernel call.
+    pub fn sync_bird_routes(
+        &self,
+        learned: &BTreeMap<IpNet, IpAddr>,
+        blackholes: &BTreeSet<IpNet>,
+    ) -> Result<usize, DataplaneError> {
         let mut k = self.lock();
         let space = k.ns_mut(ROOT_NS)?;
+        let wanted = |dst: &IpNet| blackholes.contains(dst) || learned.contains_key(dst);
         let stale: Vec<IpNet> = space
             .routes
             .iter()
-            .filter(|r| r.proto == RouteProto::Bird && !want.contains_key(&r.dst))
+            .filter(|r| r.proto == RouteProto::Bird && !wanted(&r.dst))
             .map(|r| r.dst)
             .collect();
         let mut changes = stale.len();
         for dst in stale {
             space.routes.remove(&dst);
         }
-        for (dst, via) in want {
-            let installed = space
-                .routes
-                .get(dst)
-                .is_some_and(|r| r.proto == RouteProto::Bird && r.via == Some(*via));
-            if !installed {
+        let want = blackholes
+            .iter()
+            .map(|dst| KernelRoute::blackhole(*dst, RouteProto::Bird))
+            .chain(
+                learned
+                    .iter()
+                    .filter(|(dst, _)| !blackholes.contains(*dst))
+                    .map(|(dst, via)| KernelRoute::via(*dst, *via, None, RouteProto::Bird)),
+            );
+        for route in want {
+            if space.routes.get(&route.dst) != Some(&route) {
                 // No device to check: `route_replace` would only insert it.
-                space
-                    .routes
-                    .replace(KernelRoute::via(*dst, *via, None, RouteProto::Bird));
+                space.routes.replace(route);
                 changes += 1;
             }
         }

@@ -31,7 +31,8 @@ impl fmt::Display for RouteProto {
     }
 }
 
-/// One route: `<dst> [via <gw>] [dev <dev>] [onlink] proto <proto>`.
+/// One route: `<dst> [via <gw>] [dev <dev>] [onlink] proto <proto>`; a route with neither a
+/// gateway nor a device is `blackhole <dst>` (packets to it are dropped).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KernelRoute {
     pub dst: IpNet,
@@ -54,6 +55,22 @@ impl KernelRoute {
         }
     }
 
+    /// `ip route replace blackhole <dst>`.
+    pub fn blackhole(dst: IpNet, proto: RouteProto) -> Self {
+        KernelRoute {
+            dst,
+            via: None,
+            dev: None,
+            onlink: false,
+            proto,
+        }
+    }
+
+    /// Whether packets to it are dropped (`blackhole <dst>`).
+    pub fn is_blackhole(&self) -> bool {
+        self.via.is_none() && self.dev.is_none()
+    }
+
     /// `ip route replace <dst> via <gw> [dev <dev>]`.
     pub fn via(dst: IpNet, gw: IpAddr, dev: Option<&str>, proto: RouteProto) -> Self {
         KernelRoute {
@@ -73,6 +90,9 @@ impl fmt::Display for KernelRoute {
             IpNet::V6(n) if n.prefix_len() == 0 => true,
             _ => false,
         };
+        if self.is_blackhole() {
+            f.write_str("blackhole ")?;
+        }
         if default {
             f.write_str("default")?;
         } else {

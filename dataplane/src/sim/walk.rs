@@ -540,7 +540,7 @@ pub fn resolve_route(
                 ))
             }
         },
-        (None, None) => return Err(format!("route {route} has neither device nor gateway")),
+        (None, None) => return Err(format!("no route to {dst}: {route} discards it")),
     };
     Ok((route.clone(), dev, next_hop))
 }

@@ -1,0 +1,444 @@
+//! The benchmark report (run by `scripts/bench`, a plain `fn main`): reads the raw output of
+//! every bench binary from one directory and writes `BENCHMARKS.md` with the table
+//! `| work | ours | baseline | ratio |` (both sides measured in the same run) and SVG plots of
+//! settle time and peak memory against host count and of apply time against rule count.
+//!
+//! `cargo bench -p calico-sim --bench report -- <raw dir> <BENCHMARKS.md> <plot dir>`; the raw
+//! directory holds `meta.txt` (machine, date, commit lines), `compute.txt`, `agent.txt`,
+//! `etcd.txt`, `linux.txt`, `walks.txt` and `settle-<hosts>.txt`. A file that is missing or a
+//! line that is not found makes its row say so: the report never invents a number.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+/// The raw output of the bench binaries.
+struct Raw {
+    dir: PathBuf,
+}
+
+impl Raw {
+    fn text(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(file)).ok()
+    }
+
+    /// The first line of `file` containing `needle`.
+    fn line(&self, file: &str, needle: &str) -> Option<String> {
+        self.text(file)?
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string)
+    }
+
+    /// The `nth` duration (in seconds) on the first line of `file` containing `needle`.
+    fn secs(&self, file: &str, needle: &str, nth: usize) -> Option<f64> {
+        durations(&self.line(file, needle)?).get(nth).copied()
+    }
+}
+
+/// Every duration on a line, in seconds: Rust's `Debug` form (`1.5ms`, `20µs`, `2.1s`) and
+/// spaced units (`195.0 ms`, `4.74 s`).
+fn durations(line: &str) -> Vec<f64> {
+    let tokens: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',' | ';' | '='))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let joined = match tokens.get(i + 1) {
+            Some(unit) if token.parse::<f64>().is_ok() => format!("{token}{unit}"),
+            _ => token.to_string(),
+        };
+        for candidate in [token.to_string(), joined] {
+            if let Some(secs) = duration(&candidate) {
+                out.push(secs);
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn duration(token: &str) -> Option<f64> {
+    for (unit, scale) in [
+        ("ns", 1e-9),
+        ("µs", 1e-6),
+        ("us", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+    ] {
+        if let Some(number) = token.strip_suffix(unit) {
+            if let Ok(n) = number.parse::<f64>() {
+                return Some(n * scale);
+            }
+        }
+    }
+    None
+}
+
+/// The number just before `unit` on `line` (`peak RSS 381 MiB` → 381).
+fn number_before(line: &str, unit: &str) -> Option<f64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches([',', ')']) == unit)?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+/// One settle measurement.
+struct Settle {
+    hosts: u32,
+    secs: f64,
+    peak_mib: f64,
+}
+
+fn settles(raw: &Raw) -> (Vec<Settle>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&raw.dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let hosts = name
+                        .strip_prefix("settle-")?
+                        .strip_suffix(".txt")?
+                        .parse()
+                        .ok()?;
+                    Some((hosts, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for (hosts, path) in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = text.lines().find(|l| l.starts_with("settle:"));
+        let parsed = line.and_then(|l| {
+            let after = l.split_once(" settle ")?.1;
+            let secs = durations(after).first().copied()?;
+            Some(Settle {
+                hosts,
+                secs,
+                peak_mib: number_before(l, "MiB")?,
+            })
+        });
+        match parsed {
+            Some(s) => out.push(s),
+            None => {
+                let last = text.lines().last().unwrap_or("no output").to_string();
+                notes.push(format!("{hosts} hosts: not measured ({last})"));
+            }
+        }
+    }
+    (out, notes)
+}
+
+/// `(rules, ours, raw restore)` points of the apply curve.
+fn apply_curve(raw: &Raw) -> Vec<(f64, f64, f64)> {
+    let Some(text) = raw.text("linux.txt") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("apply curve: ")?;
+            let rules = rest.split_whitespace().next()?.parse().ok()?;
+            let d = durations(rest);
+            Some((rules, *d.first()?, *d.get(1)?))
+        })
+        .collect()
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}
+
+/// One table row from two measured durations.
+fn row(out: &mut String, work: &str, ours: Option<f64>, baseline: Option<(&str, Option<f64>)>) {
+    let ours_s = ours.map_or("not measured".to_string(), fmt_secs);
+    let (base_s, ratio) = match baseline {
+        None => ("—".to_string(), "—".to_string()),
+        Some((what, b)) => (
+            format!(
+                "{} ({what})",
+                b.map_or("not measured".to_string(), fmt_secs)
+            ),
+            match (ours, b) {
+                (Some(o), Some(b)) if b > 0.0 => format!("{:.2}x", o / b),
+                _ => "—".to_string(),
+            },
+        ),
+    };
+    let _ = writeln!(out, "| {work} | {ours_s} | {base_s} | {ratio} |");
+}
+
+fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
+    let mut t = String::from("| work | ours | baseline | ratio |\n|---|---|---|---|\n");
+    let linux = "linux.txt";
+    let full = raw.secs(linux, "rules in one iptables-restore", 0);
+    row(
+        &mut t,
+        "full apply, 10,000 rules",
+        full,
+        Some((
+            "raw `iptables-restore --noflush`",
+            raw.secs(linux, "raw iptables-restore", 0),
+        )),
+    );
+    row(
+        &mut t,
+        "no-op apply, 10,000 rules",
+        raw.secs(linux, "no-op apply (", 0),
+        Some(("full apply", full)),
+    );
+    row(
+        &mut t,
+        "one-chain change, 10,000 rules",
+        raw.secs(linux, "incremental apply changing one chain", 0),
+        Some(("full apply", full)),
+    );
+    row(
+        &mut t,
+        "1,000 routes (rtnetlink)",
+        raw.secs(linux, "routes via rtnetlink", 0),
+        Some((
+            "`ip -force -batch`",
+            raw.secs(linux, "routes via one `ip -force -batch", 0),
+        )),
+    );
+    row(
+        &mut t,
+        "compute, one host of the compute bench's cluster",
+        raw.secs("compute.txt", "full compute:", 0),
+        None,
+    );
+    row(
+        &mut t,
+        "one profile change, incremental",
+        raw.secs("compute.txt", "incremental profile change:", 0),
+        Some(("full compute", raw.secs("compute.txt", "full compute:", 0))),
+    );
+    row(
+        &mut t,
+        "agent, 1,000 local / 5,000 remote endpoints: one endpoint added, event to dataplane",
+        raw.secs("agent.txt", "agent local=1000", 2),
+        Some((
+            "snapshot + first apply",
+            raw.secs("agent.txt", "agent local=1000", 0),
+        )),
+    );
+    row(
+        &mut t,
+        "etcd: create 10k endpoints (sequential)",
+        raw.secs("etcd.txt", "sequential:", 0),
+        Some(("`etcdctl put`", raw.secs("etcd.txt", "etcdctl put", 0))),
+    );
+    row(
+        &mut t,
+        "etcd: list 20k",
+        raw.secs("etcd.txt", "list x", 0),
+        Some(("`etcdctl get --prefix`", raw.secs("etcd.txt", "list x", 1))),
+    );
+    for s in settles {
+        let _ = writeln!(
+            t,
+            "| simulator settle, {} hosts × 10 workloads | {} (peak RSS {:.0} MiB) | — | — |",
+            s.hosts,
+            fmt_secs(s.secs),
+            s.peak_mib
+        );
+    }
+    for note in settle_notes {
+        let _ = writeln!(t, "| simulator settle, {note} | — | — | — |");
+    }
+    t
+}
+
+fn plot_settle(path: &Path, settles: &[Settle]) -> Result<(), String> {
+    let root = SVGBackend::new(path, (800, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(400);
+    let max_hosts = settles.iter().map(|s| s.hosts).max().unwrap_or(1) as f64 * 1.05;
+    let series = [
+        (
+            left,
+            "settle time (s)",
+            settles.iter().map(|s| s.secs).collect::<Vec<_>>(),
+        ),
+        (
+            right,
+            "peak RSS (MiB)",
+            settles.iter().map(|s| s.peak_mib).collect::<Vec<_>>(),
+        ),
+    ];
+    for (area, title, ys) in series {
+        let max_y = ys.iter().copied().fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..max_hosts, 0.0..max_y)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("hosts (10 workloads each)")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let points: Vec<(f64, f64)> = settles
+            .iter()
+            .zip(&ys)
+            .map(|(s, y)| (f64::from(s.hosts), *y))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), &BLUE))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+fn plot_apply(path: &Path, curve: &[(f64, f64, f64)]) -> Result<(), String> {
+    let root = SVGBackend::new(path, (600, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let max_x = curve.iter().map(|c| c.0).fold(1.0, f64::max) * 1.05;
+    let max_y = curve.iter().map(|c| c.1.max(c.2) * 1e3).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("full apply (ms) vs rules", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..max_x, 0.0..max_y)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("rules")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (color, label, pick) in [
+        (BLUE, "ours (LinuxDataplane::apply)", 1usize),
+        (RED, "raw iptables-restore --noflush", 2usize),
+    ] {
+        let points: Vec<(f64, f64)> = curve
+            .iter()
+            .map(|c| (c.0, if pick == 1 { c.1 } else { c.2 } * 1e3))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, &color))
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let [dir, md, plots] = args.as_slice() else {
+        println!("usage: report <raw dir> <BENCHMARKS.md> <plot dir> (run by scripts/bench)");
+        return;
+    };
+    let raw = Raw {
+        dir: PathBuf::from(dir),
+    };
+    let (settles, notes) = settles(&raw);
+    let curve = apply_curve(&raw);
+    let plots = PathBuf::from(plots);
+    // Links in the report are relative to the report's own directory.
+    let md_dir = Path::new(md).parent().unwrap_or(Path::new(""));
+    let link = |path: &Path| {
+        path.strip_prefix(md_dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    if let Err(e) = std::fs::create_dir_all(&plots) {
+        eprintln!("report: creating {}: {e}", plots.display());
+        std::process::exit(1);
+    }
+    let mut figures = String::new();
+    if !settles.is_empty() {
+        let path = plots.join("settle.svg");
+        match plot_settle(&path, &settles) {
+            Ok(()) => {
+                let _ = writeln!(
+                    figures,
+                    "![settle time and peak memory vs hosts]({})\n",
+                    link(&path)
+                );
+            }
+            Err(e) => eprintln!("report: plotting {}: {e}", path.display()),
+        }
+    }
+    if !curve.is_empty() {
+        let path = plots.join("apply.svg");
+        match plot_apply(&path, &curve) {
+            Ok(()) => {
+                let _ = writeln!(
+                    figures,
+                    "![full apply time vs rule count]({})\n",
+                    link(&path)
+                );
+            }
+            Err(e) => eprintln!("report: plotting {}: {e}", path.display()),
+        }
+    } else {
+        let _ = writeln!(
+            figures,
+            "(No apply curve: the Linux dataplane bench needs root and did not run.)\n"
+        );
+    }
+    let meta = raw.text("meta.txt").unwrap_or_default();
+    let mut out = String::from("# Benchmarks\n\nWritten by `scripts/bench`; every number below and its baseline come from the same run.\n\n");
+    for line in meta.lines() {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n{}", table(&raw, &settles, &notes));
+    out.push_str(&figures);
+    out.push_str(
+        "Not measured by any bench yet: compute at 1k / 10k / 100k endpoints (the compute bench \
+         has one size), agent RSS holding 10,000 and 100,000 endpoints, and endpoint written on \
+         host1 → route in host2's kernel over real etcd and BIRD (p50 / p99).\n\n",
+    );
+    out.push_str("## Raw output\n\n");
+    for file in [
+        "linux.txt",
+        "compute.txt",
+        "agent.txt",
+        "etcd.txt",
+        "walks.txt",
+    ] {
+        let text = raw.text(file).unwrap_or_else(|| "not run\n".to_string());
+        let _ = write!(out, "### {file}\n\n```\n{}```\n\n", text);
+    }
+    for s in &settles {
+        let _ = writeln!(
+            out,
+            "- settle {} hosts: {} s, peak RSS {:.0} MiB",
+            s.hosts, s.secs, s.peak_mib
+        );
+    }
+    if let Err(e) = std::fs::write(md, out) {
+        eprintln!("report: writing {md}: {e}");
+        std::process::exit(1);
+    }
+    println!("report: wrote {md} and plots in {}", plots.display());
+}
