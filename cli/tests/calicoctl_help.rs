@@ -58,7 +58,7 @@ async fn node_help_documents_the_original_options_with_defaults() {
         "--ip6=<IP6>",
         "--as=<AS_NUM>",
         "--log-dir=<LOG_DIR>",
-        "[default: /var/log/calico]",
+        "[default: $CALICO_DATA_DIR]",
         "--backend=<BACKEND>",
         "--runtime=<RUNTIME>",
         "--node-image=<DOCKER_IMAGE_NAME>",
@@ -80,13 +80,13 @@ async fn node_help_documents_the_original_options_with_defaults() {
         "{backend}"
     );
     let log_dir = &text[text.find("  --log-dir=").unwrap()..text.find("  --backend=").unwrap()];
-    assert!(log_dir.contains("[default: /var/log/calico]"), "{log_dir}");
+    assert!(log_dir.contains("[default: $CALICO_DATA_DIR]"), "{log_dir}");
     let diags = h1.ok("help diags").await;
     assert!(
         diags.starts_with("Usage:\n  calicoctl diags [--log-dir=<LOG_DIR>]\n"),
         "{diags}"
     );
-    assert!(diags.contains("[default: /var/log/calico]"), "{diags}");
+    assert!(diags.contains("[default: $CALICO_DATA_DIR]"), "{diags}");
     let container = h1.ok("container --help").await;
     assert!(container.contains("[default: eth1]"), "{container}");
 }

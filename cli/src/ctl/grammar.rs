@@ -135,7 +135,7 @@ configure the BGP peers specific to this node. The node is named by the global
         valued(
             "--log-dir",
             "<LOG_DIR>",
-            "/var/log/calico",
+            "$CALICO_DATA_DIR",
             "The directory for the agent's and BIRD's logs.",
         ),
         Opt {
@@ -485,7 +485,7 @@ calicoctl status and the versions.",
     options: &[valued(
         "--log-dir",
         "<LOG_DIR>",
-        "/var/log/calico",
+        "$CALICO_DATA_DIR",
         "The directory containing Calico logs.",
     )],
     extra: "",

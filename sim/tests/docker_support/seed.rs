@@ -125,21 +125,24 @@ impl DockerSeed {
             .collect()
     }
 
-    /// Routes a host lacks: on the container's own host any route, elsewhere a BGP-learnt one.
+    /// Routes a host lacks: on the container's own host any route, elsewhere one via a peer.
     async fn missing_routes(&self) -> Vec<String> {
         let mut missing = Vec::new();
         for (name, home) in &self.homes {
             for addr in self.addrs(name).await {
                 for host in self.cluster.hosts() {
                     let ns = self.cluster.host_netns(host).unwrap_or_default();
-                    let route = output("ip", &["-n", ns, "route", "show", &addr.to_string()])
+                    let local = host == home;
+                    // Remotely the address may be covered by its block's route (BIRD
+                    // aggregates by IPAM block): ask the kernel which route it would use.
+                    let verb = if local { "show" } else { "get" };
+                    let route = output("ip", &["-n", ns, "route", verb, &addr.to_string()])
                         .await
                         .unwrap_or_default();
-                    let local = host == home;
                     let ok = if local {
                         !route.trim().is_empty()
                     } else {
-                        route.contains("proto bird")
+                        route.contains(" via ")
                     };
                     if !ok {
                         let kind = if local { "local" } else { "BGP" };
