@@ -23,6 +23,7 @@ mod run;
 mod status;
 pub mod sync;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
 use calico_core::plan::{plan, Change};
 use calico_core::shared::SharedDecodes;
+use calico_core::ModelError;
 use calico_dataplane::Dataplane;
 use tokio::time::Instant;
 
@@ -204,7 +206,8 @@ impl<D: Dataplane> Agent<D> {
             .map_err(|e| store_error("listing /calico/", e))?;
         let mut engine = Engine::new(&self.hostname, self.config.shared_decodes.clone());
         let keys = updates.len();
-        engine.apply_batch(updates);
+        let ingested = engine.apply_batch(updates);
+        report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
         self.metrics.set_endpoints(engine.local_endpoints());
         self.engine = Some(engine);
         self.revision = revision;
@@ -321,8 +324,10 @@ impl<D: Dataplane> Agent<D> {
         let events = batch.events;
         self.revision = self.revision.max(batch.revision);
         let was_ready = engine.state().ready;
-        let changed = engine.apply_batch(batch.updates);
+        let ingested = engine.apply_batch(batch.updates);
+        let changed = ingested.changed;
         self.metrics.set_endpoints(engine.local_endpoints());
+        report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
         if was_ready && !engine.state().ready {
             // Felix's rule: Ready deleted (or false) means the datastore is being rebuilt;
             // stop following it, leave the dataplane alone, snapshot again later.
@@ -394,6 +399,16 @@ impl<D: Dataplane> Agent<D> {
             }
         }
     }
+}
+
+/// Says out loud which records failed to decode: each counts as absent (Felix's rule), so
+/// an endpoint's interface leaves the dispatch chains, whose final DROP then drops all its
+/// traffic, and a profile missing its rules drops everything for its endpoints.
+fn report_invalid(host: &str, metrics: &Metrics, invalid: &BTreeMap<String, ModelError>) {
+    for (key, error) in invalid {
+        tracing::warn!(%host, %key, %error, "undecodable record treated as absent");
+    }
+    metrics.record_invalid_records(invalid.len());
 }
 
 fn store_error(action: &str, source: StoreError) -> AgentError {
