@@ -96,7 +96,10 @@ async fn a_garbage_endpoint_record_is_reported_counted_and_its_traffic_dropped()
     // A valid record again restores A.
     add_endpoint(store.as_ref(), HOST, "A", A, &["PROF"]).await;
     agent.poll_once().await.unwrap();
-    assert!(ping_delivered(&sim, "A", A, "C", C), "A reaches C after repair");
+    assert!(
+        ping_delivered(&sim, "A", A, "C", C),
+        "A reaches C after repair"
+    );
     assert_eq!(agent.metrics().snapshot().invalid_records, 1);
 }
 
@@ -109,7 +112,10 @@ async fn broken_rules_tags_and_pools_are_counted_and_rules_drop_their_endpoints(
     assert!(ping_delivered(&sim, "A", A, "C", C));
 
     for (key, value) in [
-        ("/calico/v1/policy/profile/PROF/rules", &b"{\"inbound_rules\": 3"[..]),
+        (
+            "/calico/v1/policy/profile/PROF/rules",
+            &b"{\"inbound_rules\": 3"[..],
+        ),
         ("/calico/v1/policy/profile/PROF/tags", b"[1, 2]"),
         ("/calico/v1/ipam/v4/pool/192.168.0.0-16", b"\xff\xfe"),
     ] {

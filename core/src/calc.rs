@@ -737,11 +737,23 @@ mod tests {
         let endpoint = "/calico/v1/host/h1/workload/docker/w/endpoint/e";
         let delta = calc.apply_batch([
             (endpoint.to_string(), Some(b"garbage".to_vec())),
-            ("/calico/v1/policy/profile/P/rules".to_string(), Some(b"[]".to_vec())),
-            ("/calico/v1/policy/profile/P/tags".to_string(), Some(b"{".to_vec())),
-            ("/calico/v1/ipam/v4/pool/192.168.0.0-16".to_string(), Some(b"1".to_vec())),
+            (
+                "/calico/v1/policy/profile/P/rules".to_string(),
+                Some(b"[]".to_vec()),
+            ),
+            (
+                "/calico/v1/policy/profile/P/tags".to_string(),
+                Some(b"{".to_vec()),
+            ),
+            (
+                "/calico/v1/ipam/v4/pool/192.168.0.0-16".to_string(),
+                Some(b"1".to_vec()),
+            ),
             // Superseded by a valid value later in the same batch: not reported.
-            ("/calico/v1/config/LogSeverityScreen".to_string(), Some(b"info".to_vec())),
+            (
+                "/calico/v1/config/LogSeverityScreen".to_string(),
+                Some(b"info".to_vec()),
+            ),
         ]);
         let keys: Vec<&str> = delta.invalid.keys().map(String::as_str).collect();
         assert_eq!(
@@ -755,7 +767,9 @@ mod tests {
         );
         let fixed = calc.apply(
             endpoint,
-            Some(br#"{"state":"active","name":"calie","mac":"ee:ee:ee:ee:ee:ee","profile_ids":[]}"#),
+            Some(
+                br#"{"state":"active","name":"calie","mac":"ee:ee:ee:ee:ee:ee","profile_ids":[]}"#,
+            ),
         );
         assert!(fixed.invalid.is_empty(), "{:?}", fixed.invalid);
         assert_eq!(calc.local_endpoints(), 1);
