@@ -17,6 +17,7 @@ pub struct Metrics {
     errors: AtomicU64,
     invalid_records: AtomicU64,
     resyncs: AtomicU64,
+    waiting_interfaces: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -28,6 +29,7 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     pub invalid_records: u64,
     pub resyncs: u64,
+    pub waiting_interfaces: u64,
 }
 
 impl Metrics {
@@ -48,6 +50,12 @@ impl Metrics {
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// Sets how many endpoint interfaces the last apply found missing.
+    pub fn set_waiting_interfaces(&self, n: usize) {
+        self.waiting_interfaces
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     pub fn record_resync(&self) {
         self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
@@ -65,6 +73,7 @@ impl Metrics {
             errors: self.errors.load(Ordering::Relaxed),
             invalid_records: self.invalid_records.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
+            waiting_interfaces: self.waiting_interfaces.load(Ordering::Relaxed),
         }
     }
 
@@ -93,13 +102,17 @@ impl Metrics {
              calico_node_invalid_records_total {}\n\
              # HELP calico_node_resyncs_total Periodic resyncs and re-snapshots.\n\
              # TYPE calico_node_resyncs_total counter\n\
-             calico_node_resyncs_total {}\n",
+             calico_node_resyncs_total {}\n\
+             # HELP calico_node_interfaces_waiting Endpoint interfaces not found on the host (programmed once they appear).\n\
+             # TYPE calico_node_interfaces_waiting gauge\n\
+             calico_node_interfaces_waiting {}\n",
             s.applies,
             s.applies,
             s.endpoints,
             s.errors,
             s.invalid_records,
-            s.resyncs
+            s.resyncs,
+            s.waiting_interfaces
         )
     }
 }
@@ -161,6 +174,7 @@ mod tests {
         m.record_error();
         m.record_resync();
         m.record_invalid_records(2);
+        m.set_waiting_interfaces(4);
         m.set_endpoints(3);
         let text = m.render();
         for line in [
@@ -171,6 +185,7 @@ mod tests {
             "calico_node_errors_total 1",
             "calico_node_invalid_records_total 2",
             "calico_node_resyncs_total 1",
+            "calico_node_interfaces_waiting 4",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -23,7 +23,7 @@ mod run;
 mod status;
 pub mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +111,9 @@ pub struct Agent<D: Dataplane> {
     revision: Revision,
     /// The last apply failed: apply again at the next step even without new events.
     dirty: bool,
+    /// Interfaces the last apply found missing (endpoints whose veth is not there yet or any
+    /// more): applied again at every step until they appear.
+    waiting: BTreeSet<String>,
     metrics: Arc<Metrics>,
     status: StatusReporter,
 }
@@ -138,6 +141,7 @@ impl<D: Dataplane> Agent<D> {
             watch: None,
             revision: 0,
             dirty: false,
+            waiting: BTreeSet::new(),
             metrics: Arc::new(Metrics::default()),
             status: StatusReporter::new(),
         }
@@ -338,7 +342,7 @@ impl<D: Dataplane> Agent<D> {
                 ..StepOutcome::default()
             });
         }
-        let changes = if changed || self.dirty {
+        let changes = if changed || self.dirty || !self.waiting.is_empty() {
             self.apply_desired().await?
         } else {
             Vec::new()
@@ -383,6 +387,7 @@ impl<D: Dataplane> Agent<D> {
         match result {
             Ok(report) => {
                 self.dirty = false;
+                self.note_waiting(report.waiting);
                 if !report.changes.is_empty() {
                     let changes: Vec<String> =
                         report.changes.iter().map(ToString::to_string).collect();
@@ -409,6 +414,25 @@ fn report_invalid(host: &str, metrics: &Metrics, invalid: &BTreeMap<String, Mode
         tracing::warn!(%host, %key, %error, "undecodable record treated as absent");
     }
     metrics.record_invalid_records(invalid.len());
+}
+
+impl<D: Dataplane> Agent<D> {
+    /// Interfaces the last apply found missing (see [`calico_dataplane::ApplyReport`]).
+    pub fn waiting_interfaces(&self) -> &BTreeSet<String> {
+        &self.waiting
+    }
+
+    /// Logs each interface once when it starts and stops waiting, and sets the gauge.
+    fn note_waiting(&mut self, now: BTreeSet<String>) {
+        for iface in now.difference(&self.waiting) {
+            tracing::warn!(host = %self.hostname, %iface, "interface not found; its endpoint is programmed once it appears");
+        }
+        for iface in self.waiting.difference(&now) {
+            tracing::info!(host = %self.hostname, %iface, "interface no longer waited for");
+        }
+        self.metrics.set_waiting_interfaces(now.len());
+        self.waiting = now;
+    }
 }
 
 fn store_error(action: &str, source: StoreError) -> AgentError {
