@@ -144,12 +144,12 @@ async fn status_reports_can_be_disabled() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_apply_is_retried_with_backoff_until_it_succeeds() {
+async fn an_endpoint_waiting_for_its_interface_is_retried_until_it_appears() {
     let store = Arc::new(MemStore::new());
     let sim = sim();
     seed(store.as_ref()).await;
     set_ready(store.as_ref()).await;
-    // The endpoint's interface does not exist yet: routing to it fails in the kernel.
+    // The endpoint's interface does not exist yet: it waits, the rest is programmed.
     add_endpoint(store.as_ref(), HOST, "A", "192.168.1.1", &[]).await;
     let agent = Agent::new(
         store.clone(),
@@ -157,18 +157,22 @@ async fn a_failed_apply_is_retried_with_backoff_until_it_succeeds() {
         HOST.to_owned(),
         AgentConfig::default(),
     );
+    let metrics = agent.metrics();
     let (stop, task) = spawn_run(agent);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_ne!(sim.observe_now(), expected(store.as_ref()).await);
+    let m = metrics.snapshot();
+    assert_eq!((m.errors, m.waiting_interfaces), (0, 1));
+    // Retried about once a second: a handful of applies, not a busy loop.
+    assert!((2..=7).contains(&m.applies), "applies = {}", m.applies);
 
-    // The interface appears (no datastore write): a retry succeeds on its own.
+    // The interface appears (no datastore write): a retry programs it on its own.
     plumb(&sim, "A", "192.168.1.1").await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
 
     stop.send(()).unwrap();
     let agent = task.await.unwrap();
-    let errors = agent.metrics().snapshot().errors;
-    // 200 ms doubling within 5 s: a handful of retries, not a busy loop.
-    assert!((2..=6).contains(&errors), "errors = {errors}");
+    let m = agent.metrics().snapshot();
+    assert_eq!((m.errors, m.waiting_interfaces), (0, 0));
 }

@@ -272,8 +272,8 @@ async fn container_endpoint_profile_and_ipam_commands() {
     ])
     .await;
     h1.ok("profile P1 rule add outbound deny icmp type 8").await;
-    // --at=0 lands before the last rule, as the original's list.insert(-1, ...).
-    h1.ok("profile P1 rule add inbound --at=0 deny from cidr 10.0.0.0/8")
+    // --at=2 inserts at position 2 (the original also took --at=0 to mean before the last).
+    h1.ok("profile P1 rule add inbound --at=2 deny from cidr 10.0.0.0/8")
         .await;
     let shown = h1.ok("profile P1 rule show").await;
     assert_eq!(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::cluster::ClusterState;
+use crate::cluster::{Applied, ClusterState};
 use crate::codec::{decode, Value};
 use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
 use crate::compute::names::{
@@ -32,6 +32,7 @@ use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
 use crate::shared::SharedDecodes;
+use crate::ModelError;
 
 /// Records nothing here depends on (`ClusterState::depends_on` says no to their keys):
 /// IPAM blocks and handles, Felix status. A snapshot holds one handle per endpoint, so they
@@ -60,6 +61,10 @@ pub struct Delta {
     pub bird_v4: Option<Option<BirdConfig>>,
     /// `Some(new)` when the v6 BIRD config changed.
     pub bird_v6: Option<Option<BirdConfig>>,
+    /// Records that failed to decode, by raw key: each now counts as absent (Felix's rule),
+    /// which the caller should say out loud. Not a change of the desired state, so not
+    /// counted by [`Delta::len`].
+    pub invalid: BTreeMap<String, ModelError>,
 }
 
 impl Delta {
@@ -92,6 +97,7 @@ struct Dirty {
     profiles: BTreeSet<String>,
     tags: BTreeSet<String>,
     global: bool,
+    invalid: BTreeMap<String, ModelError>,
 }
 
 /// Incremental `compute` for one host.
@@ -195,6 +201,7 @@ impl Calculator {
         if let (Some(shared), Some(bytes)) = (&self.shared, value) {
             // Most updates a simulated host takes are endpoints another host already decoded.
             if let Some((id, ep)) = shared.cached_endpoint(raw_key, bytes) {
+                self.dirty.invalid.remove(raw_key);
                 self.set_endpoint(id, ep);
                 return;
             }
@@ -208,16 +215,26 @@ impl Calculator {
         match &key {
             Key::Endpoint(id) => {
                 // An invalid value counts as a deletion, as `ClusterState::apply` has it.
-                let decoded = value.and_then(|bytes| match &self.shared {
-                    Some(shared) => shared.endpoint(raw_key, &key, id, bytes).ok(),
-                    None => match decode(&key, bytes) {
-                        Ok(Value::Endpoint(ep)) => Some((Arc::new(id.clone()), Arc::new(ep))),
-                        _ => None,
+                let decoded = value.map(|bytes| match &self.shared {
+                    Some(shared) => shared.endpoint(raw_key, &key, id, bytes),
+                    None => match decode(&key, bytes)? {
+                        Value::Endpoint(ep) => Ok((Arc::new(id.clone()), Arc::new(ep))),
+                        _ => Err(ModelError::field("endpoint", raw_key, "not an endpoint")),
                     },
                 });
                 match decoded {
-                    Some((id, ep)) => self.set_endpoint(id, ep),
-                    None => self.remove_endpoint(id),
+                    Some(Ok((id, ep))) => {
+                        self.dirty.invalid.remove(raw_key);
+                        self.set_endpoint(id, ep);
+                    }
+                    Some(Err(err)) => {
+                        self.dirty.invalid.insert(raw_key.to_string(), err);
+                        self.remove_endpoint(id);
+                    }
+                    None => {
+                        self.dirty.invalid.remove(raw_key);
+                        self.remove_endpoint(id);
+                    }
                 }
             }
             Key::ProfileTags { profile } => {
@@ -227,16 +244,19 @@ impl Calculator {
                     .map(|s| s.iter().cloned().collect())
                     .unwrap_or_default();
                 self.adjust_members_of(&users, false);
-                self.state.apply(raw_key, value);
+                let applied = self.state.apply(raw_key, value);
+                self.note_invalid(raw_key, applied);
                 self.adjust_members_of(&users, true);
             }
             Key::ProfileRules { profile } => {
-                self.state.apply(raw_key, value);
+                let applied = self.state.apply(raw_key, value);
+                self.note_invalid(raw_key, applied);
                 self.dirty.profiles.insert(profile.clone());
             }
             _ => {
                 if ClusterState::depends_on(&key) {
-                    self.state.apply(raw_key, value);
+                    let applied = self.state.apply(raw_key, value);
+                    self.note_invalid(raw_key, applied);
                     self.dirty.global = true;
                     if self.shared.is_some() {
                         if let Some(host) = host_record_of(&key) {
@@ -244,6 +264,19 @@ impl Calculator {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Remembers an undecodable record for the next [`Delta`]; a later update of the key
+    /// (valid or not) supersedes it within the same batch.
+    fn note_invalid(&mut self, raw_key: &str, applied: Applied) {
+        match applied {
+            Applied::Invalid(_, err) => {
+                self.dirty.invalid.insert(raw_key.to_string(), err);
+            }
+            Applied::Changed(_) | Applied::Ignored => {
+                self.dirty.invalid.remove(raw_key);
             }
         }
     }
@@ -364,7 +397,10 @@ impl Calculator {
                 }
             }
         }
-        let mut delta = Delta::default();
+        let mut delta = Delta {
+            invalid: dirty.invalid,
+            ..Delta::default()
+        };
         let mut tags = dirty.tags;
         for p in &dirty.profiles {
             self.rebuild_profile(p, &mut tags, &mut delta);
@@ -686,11 +722,56 @@ mod tests {
         }
         let record = |c: &Calculator| c.state().endpoints.values().next().cloned().unwrap();
         assert!(Arc::ptr_eq(&record(&calcs[0]), &record(&calcs[1])));
-        // An invalid value deletes the endpoint on every calculator.
+        // An invalid value deletes the endpoint on every calculator, and says why.
         for calc in &mut calcs {
-            calc.apply(key, Some(b"{not json"));
+            let delta = calc.apply(key, Some(b"{not json"));
+            assert_eq!(delta.invalid.keys().collect::<Vec<_>>(), [key]);
             assert!(calc.state().endpoints.is_empty());
             assert_eq!(calc.desired(), &compute(calc.state(), &calc.host));
         }
+    }
+
+    #[test]
+    fn undecodable_records_of_every_kind_are_reported_once_per_batch() {
+        let mut calc = Calculator::new("h1");
+        let endpoint = "/calico/v1/host/h1/workload/docker/w/endpoint/e";
+        let delta = calc.apply_batch([
+            (endpoint.to_string(), Some(b"garbage".to_vec())),
+            (
+                "/calico/v1/policy/profile/P/rules".to_string(),
+                Some(b"[]".to_vec()),
+            ),
+            (
+                "/calico/v1/policy/profile/P/tags".to_string(),
+                Some(b"{".to_vec()),
+            ),
+            (
+                "/calico/v1/ipam/v4/pool/192.168.0.0-16".to_string(),
+                Some(b"1".to_vec()),
+            ),
+            // Superseded by a valid value later in the same batch: not reported.
+            (
+                "/calico/v1/config/LogSeverityScreen".to_string(),
+                Some(b"info".to_vec()),
+            ),
+        ]);
+        let keys: Vec<&str> = delta.invalid.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "/calico/v1/host/h1/workload/docker/w/endpoint/e",
+                "/calico/v1/ipam/v4/pool/192.168.0.0-16",
+                "/calico/v1/policy/profile/P/rules",
+                "/calico/v1/policy/profile/P/tags",
+            ]
+        );
+        let fixed = calc.apply(
+            endpoint,
+            Some(
+                br#"{"state":"active","name":"calie","mac":"ee:ee:ee:ee:ee:ee","profile_ids":[]}"#,
+            ),
+        );
+        assert!(fixed.invalid.is_empty(), "{:?}", fixed.invalid);
+        assert_eq!(calc.local_endpoints(), 1);
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use calico_core::calc::Calculator;
-use calico_core::cluster::ClusterState;
+use calico_core::cluster::{Applied, ClusterState};
 use calico_core::compute::compute;
 use calico_core::compute::names::{MAX_CHAIN_LEN, MAX_IPSET_LEN};
 use calico_core::names::validate_name;
@@ -236,6 +236,18 @@ proptest! {
             }
             let before = calc.desired().clone();
             let delta = calc.apply_batch(batch.iter().cloned());
+            // Every key whose last value in the batch does not decode is reported, no other.
+            let mut batch_last: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+            for (k, v) in batch {
+                batch_last.insert(k, v.as_deref());
+            }
+            let mut scratch = ClusterState::default();
+            let invalid: Vec<&str> = batch_last
+                .into_iter()
+                .filter(|(k, v)| matches!(scratch.apply(k, *v), Applied::Invalid(..)))
+                .map(|(k, _)| k)
+                .collect();
+            prop_assert_eq!(delta.invalid.keys().map(String::as_str).collect::<Vec<_>>(), invalid);
             let expected = compute(calc.state(), LOCAL);
             prop_assert_eq!(calc.desired(), &expected);
             prop_assert_eq!(delta.is_empty(), &before == calc.desired());

@@ -72,3 +72,16 @@ fn icmp_255_is_refused_in_rule_json() {
             .unwrap();
     ok.validate().unwrap();
 }
+
+#[test]
+fn rule_insert_positions_are_one_based_and_at_most_one_past_the_end() {
+    use calico_core::model::insert_position;
+    assert_eq!(insert_position(1, 0), Ok(0));
+    assert_eq!(insert_position(1, 3), Ok(0));
+    assert_eq!(insert_position(4, 3), Ok(3));
+    for bad in [0, -1, 5, 99_999, i64::MIN, i64::MAX] {
+        let err = insert_position(bad, 3).unwrap_err().to_string();
+        assert!(err.contains(&format!("\"{bad}\"")), "{err}");
+        assert!(err.contains("from 1 to 4"), "{err}");
+    }
+}

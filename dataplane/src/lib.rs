@@ -19,6 +19,8 @@ pub mod sim;
 pub use error::DataplaneError;
 pub use plumbing::{VethSpec, WorkloadPlumbing};
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use calico_core::desired::DesiredState;
 pub use calico_core::plan::Change;
@@ -30,6 +32,11 @@ pub struct ApplyReport {
     /// (the same the dry-run plan speaks), so the simulated and the Linux dataplane report
     /// the same step equally; `Display` prints each (`rewrite chain filter/v4 cali-FORWARD`).
     pub changes: Vec<Change>,
+    /// Interfaces the desired state programs (routes, neighbours, interface sysctls) that do
+    /// not exist on the host (yet, or any more: a container that died without
+    /// `container remove`). Everything else was applied; what needs them is done by a later
+    /// apply once they appear. Not an error: one missing interface must not hold up the host.
+    pub waiting: BTreeSet<String>,
 }
 
 /// One host's dataplane. Takes desired state, not steps.

@@ -713,6 +713,11 @@ fn inner_bird() {
         !report.changes.contains(&Change::AddRoute(not_yet.clone())),
         "{report:?}"
     );
+    assert_eq!(
+        report.waiting.iter().collect::<Vec<_>>(),
+        ["calinotyet0"],
+        "reported as waiting, as the simulator does"
+    );
     must(
         "ip",
         &[
@@ -729,5 +734,6 @@ fn inner_bird() {
     must("ip", &["link", "set", "calinotyet0", "up"]);
     let report = block_on(w.dp.apply(&later)).unwrap();
     assert_eq!(report.changes, vec![Change::AddRoute(not_yet)]);
+    assert!(report.waiting.is_empty(), "{report:?}");
     assert!(w.dp.stop_bird().is_empty());
 }

@@ -1,10 +1,22 @@
 //! The agent's view of the cluster: raw updates in, this host's `DesiredState` out, through
 //! `calico_core`'s incremental [`Calculator`] (cost proportional to what changed).
 
+use std::collections::BTreeMap;
+
 use calico_core::calc::Calculator;
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
 use calico_core::shared::SharedDecodes;
+use calico_core::ModelError;
+
+/// What one batch did to the engine.
+#[derive(Debug, Default)]
+pub(crate) struct Ingested {
+    /// Whether this host's desired state changed.
+    pub(crate) changed: bool,
+    /// Records that failed to decode (they count as absent), by key.
+    pub(crate) invalid: BTreeMap<String, ModelError>,
+}
 
 /// One host's calculator.
 #[derive(Debug)]
@@ -22,13 +34,16 @@ impl Engine {
         Self { calc }
     }
 
-    /// Feeds a batch of raw updates (`None` = deleted); returns whether this host's desired
-    /// state changed.
+    /// Feeds a batch of raw updates (`None` = deleted).
     pub(crate) fn apply_batch(
         &mut self,
         updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
-    ) -> bool {
-        !self.calc.apply_batch(updates).is_empty()
+    ) -> Ingested {
+        let delta = self.calc.apply_batch(updates);
+        Ingested {
+            changed: !delta.is_empty(),
+            invalid: delta.invalid,
+        }
     }
 
     pub(crate) fn desired(&self) -> &DesiredState {

@@ -15,7 +15,9 @@ pub struct Metrics {
     apply_nanos: AtomicU64,
     endpoints: AtomicU64,
     errors: AtomicU64,
+    invalid_records: AtomicU64,
     resyncs: AtomicU64,
+    waiting_interfaces: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -25,7 +27,9 @@ pub struct MetricsSnapshot {
     pub apply_nanos: u64,
     pub endpoints: u64,
     pub errors: u64,
+    pub invalid_records: u64,
     pub resyncs: u64,
+    pub waiting_interfaces: u64,
 }
 
 impl Metrics {
@@ -38,6 +42,18 @@ impl Metrics {
 
     pub fn record_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts datastore records that failed to decode (each is treated as absent).
+    pub fn record_invalid_records(&self, n: usize) {
+        self.invalid_records
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sets how many endpoint interfaces the last apply found missing.
+    pub fn set_waiting_interfaces(&self, n: usize) {
+        self.waiting_interfaces
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub fn record_resync(&self) {
@@ -55,7 +71,9 @@ impl Metrics {
             apply_nanos: self.apply_nanos.load(Ordering::Relaxed),
             endpoints: self.endpoints.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            invalid_records: self.invalid_records.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
+            waiting_interfaces: self.waiting_interfaces.load(Ordering::Relaxed),
         }
     }
 
@@ -79,10 +97,22 @@ impl Metrics {
              # HELP calico_node_errors_total Failed reconcile steps.\n\
              # TYPE calico_node_errors_total counter\n\
              calico_node_errors_total {}\n\
+             # HELP calico_node_invalid_records_total Datastore records that failed to decode (treated as absent).\n\
+             # TYPE calico_node_invalid_records_total counter\n\
+             calico_node_invalid_records_total {}\n\
              # HELP calico_node_resyncs_total Periodic resyncs and re-snapshots.\n\
              # TYPE calico_node_resyncs_total counter\n\
-             calico_node_resyncs_total {}\n",
-            s.applies, s.applies, s.endpoints, s.errors, s.resyncs
+             calico_node_resyncs_total {}\n\
+             # HELP calico_node_interfaces_waiting Endpoint interfaces not found on the host (programmed once they appear).\n\
+             # TYPE calico_node_interfaces_waiting gauge\n\
+             calico_node_interfaces_waiting {}\n",
+            s.applies,
+            s.applies,
+            s.endpoints,
+            s.errors,
+            s.invalid_records,
+            s.resyncs,
+            s.waiting_interfaces
         )
     }
 }
@@ -143,6 +173,8 @@ mod tests {
         m.record_apply(Duration::from_millis(500));
         m.record_error();
         m.record_resync();
+        m.record_invalid_records(2);
+        m.set_waiting_interfaces(4);
         m.set_endpoints(3);
         let text = m.render();
         for line in [
@@ -151,7 +183,9 @@ mod tests {
             "calico_node_apply_seconds_count 2",
             "calico_node_endpoints 3",
             "calico_node_errors_total 1",
+            "calico_node_invalid_records_total 2",
             "calico_node_resyncs_total 1",
+            "calico_node_interfaces_waiting 4",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

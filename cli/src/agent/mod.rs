@@ -23,6 +23,7 @@ mod run;
 mod status;
 pub mod sync;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
 use calico_core::plan::{plan, Change};
 use calico_core::shared::SharedDecodes;
+use calico_core::ModelError;
 use calico_dataplane::Dataplane;
 use tokio::time::Instant;
 
@@ -109,6 +111,9 @@ pub struct Agent<D: Dataplane> {
     revision: Revision,
     /// The last apply failed: apply again at the next step even without new events.
     dirty: bool,
+    /// Interfaces the last apply found missing (endpoints whose veth is not there yet or any
+    /// more): applied again at every step until they appear.
+    waiting: BTreeSet<String>,
     metrics: Arc<Metrics>,
     status: StatusReporter,
 }
@@ -136,6 +141,7 @@ impl<D: Dataplane> Agent<D> {
             watch: None,
             revision: 0,
             dirty: false,
+            waiting: BTreeSet::new(),
             metrics: Arc::new(Metrics::default()),
             status: StatusReporter::new(),
         }
@@ -204,7 +210,8 @@ impl<D: Dataplane> Agent<D> {
             .map_err(|e| store_error("listing /calico/", e))?;
         let mut engine = Engine::new(&self.hostname, self.config.shared_decodes.clone());
         let keys = updates.len();
-        engine.apply_batch(updates);
+        let ingested = engine.apply_batch(updates);
+        report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
         self.metrics.set_endpoints(engine.local_endpoints());
         self.engine = Some(engine);
         self.revision = revision;
@@ -321,8 +328,10 @@ impl<D: Dataplane> Agent<D> {
         let events = batch.events;
         self.revision = self.revision.max(batch.revision);
         let was_ready = engine.state().ready;
-        let changed = engine.apply_batch(batch.updates);
+        let ingested = engine.apply_batch(batch.updates);
+        let changed = ingested.changed;
         self.metrics.set_endpoints(engine.local_endpoints());
+        report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
         if was_ready && !engine.state().ready {
             // Felix's rule: Ready deleted (or false) means the datastore is being rebuilt;
             // stop following it, leave the dataplane alone, snapshot again later.
@@ -333,7 +342,7 @@ impl<D: Dataplane> Agent<D> {
                 ..StepOutcome::default()
             });
         }
-        let changes = if changed || self.dirty {
+        let changes = if changed || self.dirty || !self.waiting.is_empty() {
             self.apply_desired().await?
         } else {
             Vec::new()
@@ -378,6 +387,7 @@ impl<D: Dataplane> Agent<D> {
         match result {
             Ok(report) => {
                 self.dirty = false;
+                self.note_waiting(report.waiting);
                 if !report.changes.is_empty() {
                     let changes: Vec<String> =
                         report.changes.iter().map(ToString::to_string).collect();
@@ -393,6 +403,35 @@ impl<D: Dataplane> Agent<D> {
                 })
             }
         }
+    }
+}
+
+/// Says out loud which records failed to decode: each counts as absent (Felix's rule), so
+/// an endpoint's interface leaves the dispatch chains, whose final DROP then drops all its
+/// traffic, and a profile missing its rules drops everything for its endpoints.
+fn report_invalid(host: &str, metrics: &Metrics, invalid: &BTreeMap<String, ModelError>) {
+    for (key, error) in invalid {
+        tracing::warn!(%host, %key, %error, "undecodable record treated as absent");
+    }
+    metrics.record_invalid_records(invalid.len());
+}
+
+impl<D: Dataplane> Agent<D> {
+    /// Interfaces the last apply found missing (see [`calico_dataplane::ApplyReport`]).
+    pub fn waiting_interfaces(&self) -> &BTreeSet<String> {
+        &self.waiting
+    }
+
+    /// Logs each interface once when it starts and stops waiting, and sets the gauge.
+    fn note_waiting(&mut self, now: BTreeSet<String>) {
+        for iface in now.difference(&self.waiting) {
+            tracing::warn!(host = %self.hostname, %iface, "interface not found; its endpoint is programmed once it appears");
+        }
+        for iface in self.waiting.difference(&now) {
+            tracing::info!(host = %self.hostname, %iface, "interface no longer waited for");
+        }
+        self.metrics.set_waiting_interfaces(now.len());
+        self.waiting = now;
     }
 }
 

@@ -12,6 +12,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::sync::{self, Backoff};
 use super::{status, Agent, StepOutcome};
 
+/// How often an apply that left endpoints waiting for their interfaces is retried (a veth
+/// usually appears within a second of its endpoint record).
+const WAITING_RETRY: Duration = Duration::from_secs(1);
+
 impl<D: Dataplane> Agent<D> {
     /// The long-running loop: waits for `Ready`, starts, then applies watch batches as they
     /// arrive, resyncs every `resync_interval`, reports status, retries failures with capped
@@ -60,7 +64,9 @@ impl<D: Dataplane> Agent<D> {
             if status.is_none() {
                 status = self.status_interval();
             }
-            // A failed apply is retried without waiting for new events.
+            // A failed apply is retried without waiting for new events; one that left an
+            // endpoint waiting for its interface is retried every WAITING_RETRY.
+            let waiting = !self.waiting.is_empty();
             let result = if self.dirty {
                 self.poll_once().await
             } else {
@@ -70,6 +76,7 @@ impl<D: Dataplane> Agent<D> {
                 event = next_event(&mut self.watch) => self.step(Some(event)).await,
                 _ = resync.tick() => self.resync().await,
                 _ = tick(&mut status) => self.report_status().await.map(|()| StepOutcome::default()),
+                () = tokio::time::sleep(WAITING_RETRY), if waiting => self.poll_once().await,
                 }
             };
             match result {

@@ -125,6 +125,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Some(h) => h.clone(),
         None => system_hostname()?,
     };
+    // The agent reads and writes `/calico/v1/host/<hostname>/...`.
+    calico_core::names::validate_hostname(&hostname)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -313,7 +313,7 @@ rules JSON object (whose \"id\" is <PROFILE>) from standard input.",
   192.168/16 subnet:
   $ calicoctl profile add only-local-pings
   $ calicoctl profile only-local-pings rule add inbound deny icmp
-  $ calicoctl profile only-local-pings rule add inbound --at=0 allow from cidr 192.168.0.0/16
+  $ calicoctl profile only-local-pings rule add inbound --at=2 allow from cidr 192.168.0.0/16
 ",
 };
 

@@ -81,6 +81,8 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         }
         None => ctl,
     };
+    // Every command may put the hostname into a key (`/calico/v1/host/<h>/...`).
+    calico_core::names::validate_hostname(&ctl.hostname)?;
     let a = Args::parse(&args)?;
     let ds = Datastore::new(ctl.store.clone());
     let words = a.words();

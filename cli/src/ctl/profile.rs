@@ -1,7 +1,7 @@
 //! `calicoctl profile` (reference 2.7): profiles, their tags and their rules.
 
 use calico_backends::{Datastore, DatastoreError, EndpointFilter};
-use calico_core::model::{Rule, Rules};
+use calico_core::model::{insert_position, Rule, Rules};
 use serde_json::json;
 
 use super::args::parse_as;
@@ -213,19 +213,6 @@ fn list(rules: &mut Rules, inbound: bool) -> &mut Vec<Rule> {
     }
 }
 
-/// The insert index for 1-based `--at=N` over `len` rules, as the original computed it
-/// (Python `list.insert(N-1, ...)`: `--at=0` lands before the last rule, past-the-end
-/// appends).
-fn insert_index(at: Option<i64>, len: usize) -> usize {
-    let Some(n) = at else { return len };
-    let idx = n - 1;
-    if idx < 0 {
-        usize::try_from(len as i64 + idx).unwrap_or(0)
-    } else {
-        usize::try_from(idx).unwrap_or(len).min(len)
-    }
-}
-
 async fn rule(
     ds: &Datastore,
     a: &Args,
@@ -288,7 +275,10 @@ async fn rule(
                 let l = list(rules, inbound);
                 present.set(l.contains(&new));
                 if !present.get() {
-                    let idx = insert_index(at, l.len());
+                    let idx = match at {
+                        Some(position) => insert_position(position, l.len())?,
+                        None => l.len(),
+                    };
                     l.insert(idx, new.clone());
                 }
                 Ok(())
@@ -315,7 +305,10 @@ async fn rule(
             ds.update_profile_rules(name, |rules| {
                 let l = list(rules, inbound);
                 let idx = match &target {
-                    Target::At(n) => usize::try_from(*n - 1).ok().filter(|i| *i < l.len()),
+                    Target::At(n) => usize::try_from(*n)
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .filter(|i| *i < l.len()),
                     Target::Rule(r) => l.iter().position(|x| x == r),
                 };
                 match idx {
@@ -350,19 +343,5 @@ impl std::fmt::Display for Target {
             Target::At(n) => write!(f, "#{n}"),
             Target::Rule(r) => write!(f, "\"{}\"", render_rule(r)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::insert_index;
-
-    #[test]
-    fn at_positions_follow_python_insert() {
-        assert_eq!(insert_index(None, 3), 3);
-        assert_eq!(insert_index(Some(1), 3), 0);
-        assert_eq!(insert_index(Some(0), 3), 2);
-        assert_eq!(insert_index(Some(9), 3), 3);
-        assert_eq!(insert_index(Some(-9), 3), 0);
     }
 }

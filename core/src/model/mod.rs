@@ -14,7 +14,7 @@ pub use endpoint::{EndpointId, EndpointState, WorkloadEndpoint};
 pub use ipam::{AllocationAttribute, AllocationBlock, IpamHandle, BLOCK_SIZE};
 pub use mac::MacAddr;
 pub use pool::IpPool;
-pub use rule::{Action, PortRange, Protocol, Rule, Rules};
+pub use rule::{insert_position, Action, PortRange, Protocol, Rule, Rules};
 pub use status::FelixStatus;
 
 /// Global Felix config defaults `calicoctl node` writes when absent (reference 1.7).

@@ -316,3 +316,27 @@ impl Rules {
             .try_for_each(Rule::validate)
     }
 }
+
+/// The index at which `profile <P> rule add --at=<position>` inserts into a list of `len`
+/// rules. Positions are 1-based and `len + 1` appends, so the valid range is `1..=len + 1`.
+///
+/// The original warned about any other value and still ran Python's `list.insert(N-1, ..)`:
+/// 0 and negatives counted from the end, huge values appended. Those silent
+/// reinterpretations are refused here instead, for every entry point.
+///
+/// # Errors
+/// `position` is outside `1..=len + 1`; the message names it and the valid range.
+pub fn insert_position(position: i64, len: usize) -> Result<usize, ModelError> {
+    let last = len.saturating_add(1);
+    usize::try_from(position)
+        .ok()
+        .filter(|p| (1..=last).contains(p))
+        .map(|p| p - 1)
+        .ok_or_else(|| {
+            ModelError::field(
+                "rule position",
+                position,
+                format!("must be from 1 to {last} ({last} appends after the {len} rules there)"),
+            )
+        })
+}

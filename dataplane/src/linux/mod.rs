@@ -195,9 +195,12 @@ impl LinuxDataplane {
         &mut self,
         desired: &DesiredState,
         changes: &mut Vec<Change>,
+        waiting: &mut BTreeSet<String>,
     ) -> Result<(), DataplaneError> {
         let mut netlink = route::Netlink::open()?;
-        let result = self.apply_routes_on(&mut netlink, desired, changes).await;
+        let result = self
+            .apply_routes_on(&mut netlink, desired, changes, waiting)
+            .await;
         self.netlink_writes += netlink.writes();
         netlink.close().await;
         result
@@ -208,6 +211,7 @@ impl LinuxDataplane {
         netlink: &mut route::Netlink,
         desired: &DesiredState,
         changes: &mut Vec<Change>,
+        waiting: &mut BTreeSet<String>,
     ) -> Result<(), DataplaneError> {
         let links = netlink.links().await?;
         let have_routes = netlink.routes(&links).await?;
@@ -223,8 +227,9 @@ impl LinuxDataplane {
             &links,
         );
         for skipped in &plan.skipped {
-            tracing::info!("skipping {skipped} (retried next apply)");
+            tracing::debug!("skipping {skipped} (retried next apply)");
         }
+        waiting.extend(plan.waiting.iter().cloned());
         self.owned_neighbours = desired
             .neighbours
             .iter()
@@ -262,6 +267,7 @@ impl LinuxDataplane {
         &mut self,
         desired: &DesiredState,
         changes: &mut Vec<Change>,
+        waiting: &mut BTreeSet<String>,
         first_error: &mut Option<DataplaneError>,
     ) {
         self.owned_sysctls
@@ -279,7 +285,10 @@ impl LinuxDataplane {
                     });
                 }
                 Ok(SysctlWrite::Missing) => {
-                    tracing::info!("skipping sysctl {key}: not present (retried next apply)");
+                    tracing::debug!("skipping sysctl {key}: not present (retried next apply)");
+                    if let Some(iface) = sysctl_iface(key) {
+                        waiting.insert(iface.to_string());
+                    }
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -329,12 +338,13 @@ impl Dataplane for LinuxDataplane {
         }
 
         // 4. Routes and neighbours.
-        if let Err(e) = self.apply_routes(desired, &mut changes).await {
+        let mut waiting = BTreeSet::new();
+        if let Err(e) = self.apply_routes(desired, &mut changes, &mut waiting).await {
             first_error.get_or_insert(e);
         }
 
         // 5. Sysctls.
-        self.apply_sysctls(desired, &mut changes, &mut first_error);
+        self.apply_sysctls(desired, &mut changes, &mut waiting, &mut first_error);
 
         // 6. BIRD.
         match self.bird.apply(
@@ -350,7 +360,7 @@ impl Dataplane for LinuxDataplane {
 
         match first_error {
             Some(e) => Err(e),
-            None => Ok(ApplyReport { changes }),
+            None => Ok(ApplyReport { changes, waiting }),
         }
     }
 
@@ -384,4 +394,10 @@ impl Dataplane for LinuxDataplane {
             bird_v6,
         })
     }
+}
+
+/// The interface of a per-interface sysctl key (`net.ipv4.conf.<iface>.rp_filter`), as the
+/// simulator reads it.
+fn sysctl_iface(key: &str) -> Option<&str> {
+    crate::sim::kernel::split_iface_sysctl(key).map(|(_, iface, _)| iface)
 }

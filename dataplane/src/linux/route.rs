@@ -165,6 +165,8 @@ pub struct RoutePlan {
     pub ops: Vec<RouteOp>,
     /// Routes and neighbours left for the next apply because their interface is missing.
     pub skipped: Vec<String>,
+    /// Those missing interfaces.
+    pub waiting: BTreeSet<String>,
 }
 
 /// The neighbours of `all` we own: on an interface of one of `routes`, or in `owned`.
@@ -217,6 +219,7 @@ pub fn plan_routes(
         if !links.contains(dev) {
             plan.skipped
                 .push(format!("route {dst} dev {dev}: interface {dev} not found"));
+            plan.waiting.insert(dev.to_string());
             continue;
         }
         plan.ops.push(RouteOp::ReplaceRoute(route));
@@ -230,6 +233,7 @@ pub fn plan_routes(
                 "neighbour {} dev {}: interface {} not found",
                 n.ip, n.dev, n.dev
             ));
+            plan.waiting.insert(n.dev.clone());
             continue;
         }
         plan.ops.push(RouteOp::ReplaceNeighbour(n.clone()));
@@ -563,6 +567,7 @@ mod tests {
             ]
         );
         assert_eq!(plan.skipped.len(), 2, "{:?}", plan.skipped);
+        assert_eq!(plan.waiting, BTreeSet::from(["caliB".to_string()]));
         assert!(plan.skipped[0].contains("interface caliB not found"));
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Order as on a real host: ipsets first (rules may reference them), then the tables, then
 //! stale ipsets (only once no rule references them), routes, neighbours, sysctls, BIRD.
-//! A failing step (a route to a missing device) does not stop the others; the first error
-//! is returned after the rest was applied, and the next apply retries.
+//! A failing step does not stop the others; the first error is returned after the rest was
+//! applied, and the next apply retries. A missing workload interface is not an error: what
+//! needs it is left out and the interface reported in [`ApplyReport::waiting`], as on Linux.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -62,6 +63,7 @@ fn set_references(rule: &Rule) -> impl Iterator<Item = &str> {
 fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
     let mut changes = Vec::new();
     let mut first_error: Option<DataplaneError> = None;
+    let mut waiting = BTreeSet::new();
 
     // 1. ipsets we want.
     restore_ipsets(k, desired, &mut changes)?;
@@ -151,6 +153,9 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
                 dst: dst.trunc(),
                 dev: dev.clone(),
             })),
+            Err(DataplaneError::InterfaceNotFound { .. }) => {
+                waiting.insert(dev.clone());
+            }
             Err(e) => {
                 first_error.get_or_insert(DataplaneError::Kernel {
                     operation: format!("adding route {dst} dev {dev}"),
@@ -204,9 +209,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
             permanent: true,
         };
         if missing_devs.contains(n.dev.as_str()) {
-            first_error.get_or_insert(DataplaneError::InterfaceNotFound {
-                iface: n.dev.clone(),
-            });
+            waiting.insert(n.dev.clone());
             continue;
         }
         let space = k.ns_mut(ROOT_NS)?;
@@ -236,6 +239,11 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
                     value: value.clone(),
                 });
                 k.owned.sysctls.insert(key.clone());
+            }
+            Err(DataplaneError::InterfaceNotFound { .. }) => {
+                if let Some((_, iface, _)) = split_iface_sysctl(key) {
+                    waiting.insert(iface.to_string());
+                }
             }
             Err(e) => {
                 first_error.get_or_insert(DataplaneError::Kernel {
@@ -267,7 +275,7 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
 
     match first_error {
         Some(e) => Err(e),
-        None => Ok(ApplyReport { changes }),
+        None => Ok(ApplyReport { changes, waiting }),
     }
 }
 
