@@ -4,7 +4,7 @@
 use calico_core::calc::Calculator;
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
-use calico_core::shared::SharedDecodes;
+use calico_core::shared::{SharedDecodes, SharedListing};
 
 /// One host's calculator.
 #[derive(Debug)]
@@ -29,6 +29,11 @@ impl Engine {
         updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
     ) -> bool {
         !self.calc.apply_batch(updates).is_empty()
+    }
+
+    /// Loads a snapshot shared with other agents; returns whether the desired state changed.
+    pub(crate) fn load_listing(&mut self, listing: &SharedListing) -> bool {
+        !self.calc.load_listing(listing).is_empty()
     }
 
     pub(crate) fn desired(&self) -> &DesiredState {
