@@ -31,7 +31,7 @@ use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId}
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
-use crate::shared::SharedDecodes;
+use crate::shared::{SharedDecodes, SharedListing};
 use crate::ModelError;
 
 /// Records nothing here depends on (`ClusterState::depends_on` says no to their keys):
@@ -195,6 +195,71 @@ impl Calculator {
             self.ingest(&key, value.as_deref());
         }
         self.flush()
+    }
+
+    /// Loads a listing shared with other calculators (a snapshot; puts only) and returns
+    /// what changed. The same as [`Calculator::apply_batch`] of its records, without decoding
+    /// or looking up the endpoints it carries decoded.
+    ///
+    /// Into a calculator without endpoints (a fresh agent's), the endpoints are bulk-loaded:
+    /// the state's map and the per-profile index are built from sorted runs instead of one
+    /// tree insertion per endpoint, which dominates a simulated cluster's start.
+    pub fn load_listing(&mut self, listing: &SharedListing) -> Delta {
+        let bulk = self.state.endpoints.is_empty();
+        let mut decoded = Vec::new();
+        for record in listing.records() {
+            match &record.endpoint {
+                Some((id, ep)) if bulk => decoded.push((Arc::clone(id), Arc::clone(ep))),
+                Some((id, ep)) => self.set_endpoint(Arc::clone(id), Arc::clone(ep)),
+                None => self.ingest(&record.key, Some(&record.value)),
+            }
+        }
+        if bulk {
+            self.bulk_load_endpoints(decoded);
+        }
+        self.flush()
+    }
+
+    /// Indexes `endpoints` (distinct ids) into a state holding none, as one `set_endpoint`
+    /// each would. Endpoint tags depend only on profiles, so other records may come before or
+    /// after.
+    fn bulk_load_endpoints(&mut self, endpoints: Vec<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>) {
+        // `from_iter` sorts (one pass over the listing's nearly sorted order) and builds the
+        // tree bottom-up.
+        self.state.endpoints = endpoints.into_iter().collect();
+        let mut remote_by_profile: BTreeMap<&str, Vec<Arc<EndpointId>>> = BTreeMap::new();
+        let mut local = Vec::new();
+        for (id, ep) in &self.state.endpoints {
+            if id.host == self.host {
+                local.push((Arc::clone(id), Arc::clone(ep)));
+                continue;
+            }
+            for p in &ep.profile_ids {
+                remote_by_profile
+                    .entry(p.as_str())
+                    .or_default()
+                    .push(Arc::clone(id));
+            }
+        }
+        // Ids come in order, so each set is built from a sorted run. The index was empty:
+        // it holds only endpoints of the state, which held none.
+        for (profile, ids) in remote_by_profile {
+            self.profile_endpoints
+                .insert(profile.to_string(), ids.into_iter().collect());
+        }
+        let remote: Vec<Arc<WorkloadEndpoint>> = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|(id, _)| id.host != self.host)
+            .map(|(_, ep)| Arc::clone(ep))
+            .collect();
+        for ep in remote {
+            self.adjust_members(&ep, true);
+        }
+        for (id, ep) in local {
+            self.endpoint_changed(&id, None, Some(&ep));
+        }
     }
 
     fn ingest(&mut self, raw_key: &str, value: Option<&[u8]>) {
@@ -773,5 +838,74 @@ mod tests {
         );
         assert!(fixed.invalid.is_empty(), "{:?}", fixed.invalid);
         assert_eq!(calc.local_endpoints(), 1);
+    }
+
+    #[test]
+    fn a_shared_listing_loads_like_the_same_batch_and_shares_records() {
+        let shared = SharedDecodes::new();
+        let ep = |name: &str, ip: &str| {
+            format!(r#"{{"state":"active","name":"{name}","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["A"],"ipv4_nets":["{ip}/32"]}}"#)
+                .into_bytes()
+        };
+        // Endpoints before their profile (key order), one invalid endpoint, a host record.
+        let kvs: Vec<(String, Vec<u8>)> = vec![
+            ("/calico/v1/Ready".into(), b"true".to_vec()),
+            (
+                "/calico/v1/host/h1/bird_ip".into(),
+                b"172.31.250.1".to_vec(),
+            ),
+            (
+                "/calico/v1/host/h1/workload/docker/w1/endpoint/e1".into(),
+                ep("calie1", "192.168.1.1"),
+            ),
+            (
+                "/calico/v1/host/h2/workload/docker/w2/endpoint/e2".into(),
+                ep("calie2", "192.168.1.2"),
+            ),
+            (
+                "/calico/v1/host/h2/workload/docker/w3/endpoint/e3".into(),
+                b"{not json".to_vec(),
+            ),
+            (
+                "/calico/v1/policy/profile/A/rules".into(),
+                br#"{"inbound_rules":[{"action":"allow","src_tag":"A"}],"outbound_rules":[]}"#
+                    .to_vec(),
+            ),
+            (
+                "/calico/v1/policy/profile/A/tags".into(),
+                br#"["A"]"#.to_vec(),
+            ),
+        ];
+        let listing = SharedListing::new(kvs.clone(), &shared);
+        assert_eq!(listing.len(), kvs.len());
+        assert!(listing.records()[0].key.starts_with(PROFILE_PREFIX));
+        let decoded = listing
+            .records()
+            .iter()
+            .filter(|r| r.endpoint.is_some())
+            .count();
+        assert_eq!(decoded, 2, "the invalid endpoint is left raw");
+        for host in ["h1", "h2"] {
+            let mut loaded = Calculator::with_shared(host, shared.clone());
+            let delta = loaded.load_listing(&listing);
+            assert!(!delta.is_empty());
+            let mut batched = Calculator::new(host);
+            batched.apply_batch(kvs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+            assert_eq!(loaded.state(), batched.state());
+            assert_eq!(loaded.desired(), batched.desired());
+            assert_eq!(loaded.desired(), &compute(loaded.state(), host));
+            assert_eq!(loaded.state().endpoints.len(), 2);
+            let set = &loaded.desired().ipsets[&tag_set_name("A", IpFamily::V4)];
+            assert_eq!(set.members.len(), 2);
+            let (id, ep) = listing
+                .records()
+                .iter()
+                .find_map(|r| r.endpoint.clone())
+                .unwrap();
+            assert!(Arc::ptr_eq(&loaded.state().endpoints[&id], &ep));
+            // Loading it again (not the bulk path: the state holds endpoints) changes nothing.
+            assert!(loaded.load_listing(&listing).is_empty());
+            assert_eq!(loaded.state(), batched.state());
+        }
     }
 }

@@ -168,6 +168,64 @@ impl SharedDecodes {
     }
 }
 
+/// Where profile records live: a listing holds them first (see [`SharedListing::new`]).
+const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
+
+/// One listed record; endpoints come decoded (through the [`SharedDecodes`] table).
+#[derive(Debug)]
+pub struct ListedRecord {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The decoded endpoint when `key` is an endpoint's and `value` decodes; anything else
+    /// (other records, invalid endpoints) is taken from the raw bytes by each loader.
+    pub endpoint: Option<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>,
+}
+
+/// A datastore listing decoded once and loaded by many calculators (the simulator's agents
+/// all snapshot the same store at the same revision): each loader still builds its own
+/// state and indexes from it, but nobody copies the bytes or looks the endpoints up again.
+#[derive(Debug, Default)]
+pub struct SharedListing {
+    /// Profile records first: a profile's tags arriving after its endpoints would make the
+    /// loader re-index every one of them.
+    records: Vec<ListedRecord>,
+}
+
+impl SharedListing {
+    /// The listing of `kvs` (raw key, value), endpoints decoded through `shared`.
+    pub fn new(kvs: impl IntoIterator<Item = (String, Vec<u8>)>, shared: &SharedDecodes) -> Self {
+        let (mut records, rest): (Vec<_>, Vec<_>) = kvs
+            .into_iter()
+            .map(|(key, value)| {
+                let endpoint = Key::parse(&key).ok().and_then(|parsed| match &parsed {
+                    Key::Endpoint(id) => shared.endpoint(&key, &parsed, id, &value).ok(),
+                    _ => None,
+                });
+                ListedRecord {
+                    key,
+                    value,
+                    endpoint,
+                }
+            })
+            .partition(|r| r.key.starts_with(PROFILE_PREFIX));
+        records.extend(rest);
+        SharedListing { records }
+    }
+
+    /// The records, profiles first.
+    pub fn records(&self) -> &[ListedRecord] {
+        &self.records
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,8 +44,13 @@ fn vm_hwm_kib() -> Option<u64> {
 
 /// Builds `hosts` hosts with `per_host` workloads each, all in one profile, writes everything
 /// to the store, then starts every agent (each loads one snapshot). Returns (world, names).
-async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
-    let mut world = World::with_mem_store().with_wire_prefix_len(16);
+async fn build(hosts: usize, per_host: usize, unshared: bool) -> (World, Vec<String>) {
+    let world = if unshared {
+        World::new(std::sync::Arc::new(calico_backends::MemStore::new()))
+    } else {
+        World::with_mem_store()
+    };
+    let mut world = world.with_wire_prefix_len(16);
     let store = world.store().clone();
     let mut names = Vec::new();
     ops::profile_add(store.as_ref(), PROFILE).await.unwrap();
@@ -84,7 +89,7 @@ async fn build(hosts: usize, per_host: usize) -> (World, Vec<String>) {
 }
 
 async fn bench_walks() {
-    let (mut world, names) = build(100, 2).await;
+    let (mut world, names) = build(100, 2, false).await;
     world.settle().await.unwrap();
     let n = 20_000;
     let start = Instant::now();
@@ -111,9 +116,9 @@ async fn bench_walks() {
     );
 }
 
-async fn bench_settle(hosts: usize) {
+async fn bench_settle(hosts: usize, unshared: bool) {
     let start = Instant::now();
-    let (mut world, _) = build(hosts, WORKLOADS_PER_HOST).await;
+    let (mut world, _) = build(hosts, WORKLOADS_PER_HOST, unshared).await;
     let built = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let report = world.settle().await.unwrap();
@@ -134,6 +139,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let walks_only = args.iter().any(|a| a == "walks");
+    let unshared = args.iter().any(|a| a == "unshared");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -143,11 +149,11 @@ fn main() {
         } else if sizes.is_empty() {
             bench_walks().await;
             for hosts in [100, 300] {
-                bench_settle(hosts).await;
+                bench_settle(hosts, unshared).await;
             }
         } else {
             for hosts in sizes {
-                bench_settle(hosts).await;
+                bench_settle(hosts, unshared).await;
             }
         }
     });

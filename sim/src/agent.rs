@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use calico_backends::Store;
-use calico_cli::agent::{Agent, AgentConfig, StepOutcome};
+use calico_cli::agent::{Agent, AgentConfig, SharedSnapshots, StepOutcome};
 use calico_core::shared::SharedDecodes;
 use calico_dataplane::sim::SimDataplane;
 
@@ -20,15 +20,18 @@ pub type HostAgent = Agent<SimDataplane>;
 /// and applies only the difference to what the kernel already holds.
 ///
 /// Every agent of a world decodes endpoint records through the world's `shared` table, so
-/// the hosts hold one copy of each record between them while each computes its own state.
+/// the hosts hold one copy of each record between them while each computes its own state;
+/// with `snapshots`, agents starting at the same store revision load one shared listing.
 pub fn host_agent(
     store: Arc<dyn Store>,
     dataplane: &SimDataplane,
     host: &str,
     shared: &SharedDecodes,
+    snapshots: Option<SharedSnapshots>,
 ) -> HostAgent {
     let config = AgentConfig {
         shared_decodes: Some(shared.clone()),
+        shared_snapshots: snapshots,
         ..AgentConfig::default()
     };
     Agent::new(store, dataplane.clone(), host.to_string(), config)

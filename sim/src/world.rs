@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use calico_backends::{MemStore, Store};
-use calico_cli::agent::StepOutcome;
+use calico_cli::agent::{SharedSnapshots, StepOutcome};
 use calico_core::shared::SharedDecodes;
 use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use calico_dataplane::WorkloadPlumbing;
@@ -111,6 +111,9 @@ pub struct World {
     probes: AtomicU64,
     /// Endpoint records decoded once for every agent of the world.
     shared: SharedDecodes,
+    /// Snapshots listed once for every agent starting at the same revision (worlds over a
+    /// `MemStore` only: other stores are listed by each agent).
+    snapshots: Option<SharedSnapshots>,
 }
 
 impl World {
@@ -125,6 +128,7 @@ impl World {
             wire_prefix_len: WIRE_PREFIX_LEN,
             probes: AtomicU64::new(0),
             shared: SharedDecodes::new(),
+            snapshots: None,
         }
     }
 
@@ -142,7 +146,10 @@ impl World {
 
     /// An empty world over a fresh `MemStore`.
     pub fn with_mem_store() -> Self {
-        World::new(Arc::new(MemStore::new()))
+        let store = MemStore::new();
+        let mut world = World::new(Arc::new(store.clone()));
+        world.snapshots = Some(SharedSnapshots::new(store, world.shared.clone()));
+        world
     }
 
     /// The shared datastore.
@@ -315,6 +322,7 @@ impl World {
     pub fn start_agent(&mut self, host: &str) -> Result<(), SimError> {
         let store = Arc::clone(&self.store);
         let shared = self.shared.clone();
+        let snapshots = self.snapshots.clone();
         let h = self.host_mut(host)?;
         if h.external {
             return Err(SimError::External {
@@ -322,7 +330,13 @@ impl World {
             });
         }
         if h.agent.is_none() {
-            h.agent = Some(agent::host_agent(store, &h.dataplane, host, &shared));
+            h.agent = Some(agent::host_agent(
+                store,
+                &h.dataplane,
+                host,
+                &shared,
+                snapshots,
+            ));
         }
         Ok(())
     }

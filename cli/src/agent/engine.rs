@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use calico_core::calc::Calculator;
 use calico_core::cluster::ClusterState;
 use calico_core::desired::DesiredState;
-use calico_core::shared::SharedDecodes;
+use calico_core::shared::{SharedDecodes, SharedListing};
 use calico_core::ModelError;
 
 /// What one batch did to the engine.
@@ -40,6 +40,15 @@ impl Engine {
         updates: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
     ) -> Ingested {
         let delta = self.calc.apply_batch(updates);
+        Ingested {
+            changed: !delta.is_empty(),
+            invalid: delta.invalid,
+        }
+    }
+
+    /// Loads a snapshot shared with other agents.
+    pub(crate) fn load_listing(&mut self, listing: &SharedListing) -> Ingested {
+        let delta = self.calc.load_listing(listing);
         Ingested {
             changed: !delta.is_empty(),
             invalid: delta.invalid,

@@ -42,6 +42,7 @@ pub use error::AgentError;
 pub use metrics::{Metrics, MetricsSnapshot};
 use status::StatusReporter;
 pub use status::REPORTING_INTERVAL_KEY;
+pub use sync::SharedSnapshots;
 use sync::{Batch, WatchBroken};
 
 /// How the agent paces itself.
@@ -64,6 +65,9 @@ pub struct AgentConfig {
     /// Decoded endpoint records shared with other agents of this process (the simulator's
     /// hosts), so that N agents hold one copy of each; `None` for a real node.
     pub shared_decodes: Option<SharedDecodes>,
+    /// Snapshots shared with other agents of this process (the simulator's hosts, over one
+    /// `MemStore`); `None` lists the store.
+    pub shared_snapshots: Option<SharedSnapshots>,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +81,7 @@ impl Default for AgentConfig {
             reporting_interval: Duration::from_secs(30),
             dry_run: false,
             shared_decodes: None,
+            shared_snapshots: None,
         }
     }
 }
@@ -205,13 +210,27 @@ impl<D: Dataplane> Agent<D> {
     pub async fn start(&mut self) -> Result<StepOutcome, AgentError> {
         self.watch = None;
         self.engine = None;
-        let (updates, revision) = sync::snapshot(self.store.as_ref())
-            .await
-            .map_err(|e| store_error("listing /calico/", e))?;
         let mut engine = Engine::new(&self.hostname, self.config.shared_decodes.clone());
-        let keys = updates.len();
-        let ingested = engine.apply_batch(updates);
-        report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
+        let (keys, revision) = match &self.config.shared_snapshots {
+            Some(snapshots) => {
+                let (listing, revision) = snapshots
+                    .snapshot()
+                    .await
+                    .map_err(|e| store_error("listing /calico/", e))?;
+                let ingested = engine.load_listing(&listing);
+                report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
+                (listing.len(), revision)
+            }
+            None => {
+                let (updates, revision) = sync::snapshot(self.store.as_ref())
+                    .await
+                    .map_err(|e| store_error("listing /calico/", e))?;
+                let keys = updates.len();
+                let ingested = engine.apply_batch(updates);
+                report_invalid(&self.hostname, &self.metrics, &ingested.invalid);
+                (keys, revision)
+            }
+        };
         self.metrics.set_endpoints(engine.local_endpoints());
         self.engine = Some(engine);
         self.revision = revision;

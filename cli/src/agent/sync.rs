@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
-use calico_backends::{Revision, Store, StoreError, WatchEvent, WatchStream};
+use std::sync::Arc;
+
+use calico_backends::{MemStore, Revision, Store, StoreError, WatchEvent, WatchStream};
+use calico_core::shared::{SharedDecodes, SharedListing};
 use futures::{FutureExt, StreamExt};
+use tokio::sync::Mutex;
 
 /// Everything the agent reads lives under this prefix.
 pub const PREFIX: &str = "/calico/";
@@ -36,6 +40,66 @@ pub(crate) async fn snapshot(store: &dyn Store) -> Result<(Updates, Revision), S
         updates.extend(kvs.into_iter().map(|kv| (kv.key, Some(kv.value))));
     }
     Ok((updates, revision.unwrap_or_default()))
+}
+
+/// One listing of [`SNAPSHOT_PREFIXES`] of a [`MemStore`], decoded once and shared by every
+/// agent of the process that snapshots it at the same revision (the simulator's hosts all
+/// start together: N agents would otherwise each copy and decode the whole cluster). Each
+/// agent still loads the listing into its own calculator and computes its own state.
+#[derive(Clone)]
+pub struct SharedSnapshots {
+    store: MemStore,
+    decodes: SharedDecodes,
+    /// The last listing and the revision it is consistent at.
+    last: Arc<Mutex<Option<CachedListing>>>,
+}
+
+/// A listing and the store revision it is consistent at.
+type CachedListing = (Revision, Arc<SharedListing>);
+
+impl std::fmt::Debug for SharedSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSnapshots").finish_non_exhaustive()
+    }
+}
+
+/// Two handles are equal when they share one cache.
+impl PartialEq for SharedSnapshots {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.last, &other.last)
+    }
+}
+
+impl SharedSnapshots {
+    /// Snapshots of `store`, endpoints decoded through `decodes`.
+    pub fn new(store: MemStore, decodes: SharedDecodes) -> Self {
+        Self {
+            store,
+            decodes,
+            last: Arc::default(),
+        }
+    }
+
+    /// The listing at the store's current revision: the cached one when nothing was written
+    /// since it was taken, else a new one (cached for the next agent).
+    pub(crate) async fn snapshot(&self) -> Result<(Arc<SharedListing>, Revision), StoreError> {
+        // Held across the listing so that agents stepped on other threads wait for it
+        // rather than each taking the same listing.
+        let mut last = self.last.lock().await;
+        if let Some((revision, listing)) = last.as_ref() {
+            if *revision == self.store.revision() {
+                return Ok((Arc::clone(listing), *revision));
+            }
+        }
+        *last = None;
+        let (updates, revision) = snapshot(&self.store).await?;
+        let kvs = updates
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| (key, v)));
+        let listing = Arc::new(SharedListing::new(kvs, &self.decodes));
+        *last = Some((revision, Arc::clone(&listing)));
+        Ok((listing, revision))
+    }
 }
 
 /// Whether `/calico/v1/Ready` holds `true`.
