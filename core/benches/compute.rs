@@ -1,6 +1,9 @@
 //! Benchmark of the policy compiler: a full `compute` for 10,000 endpoints on 100 hosts
 //! (100 of them local), 1,000 profiles × 5 rules with tags shared across hosts; then one
-//! endpoint's profile change through the incremental `Calculator`, against a full recompute.
+//! endpoint's profile change through the incremental `Calculator`, against a full recompute;
+//! then the full compute at 1,000 / 10,000 / 100,000 endpoints (100 per host, so one host's
+//! 100 local endpoints and a growing remote cluster), with the time per endpoint at each size
+//! to show whether it grows linearly.
 //!
 //! `cargo bench -p calico-core --bench compute`
 
@@ -11,8 +14,11 @@ use calico_core::cluster::ClusterState;
 use calico_core::compute::compute;
 use calico_core::render::iptables::render_table;
 
-const HOSTS: usize = 100;
 const ENDPOINTS: usize = 10_000;
+/// Endpoints per host: the host count grows with the cluster.
+const PER_HOST: usize = 100;
+/// Cluster sizes of the scaling curve.
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const PROFILES: usize = 1_000;
 const TAGS: usize = 200;
 const LOCAL: &str = "host0";
@@ -29,8 +35,8 @@ impl Lcg {
     }
 }
 
-fn endpoint(i: usize, profiles: &[usize]) -> (String, Vec<u8>) {
-    let host = i % HOSTS;
+fn endpoint(i: usize, profiles: &[usize], hosts: usize) -> (String, Vec<u8>) {
+    let host = i % hosts;
     let key = format!("/calico/v1/host/host{host}/workload/docker/w{i}/endpoint/e{i}");
     let ids: Vec<String> = profiles.iter().map(|p| format!("\"prof{p}\"")).collect();
     let value = format!(
@@ -43,10 +49,11 @@ fn endpoint(i: usize, profiles: &[usize]) -> (String, Vec<u8>) {
     (key, value.into_bytes())
 }
 
-fn updates() -> Vec<(String, Vec<u8>)> {
+fn updates(endpoints: usize) -> Vec<(String, Vec<u8>)> {
+    let hosts = endpoints / PER_HOST;
     let mut rng = Lcg(7);
     let mut out = Vec::new();
-    for h in 0..HOSTS {
+    for h in 0..hosts {
         out.push((
             format!("/calico/bgp/v1/host/host{h}/ip_addr_v4"),
             format!("172.16.{}.{}", h / 250, h % 250 + 1).into_bytes(),
@@ -88,9 +95,9 @@ fn updates() -> Vec<(String, Vec<u8>)> {
             .into_bytes(),
         ));
     }
-    for i in 0..ENDPOINTS {
+    for i in 0..endpoints {
         let profiles = [rng.next(PROFILES), rng.next(PROFILES)];
-        out.push(endpoint(i, &profiles));
+        out.push(endpoint(i, &profiles, hosts));
     }
     out
 }
@@ -104,12 +111,34 @@ fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {
     (start.elapsed() / runs, last)
 }
 
-fn main() {
-    let updates = updates();
+fn state_of(updates: &[(String, Vec<u8>)]) -> ClusterState {
     let mut state = ClusterState::default();
-    for (k, v) in &updates {
+    for (k, v) in updates {
         state.apply(k, Some(v));
     }
+    state
+}
+
+/// Full compute at each of [`SIZES`]: `compute size: <n> endpoints: <time> (<time> per
+/// endpoint)`.
+fn scaling() {
+    for n in SIZES {
+        let state = state_of(&updates(n));
+        // Fewer rounds at the largest size: each is a tenth of a second or more.
+        let runs = if n >= 100_000 { 3 } else { 5 };
+        let (took, desired) = time(runs, || compute(&state, LOCAL));
+        let members: usize = desired.ipsets.values().map(|s| s.members.len()).sum();
+        let per_endpoint = took / u32::try_from(n).unwrap_or(u32::MAX);
+        println!(
+            "compute size: {n} endpoints: {took:?} ({per_endpoint:?} per endpoint; {} local, {members} ipset members)",
+            desired.routes.len()
+        );
+    }
+}
+
+fn main() {
+    let updates = updates(ENDPOINTS);
+    let state = state_of(&updates);
     let (full, desired) = time(5, || compute(&state, LOCAL));
     let chains: usize = desired.tables.values().map(|t| t.chains.len()).sum();
     let rules: usize = desired
@@ -149,7 +178,7 @@ fn main() {
     let runs = 50u32;
     for n in 0..runs {
         let profiles = if n % 2 == 0 { [1usize, 2] } else { [3, 4] };
-        let (key, value) = endpoint(0, &profiles);
+        let (key, value) = endpoint(0, &profiles, ENDPOINTS / PER_HOST);
         let start = Instant::now();
         let delta = calc.apply(&key, Some(&value));
         total += start.elapsed();
@@ -167,4 +196,5 @@ fn main() {
         calc.desired() == &compute(calc.state(), LOCAL),
         "calculator drifted"
     );
+    scaling();
 }

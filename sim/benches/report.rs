@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p calico-sim --bench report -- <raw dir> <BENCHMARKS.md> <plot dir>`; the raw
 //! directory holds `meta.txt` (machine, date, commit lines), `compute.txt`, `agent.txt`,
-//! `etcd.txt`, `linux.txt`, `walks.txt` and `settle-<hosts>.txt`. A file that is missing or a
+//! `etcd.txt`, `linux.txt`, `linux_route.txt`, `walks.txt` and `settle-<hosts>.txt`. A file that is missing or a
 //! line that is not found makes its row say so: the report never invents a number.
 
 use std::fmt::Write as _;
@@ -213,27 +213,41 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
             raw.secs(linux, "routes via one `ip -force -batch", 0),
         )),
     );
-    row(
-        &mut t,
-        "compute, one host of the compute bench's cluster",
-        raw.secs("compute.txt", "full compute:", 0),
-        None,
-    );
+    compute_rows(&mut t, raw);
     row(
         &mut t,
         "one profile change, incremental",
         raw.secs("compute.txt", "incremental profile change:", 0),
         Some(("full compute", raw.secs("compute.txt", "full compute:", 0))),
     );
+    let agent = |nth| raw.secs("agent.txt", "agent local=1000 remote=9000", nth);
     row(
         &mut t,
-        "agent, 1,000 local / 5,000 remote endpoints: one endpoint added, event to dataplane",
-        raw.secs("agent.txt", "agent local=1000", 2),
+        "agent, 1,000 local / 9,000 remote endpoints: one endpoint added, event to dataplane",
+        agent(2),
+        Some(("snapshot + first apply", agent(0))),
+    );
+    row(
+        &mut t,
+        "agent, 1,000 local / 9,000 remote endpoints: one endpoint's profile change, event to \
+         dataplane (target ≤ 20 ms)",
+        agent(4),
         Some((
-            "snapshot + first apply",
-            raw.secs("agent.txt", "agent local=1000", 0),
+            "full recompute + full apply (snapshot + first apply)",
+            agent(0),
         )),
     );
+    for (n, target) in [("10000", "≤ 50 MiB"), ("100000", "≤ 150 MiB")] {
+        let peak = raw
+            .line("agent.txt", &format!("agent RSS holding {n} endpoints"))
+            .and_then(|l| number_before(&l, "MiB"));
+        let ours = peak.map_or("not measured".to_string(), |m| format!("{m:.0} MiB"));
+        let _ = writeln!(
+            t,
+            "| agent peak RSS (VmHWM of its process) holding {n} endpoints, 100 local (target {target}) | {ours} | — | — |"
+        );
+    }
+    route_row(&mut t, raw);
     row(
         &mut t,
         "etcd: create 10k endpoints (sequential)",
@@ -259,6 +273,60 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
         let _ = writeln!(t, "| simulator settle, {note} | — | — | — |");
     }
     t
+}
+
+/// Full compute at 1k / 10k / 100k endpoints; the baseline is the 1k time scaled linearly, so
+/// a ratio of 1 is linear growth and below 1 is better than linear.
+fn compute_rows(t: &mut String, raw: &Raw) {
+    let at = |n: u32| raw.secs("compute.txt", &format!("compute size: {n} endpoints:"), 0);
+    let small = at(1000);
+    for n in [1000u32, 10_000, 100_000] {
+        let ours = at(n);
+        let per = ours.map_or("not measured".to_string(), |s| {
+            format!(
+                "{} ({} per endpoint)",
+                fmt_secs(s),
+                fmt_secs(s / f64::from(n))
+            )
+        });
+        let (base, ratio) = match (ours, small) {
+            (Some(o), Some(b)) if n > 1000 => {
+                let linear = b * f64::from(n / 1000);
+                (
+                    format!(
+                        "{} (1,000-endpoint time × {}, linear)",
+                        fmt_secs(linear),
+                        n / 1000
+                    ),
+                    format!("{:.2}x", o / linear),
+                )
+            }
+            _ => ("—".to_string(), "—".to_string()),
+        };
+        let _ = writeln!(
+            t,
+            "| compute, {n} endpoints (100 per host, 100 local) | {per} | {base} | {ratio} |"
+        );
+    }
+}
+
+/// Endpoint on host1 → route in host2's kernel: p50 / p99, or why it did not run.
+fn route_row(t: &mut String, raw: &Raw) {
+    let work =
+        "endpoint written on host1 → route in host2's kernel (real etcd, calico-node, BIRD; \
+                a workload in a fresh /26, so the new block route; from `calicoctl container add` \
+                returning), p50 / p99 of 20 (target p99 ≤ 50 ms)";
+    let line = raw.line("linux_route.txt", "from return p50");
+    let after = line.as_deref().and_then(|l| l.split_once("from return"));
+    let ours = match after.map(|(_, rest)| durations(rest)) {
+        Some(d) if d.len() >= 2 => format!("{} / {}", fmt_secs(d[0]), fmt_secs(d[1])),
+        _ => match raw.line("linux_route.txt", "skipped") {
+            Some(l) if l.contains("needs root") => "skipped (needs root)".to_string(),
+            Some(l) => l,
+            None => "not measured".to_string(),
+        },
+    };
+    let _ = writeln!(t, "| {work} | {ours} | — | — |");
 }
 
 fn plot_settle(path: &Path, settles: &[Settle]) -> Result<(), String> {
@@ -414,13 +482,15 @@ fn main() {
     let _ = writeln!(out, "\n{}", table(&raw, &settles, &notes));
     out.push_str(&figures);
     out.push_str(
-        "Not measured by any bench yet: compute at 1k / 10k / 100k endpoints (the compute bench \
-         has one size), agent RSS holding 10,000 and 100,000 endpoints, and endpoint written on \
-         host1 → route in host2's kernel over real etcd and BIRD (p50 / p99).\n\n",
+        "Settle sizes are those of `BENCH_HOSTS` (default 100 300 1000, to keep the whole run \
+         under 15 minutes; `BENCH_HOSTS=\"100 300 1000 2000\" scripts/bench` adds 2,000 hosts, \
+         about 4 more minutes and 9 GiB). The agent rows run on the simulated dataplane; the \
+         route row is the only one through real BIRD and a real kernel.\n\n",
     );
     out.push_str("## Raw output\n\n");
     for file in [
         "linux.txt",
+        "linux_route.txt",
         "compute.txt",
         "agent.txt",
         "etcd.txt",
