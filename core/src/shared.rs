@@ -296,6 +296,10 @@ mod tests {
         let Key::Endpoint(id) = &key else {
             panic!("not an endpoint key")
         };
-        assert!(shared.endpoint(KEY, &key, id, b"{not json").is_err());
+        let err = shared
+            .endpoint(KEY, &key, id, b"{not json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(KEY), "the decoding error names the key: {err}");
     }
 }

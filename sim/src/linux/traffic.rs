@@ -251,9 +251,31 @@ async fn listen(
     transport: &str,
     port: u16,
 ) -> Result<tokio::process::Child, LinuxError> {
-    let what = format!("starting a {transport}/{port} listener in namespace {ns}");
-    let mut child = tokio::process::Command::new("ip")
-        .args(["netns", "exec", ns])
+    start_listener(&["ip", "netns", "exec", ns], exe, transport, port).await
+}
+
+/// Starts `<enter...> <exe> probe listen <transport> <port>`, where `enter` is the command
+/// that runs it inside a network namespace (`ip netns exec <name>`, `nsenter --net=<file>`),
+/// and waits until it reports the port bound.
+///
+/// # Errors
+/// The process could not start, or did not report [`READY`] in time (port in use?).
+pub async fn start_listener(
+    enter: &[&str],
+    exe: &std::path::Path,
+    transport: &str,
+    port: u16,
+) -> Result<tokio::process::Child, LinuxError> {
+    let (program, enter_args) = enter.split_first().ok_or_else(|| LinuxError::Command {
+        command: "starting a listener".into(),
+        reason: "no command to enter the namespace".into(),
+    })?;
+    let what = format!(
+        "starting a {transport}/{port} listener with `{}`",
+        enter.join(" ")
+    );
+    let mut child = tokio::process::Command::new(program)
+        .args(enter_args)
         .arg(exe)
         .args(["probe", "listen", transport, &port.to_string()])
         .stdin(Stdio::null())

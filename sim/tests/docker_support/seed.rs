@@ -21,11 +21,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use calico_core::model::Protocol;
 use calico_sim::linux::cluster::CtlOutput;
-use calico_sim::linux::probe::READY;
-use calico_sim::linux::{settle, LinuxCluster};
+use calico_sim::linux::{settle, traffic, LinuxCluster};
 use calico_sim::scenario::{command_outcome, Line, ScenarioError, ScenarioTarget, Step};
 use calico_sim::Probe;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 use super::engine::DockerEngine;
@@ -34,8 +32,6 @@ use super::engine::DockerEngine;
 const ALLOW_ATTEMPTS: usize = 3;
 /// How long the routes to the containers may take to appear on every host.
 const ROUTES: Duration = Duration::from_secs(30);
-/// How long a probe listener may take to bind.
-const LISTENER_READY: Duration = Duration::from_secs(5);
 
 /// The cluster, the engine, and which host each container was declared on.
 #[derive(Debug)]
@@ -374,30 +370,10 @@ async fn listen(
     transport: &str,
     port: u16,
 ) -> Result<tokio::process::Child, String> {
-    let what = format!("a {transport}/{port} listener in {netns}");
-    let mut child = tokio::process::Command::new("nsenter")
-        .arg(format!("--net={netns}"))
-        .args([exe, "probe", "listen", transport, &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting {what}: {e}"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| format!("{what}: no stdout"))?;
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    let read = tokio::time::timeout(LISTENER_READY, reader.read_line(&mut line));
-    match read.await {
-        Ok(Ok(_)) if line.trim() == READY => Ok(child),
-        _ => {
-            let _ = child.kill().await;
-            Err(format!("{what} did not report {READY:?}"))
-        }
-    }
+    let enter = format!("--net={netns}");
+    traffic::start_listener(&["nsenter", &enter], exe.as_ref(), transport, port)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The last `lines` lines of a file ("" when unreadable).
