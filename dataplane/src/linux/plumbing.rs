@@ -121,10 +121,10 @@ impl LinuxPlumbing {
             spec.gateway_v4.map(IpAddr::V4),
             spec.gateway_v6.map(IpAddr::V6),
         ];
+        // `ip -batch` takes no per-line `-6`; iproute2 infers the family from the address.
         for gw in gateways.into_iter().flatten() {
-            let family = if gw.is_ipv6() { "-6 " } else { "" };
-            batch += &format!("{family}route replace {gw} dev {iface} scope link\n");
-            batch += &format!("{family}route replace default via {gw} dev {iface}\n");
+            batch += &format!("route replace {gw} dev {iface} scope link\n");
+            batch += &format!("route replace default via {gw} dev {iface}\n");
         }
         self.runner.run(
             &format!("configuring {iface} in namespace {}", spec.netns),
