@@ -27,7 +27,9 @@ use crate::compute::names::{
 use crate::compute::{
     compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
 };
-use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId};
+use crate::desired::{
+    BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId,
+};
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
@@ -56,6 +58,8 @@ pub struct Delta {
     pub routes_removed: BTreeSet<Route>,
     pub neighbours_added: BTreeSet<Neighbour>,
     pub neighbours_removed: BTreeSet<Neighbour>,
+    pub proxy_neighbours_added: BTreeSet<ProxyNeighbour>,
+    pub proxy_neighbours_removed: BTreeSet<ProxyNeighbour>,
     pub sysctls: BTreeMap<String, Option<String>>,
     /// `Some(new)` when the v4 BIRD config changed.
     pub bird_v4: Option<Option<BirdConfig>>,
@@ -81,6 +85,8 @@ impl Delta {
             + self.routes_removed.len()
             + self.neighbours_added.len()
             + self.neighbours_removed.len()
+            + self.proxy_neighbours_added.len()
+            + self.proxy_neighbours_removed.len()
             + self.sysctls.len()
             + usize::from(self.bird_v4.is_some())
             + usize::from(self.bird_v6.is_some())
@@ -603,6 +609,16 @@ impl Calculator {
             d.neighbours.insert(n.clone());
             delta.neighbours_removed.remove(n);
             delta.neighbours_added.insert(n.clone());
+        }
+        for n in old.proxy_neighbours.difference(&plumbing.proxy_neighbours) {
+            d.proxy_neighbours.remove(n);
+            delta.proxy_neighbours_added.remove(n);
+            delta.proxy_neighbours_removed.insert(n.clone());
+        }
+        for n in plumbing.proxy_neighbours.difference(&old.proxy_neighbours) {
+            d.proxy_neighbours.insert(n.clone());
+            delta.proxy_neighbours_removed.remove(n);
+            delta.proxy_neighbours_added.insert(n.clone());
         }
         for k in old.sysctls.keys() {
             if !plumbing.sysctls.contains_key(k) {

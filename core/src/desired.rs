@@ -2,7 +2,7 @@
 //! The dataplanes take it whole (`Dataplane::apply`) and report what they hold in the same shape.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -57,6 +57,16 @@ pub struct Neighbour {
     pub dev: String,
 }
 
+/// A proxy-NDP entry: the host answers neighbour solicitations for `ip` arriving on `dev`
+/// (like `ip -6 neigh add proxy <ip> dev <dev>`). Felix 1.x adds one per IPv6 workload
+/// interface for the endpoint's `ipv6_gateway`, the next hop of the workload's v6 default
+/// route, which the host holds on another interface (reference 3.2).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProxyNeighbour {
+    pub ip: Ipv6Addr,
+    pub dev: String,
+}
+
 /// Which part of the configuration a BGP peer comes from (it names the BIRD protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PeerKind {
@@ -104,6 +114,7 @@ pub struct DesiredState {
     pub ipsets: BTreeMap<String, IpSet>,
     pub routes: BTreeSet<Route>,
     pub neighbours: BTreeSet<Neighbour>,
+    pub proxy_neighbours: BTreeSet<ProxyNeighbour>,
     /// Sysctl path (e.g. `net.ipv4.conf.cali1234.proxy_arp`) → value.
     pub sysctls: BTreeMap<String, String>,
     /// BIRD for IPv4; `None` when the host has no IPv4 BGP address.

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId, TableState};
+use crate::desired::{
+    BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId, TableState,
+};
 use crate::iptables::{Chain, IpFamily};
 
 /// One change to a host's dataplane: a step of a [`Plan`], and what a dataplane reports it
@@ -51,6 +53,10 @@ pub enum Change {
     DelRoute(Route),
     AddNeighbour(Neighbour),
     AddRoute(Route),
+    /// Like `ip -6 neigh del proxy <ip> dev <dev>`.
+    DelProxyNeighbour(ProxyNeighbour),
+    /// Like `ip -6 neigh add proxy <ip> dev <dev>`.
+    AddProxyNeighbour(ProxyNeighbour),
     /// Write (`Some`) or remove (`None`) the BIRD config of a family and reload BIRD.
     WriteBirdConfig {
         v6: bool,
@@ -127,6 +133,12 @@ impl fmt::Display for Change {
                 write!(f, "add neighbour {} lladdr {} dev {}", n.ip, n.mac, n.dev)
             }
             Change::AddRoute(r) => write!(f, "add route {} dev {}", r.dst, r.dev),
+            Change::DelProxyNeighbour(n) => {
+                write!(f, "del proxy neighbour {} dev {}", n.ip, n.dev)
+            }
+            Change::AddProxyNeighbour(n) => {
+                write!(f, "add proxy neighbour {} dev {}", n.ip, n.dev)
+            }
             Change::WriteBirdConfig { v6, config } => {
                 let which = if *v6 { "bird6" } else { "bird" };
                 match config {
@@ -246,6 +258,20 @@ pub fn plan(desired: &DesiredState, observed: &DesiredState) -> Plan {
             .difference(&observed.routes)
             .cloned()
             .map(Change::AddRoute),
+    );
+    changes.extend(
+        observed
+            .proxy_neighbours
+            .difference(&desired.proxy_neighbours)
+            .cloned()
+            .map(Change::DelProxyNeighbour),
+    );
+    changes.extend(
+        desired
+            .proxy_neighbours
+            .difference(&observed.proxy_neighbours)
+            .cloned()
+            .map(Change::AddProxyNeighbour),
     );
     if desired.bird_v4 != observed.bird_v4 {
         changes.push(Change::WriteBirdConfig {

@@ -108,6 +108,9 @@ fn render_case(case: &Case) -> String {
     for n in &desired.neighbours {
         let _ = writeln!(routes, "neigh {} lladdr {} dev {}", n.ip, n.mac, n.dev);
     }
+    for n in &desired.proxy_neighbours {
+        let _ = writeln!(routes, "neigh proxy {} dev {}", n.ip, n.dev);
+    }
     section("routes", routes);
     let mut sysctls = String::new();
     for (k, v) in &desired.sysctls {

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::names::{from_wl_chain, profile_inbound_chain, profile_outbound_chain, to_wl_chain};
 use super::MARK_ACCEPT;
-use crate::desired::{Neighbour, Route};
+use crate::desired::{Neighbour, ProxyNeighbour, Route};
 use crate::iptables::{Chain, Match, Rule, Target};
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
 
@@ -97,13 +97,15 @@ pub fn host_sysctls() -> BTreeMap<String, String> {
 pub struct EndpointPlumbing {
     pub routes: BTreeSet<Route>,
     pub neighbours: BTreeSet<Neighbour>,
+    pub proxy_neighbours: BTreeSet<ProxyNeighbour>,
     pub sysctls: BTreeMap<String, String>,
 }
 
 impl EndpointPlumbing {
     /// What the host needs for the endpoint behind `iface`: nothing for an inactive endpoint;
     /// otherwise a device route per address, a static neighbour per IPv4 address, and the
-    /// interface sysctls (the IPv6 one only when the endpoint has IPv6 addresses).
+    /// interface sysctls (the IPv6 one only when the endpoint has IPv6 addresses, with a
+    /// proxy-NDP entry for its `ipv6_gateway` when it has one).
     pub fn of(iface: &str, ep: &WorkloadEndpoint) -> Self {
         let mut out = EndpointPlumbing::default();
         if ep.state == EndpointState::Inactive {
@@ -133,6 +135,12 @@ impl EndpointPlumbing {
         if !ep.ipv6_nets.is_empty() {
             out.sysctls
                 .insert(format!("net.ipv6.conf.{iface}.proxy_ndp"), "1".to_string());
+            if let Some(gw) = ep.ipv6_gateway {
+                out.proxy_neighbours.insert(ProxyNeighbour {
+                    ip: gw,
+                    dev: iface.to_string(),
+                });
+            }
         }
         out
     }

@@ -149,6 +149,7 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
         let plumbing = endpoint::EndpointPlumbing::of(iface, ep);
         desired.routes.extend(plumbing.routes);
         desired.neighbours.extend(plumbing.neighbours);
+        desired.proxy_neighbours.extend(plumbing.proxy_neighbours);
         desired.sysctls.extend(plumbing.sysctls);
     }
     desired.sysctls.extend(global.sysctls.clone());

@@ -4,6 +4,7 @@
 //! - [`iptables`]: `iptables-save` parsing and one `iptables-restore --noflush` per table.
 //! - [`ipset`]: `ipset save` parsing, `ipset restore` (incremental or swap).
 //! - [`route`]: routes (protocol [`RTPROT_CALICO`]) and static neighbours via rtnetlink.
+//! - [`proxy_ndp`]: proxy-NDP entries (`ip -6 neigh ... proxy`) via rtnetlink.
 //! - [`sysctl`]: `/proc/sys` reads and writes.
 //! - [`bird`]: the BIRD daemons, their configs and `show protocols`.
 //! - [`plumbing`]: [`LinuxPlumbing`], `calicoctl container add/remove` on iproute2.
@@ -29,6 +30,7 @@ pub mod cmd;
 pub mod ipset;
 pub mod iptables;
 pub mod plumbing;
+pub mod proxy_ndp;
 pub mod route;
 pub mod sysctl;
 
@@ -36,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use calico_core::desired::{DesiredState, Neighbour, Route, TableId};
+use calico_core::desired::{DesiredState, Neighbour, ProxyNeighbour, Route, TableId};
 use calico_core::iptables::IpFamily;
 
 pub use bird::{BgpProtocol, BirdManager};
@@ -55,6 +57,8 @@ pub struct LinuxDataplane {
     sysctls: Sysctls,
     /// Neighbours this process installed (see [`route`] for what counts as ours).
     owned_neighbours: BTreeSet<Neighbour>,
+    /// Proxy-NDP entries this process installed (ours as neighbours are).
+    owned_proxies: BTreeSet<ProxyNeighbour>,
     /// Sysctls we set; `observe` reports these.
     owned_sysctls: BTreeSet<String>,
     /// Netlink write requests sent so far (see [`LinuxDataplane::netlink_writes`]).
@@ -73,6 +77,12 @@ struct Installed {
     ipsets: BTreeMap<String, calico_core::desired::IpSet>,
 }
 
+type ObservedRoutes = (
+    BTreeSet<Route>,
+    BTreeSet<Neighbour>,
+    BTreeSet<ProxyNeighbour>,
+);
+
 const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 
 impl LinuxDataplane {
@@ -88,6 +98,7 @@ impl LinuxDataplane {
             bird,
             sysctls: Sysctls::default(),
             owned_neighbours: BTreeSet::new(),
+            owned_proxies: BTreeSet::new(),
             owned_sysctls: BTreeSet::new(),
             netlink_writes: 0,
             known: None,
@@ -219,12 +230,22 @@ impl LinuxDataplane {
         let mut owned = self.owned_neighbours.clone();
         owned.extend(desired.neighbours.iter().cloned());
         let have_neigh = route::our_neighbours(&all_neigh, &have_routes, &owned);
-        let plan = route::plan_routes(
+        let mut plan = route::plan_routes(
             &desired.routes,
             &desired.neighbours,
             &have_routes,
             &have_neigh,
             &links,
+        );
+        let all_proxies = netlink.proxy_neighbours(&links).await?;
+        let mut owned = self.owned_proxies.clone();
+        owned.extend(desired.proxy_neighbours.iter().cloned());
+        let have_proxies = proxy_ndp::ours(&all_proxies, &have_routes, &owned);
+        proxy_ndp::plan(
+            &desired.proxy_neighbours,
+            &have_proxies,
+            &links,
+            &mut plan,
         );
         for skipped in &plan.skipped {
             tracing::debug!("skipping {skipped} (retried next apply)");
@@ -234,6 +255,12 @@ impl LinuxDataplane {
             .neighbours
             .iter()
             .filter(|n| links.contains(&n.dev))
+            .cloned()
+            .collect();
+        self.owned_proxies = desired
+            .proxy_neighbours
+            .iter()
+            .filter(|p| links.contains(&p.dev))
             .cloned()
             .collect();
         let done = netlink.execute(&plan, &links).await;
@@ -246,17 +273,18 @@ impl LinuxDataplane {
         first.map_or(Ok(()), Err)
     }
 
-    /// Our routes and neighbours as the kernel holds them, over one netlink connection.
-    async fn observe_routes(
-        &self,
-    ) -> Result<(BTreeSet<Route>, BTreeSet<Neighbour>), DataplaneError> {
+    /// Our routes, neighbours and proxy-NDP entries as the kernel holds them, over one
+    /// netlink connection.
+    async fn observe_routes(&self) -> Result<ObservedRoutes, DataplaneError> {
         let netlink = route::Netlink::open()?;
         let read = async {
             let links = netlink.links().await?;
             let routes = netlink.routes(&links).await?;
             let all_neigh = netlink.permanent_neighbours(&links).await?;
             let neighbours = route::our_neighbours(&all_neigh, &routes, &self.owned_neighbours);
-            Ok((routes, neighbours))
+            let all_proxies = netlink.proxy_neighbours(&links).await?;
+            let proxies = proxy_ndp::ours(&all_proxies, &routes, &self.owned_proxies);
+            Ok((routes, neighbours, proxies))
         }
         .await;
         netlink.close().await;
@@ -377,7 +405,7 @@ impl Dataplane for LinuxDataplane {
         }
         let ipsets = installed.ipsets.clone();
         self.known = Some(installed);
-        let (routes, neighbours) = self.observe_routes().await?;
+        let (routes, neighbours, proxy_neighbours) = self.observe_routes().await?;
         let sysctls = self
             .owned_sysctls
             .iter()
@@ -389,6 +417,7 @@ impl Dataplane for LinuxDataplane {
             ipsets,
             routes,
             neighbours,
+            proxy_neighbours,
             sysctls,
             bird_v4,
             bird_v6,

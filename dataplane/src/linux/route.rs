@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use calico_core::desired::{Neighbour, Route};
+use calico_core::desired::{Neighbour, ProxyNeighbour, Route};
 use calico_core::model::MacAddr;
 use calico_core::plan::Change;
 use futures::stream::TryStreamExt as _;
@@ -125,6 +125,10 @@ pub enum RouteOp {
     ReplaceRoute(Route),
     /// Like `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent`.
     ReplaceNeighbour(Neighbour),
+    /// Like `ip -6 neigh del proxy <ip> dev <dev>`.
+    DeleteProxy(ProxyNeighbour),
+    /// Like `ip -6 neigh replace proxy <ip> dev <dev>`.
+    ReplaceProxy(ProxyNeighbour),
 }
 
 impl RouteOp {
@@ -135,6 +139,8 @@ impl RouteOp {
             RouteOp::DeleteNeighbour(n) => Change::DelNeighbour(n.clone()),
             RouteOp::ReplaceRoute(r) => Change::AddRoute(r.clone()),
             RouteOp::ReplaceNeighbour(n) => Change::AddNeighbour(n.clone()),
+            RouteOp::DeleteProxy(p) => Change::DelProxyNeighbour(p.clone()),
+            RouteOp::ReplaceProxy(p) => Change::AddProxyNeighbour(p.clone()),
         }
     }
 
@@ -148,6 +154,10 @@ impl RouteOp {
                 "replacing neighbour {} lladdr {} dev {}",
                 n.ip, n.mac, n.dev
             ),
+            RouteOp::DeleteProxy(p) => format!("deleting proxy neighbour {} dev {}", p.ip, p.dev),
+            RouteOp::ReplaceProxy(p) => {
+                format!("replacing proxy neighbour {} dev {}", p.ip, p.dev)
+            }
         }
     }
 
@@ -155,6 +165,7 @@ impl RouteOp {
         match self {
             RouteOp::DeleteRoute(r) | RouteOp::ReplaceRoute(r) => &r.dev,
             RouteOp::DeleteNeighbour(n) | RouteOp::ReplaceNeighbour(n) => &n.dev,
+            RouteOp::DeleteProxy(p) | RouteOp::ReplaceProxy(p) => &p.dev,
         }
     }
 }
@@ -364,6 +375,30 @@ impl Netlink {
             .collect())
     }
 
+    /// Every proxy-NDP entry, like `ip -6 neigh show proxy`.
+    ///
+    /// # Errors
+    /// [`DataplaneError::Kernel`] when the dump fails.
+    pub async fn proxy_neighbours(
+        &self,
+        links: &Links,
+    ) -> Result<BTreeSet<ProxyNeighbour>, DataplaneError> {
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .proxies()
+            .set_address_family(AddressFamily::Inet6)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| kernel("listing proxy neighbours", e))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| super::proxy_ndp::from_message(m, links))
+            .collect())
+    }
+
     /// Sends the requests of `plan` one at a time, in plan order (deletions first). Every
     /// request is tried; a failure does not stop the others.
     ///
@@ -509,6 +544,18 @@ async fn send(handle: &Handle, op: &RouteOp, links: &Links) -> Result<(), String
                     IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
                 }));
             handle.neighbours().del(message).execute().await
+        }
+        RouteOp::ReplaceProxy(p) => {
+            let mut request = handle.neighbours().add(index, p.ip.into()).replace();
+            *request.message_mut() = super::proxy_ndp::message(p.ip, index);
+            request.execute().await
+        }
+        RouteOp::DeleteProxy(p) => {
+            handle
+                .neighbours()
+                .del(super::proxy_ndp::message(p.ip, index))
+                .execute()
+                .await
         }
     };
     result.map_err(|e| match e {

@@ -223,6 +223,8 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         }
     }
 
+    super::proxy_ndp::apply(k, desired, &mut changes, &mut waiting);
+
     // 6. sysctls.
     // Keys already at their value are ours as they are; the others once they are set.
     let to_set: BTreeSet<&String> = sysctls_to_set.iter().map(|(key, _)| *key).collect();
@@ -561,6 +563,7 @@ fn observe_state(k: &Kernel) -> DesiredState {
         ipsets,
         routes,
         neighbours,
+        proxy_neighbours: super::proxy_ndp::observe(k),
         sysctls,
         bird_v4: k.bird_v4.clone(),
         bird_v6: k.bird_v6.clone(),

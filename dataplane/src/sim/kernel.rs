@@ -2,7 +2,7 @@
 //! netfilter, ipsets and conntrack, with operations named after the iproute2 commands they model.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use calico_core::desired::{BirdConfig, IpSet, Neighbour, TableId};
 use calico_core::model::MacAddr;
@@ -55,6 +55,8 @@ pub struct NeighEntry {
 pub struct Namespace {
     pub routes: RouteTable,
     pub neighbours: BTreeMap<(IpAddr, String), NeighEntry>,
+    /// Proxy-NDP entries (`ip -6 neigh add proxy <ip> dev <dev>`); see `proxy_ndp`.
+    pub proxies: BTreeSet<(Ipv6Addr, String)>,
 }
 
 /// What `apply` owns, so it can remove what it no longer wants and `observe` can report it.
@@ -324,6 +326,16 @@ impl Kernel {
                 space.neighbours.remove(&(ip, name.to_string()));
                 space.neighbours.insert((ip, new.to_string()), entry);
             }
+            let proxied: Vec<Ipv6Addr> = space
+                .proxies
+                .iter()
+                .filter(|(_, dev)| dev == name)
+                .map(|(ip, _)| *ip)
+                .collect();
+            for ip in proxied {
+                space.proxies.remove(&(ip, name.to_string()));
+                space.proxies.insert((ip, new.to_string()));
+            }
         }
         Ok(())
     }
@@ -356,6 +368,7 @@ impl Kernel {
         if let Some(space) = self.namespaces.get_mut(ns) {
             space.routes.remove_dev(dev);
             space.neighbours.retain(|(_, d), _| d != dev);
+            space.proxies.retain(|(_, d)| d != dev);
         }
     }
 

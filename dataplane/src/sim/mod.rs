@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod netfilter;
 pub mod packet;
 mod plumbing;
+mod proxy_ndp;
 pub mod route;
 pub mod trace;
 mod walk;

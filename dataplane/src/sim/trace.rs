@@ -114,13 +114,19 @@ impl fmt::Display for Hop {
                 source,
             } => {
                 write!(f, "[{ns}] neighbour {ip} on {dev} is {mac}")?;
+                // IPv6 resolves through neighbour discovery, modelled by the same hops.
+                let (reply, proxy) = if ip.is_ipv6() {
+                    ("NDP advertisement", "proxy NDP")
+                } else {
+                    ("ARP reply", "proxy ARP")
+                };
                 match source {
                     NeighSource::Static => write!(f, " (static entry)"),
                     NeighSource::Cached => write!(f, " (cached)"),
                     NeighSource::Arp { answered_by } => {
-                        write!(f, " (ARP reply from {answered_by})")
+                        write!(f, " ({reply} from {answered_by})")
                     }
-                    NeighSource::ProxyArp { iface } => write!(f, " (proxy ARP by {iface})"),
+                    NeighSource::ProxyArp { iface } => write!(f, " ({proxy} by {iface})"),
                 }
             }
             Hop::Veth {

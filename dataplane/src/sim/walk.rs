@@ -218,14 +218,24 @@ impl Walk<'_> {
         if !peer.up {
             return Err(format!("{} is down", peer.name));
         }
-        // arp_ignore=0: a namespace answers for any of its addresses on any interface.
-        if self.k.local_link(&peer.ns, ip).is_some() {
+        // arp_ignore=0: a namespace answers ARP for any of its addresses on any interface;
+        // NDP only for an address of the interface asked (`ndisc_recv_ns`).
+        let owner = self.k.local_link(&peer.ns, ip);
+        if owner.is_some_and(|l| ip.is_ipv4() || l.name == peer.name) {
             return Ok(NeighSource::Arp {
                 answered_by: peer.name.clone(),
             });
         }
         if peer.ns != ROOT_NS {
             return Err(format!("nobody in namespace {} owns it", peer.ns));
+        }
+        if let IpAddr::V6(v6) = ip {
+            return match super::proxy_ndp::refusal(self.k, &peer.name, v6) {
+                None => Ok(NeighSource::ProxyArp {
+                    iface: peer.name.clone(),
+                }),
+                Some(why) => Err(why),
+            };
         }
         let (proxy_key, forward_key) = if ip.is_ipv4() {
             (

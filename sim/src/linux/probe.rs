@@ -1,7 +1,8 @@
 //! The traffic end of `expect` on real namespaces: `calico-sim probe listen|connect`, a hidden
 //! subcommand run with `ip netns exec`, so no tool beyond `ping` is needed.
 //!
-//! - `listen tcp|udp <port>`: binds `0.0.0.0:<port>`, prints [`READY`] once bound, then
+//! - `listen tcp|udp <port>`: binds `[::]:<port>` (both families; `0.0.0.0` where the
+//!   namespace has no IPv6), prints [`READY`] once bound, then
 //!   answers every TCP connection with `ok` and echoes every UDP datagram, until killed.
 //! - `connect tcp|udp <ip> <port>`: exits 0 when the listener answered within the timeout
 //!   (TCP: the handshake completed; UDP: the echo came back), 1 otherwise.
@@ -25,10 +26,12 @@ pub enum Transport {
 /// # Errors
 /// When the port cannot be bound or stdout is closed.
 pub fn listen(transport: Transport, port: u16) -> io::Result<()> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    // `[::]` also takes IPv4 (as v4-mapped addresses): net.ipv6.bindv6only is 0 by default.
+    let any6 = SocketAddr::from(([0u16; 8], port));
+    let any4 = SocketAddr::from(([0, 0, 0, 0], port));
     match transport {
         Transport::Tcp => {
-            let listener = TcpListener::bind(addr)?;
+            let listener = TcpListener::bind(any6).or_else(|_| TcpListener::bind(any4))?;
             ready()?;
             loop {
                 // A connection that fails mid-way is the client's problem, not the listener's.
@@ -38,7 +41,7 @@ pub fn listen(transport: Transport, port: u16) -> io::Result<()> {
             }
         }
         Transport::Udp => {
-            let socket = UdpSocket::bind(addr)?;
+            let socket = UdpSocket::bind(any6).or_else(|_| UdpSocket::bind(any4))?;
             ready()?;
             let mut buf = [0u8; 2048];
             loop {
