@@ -1,4 +1,4 @@
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use async_trait::async_trait;
 use calico_core::model::MacAddr;
@@ -45,6 +45,16 @@ pub trait WorkloadPlumbing: Send + Sync {
 
     /// Like `ip addr add <addr> dev <iface>` inside the namespace.
     async fn add_addr(&self, netns: &str, iface: &str, addr: IpNet) -> Result<(), DataplaneError>;
+
+    /// Like `ip route replace <gw> dev <iface> scope link` and `ip route replace default via
+    /// <gw> dev <iface>` inside the namespace: the default route of `gw`'s family, as
+    /// `add_veth` gives the family of the first address.
+    async fn add_gateway_routes(
+        &self,
+        netns: &str,
+        iface: &str,
+        gw: IpAddr,
+    ) -> Result<(), DataplaneError>;
 
     /// Like `ip addr del <addr> dev <iface>` inside the namespace.
     async fn remove_addr(

@@ -371,6 +371,18 @@ async fn plan_endpoint_nets(
     Ok(plan)
 }
 
+/// The endpoint's gateway of `ip`'s family when it has no address of that family yet. The
+/// original's `ip add` added no route (a TODO in its code), which left a workload given a
+/// second family that way unable to answer on it; we add that family's default route, as
+/// `container add` does for the first.
+fn first_of_family(ep: &WorkloadEndpoint, ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(_) if ep.ipv4_nets.is_empty() => ep.ipv4_gateway.map(IpAddr::V4),
+        IpAddr::V6(_) if ep.ipv6_nets.is_empty() => ep.ipv6_gateway.map(IpAddr::V6),
+        _ => None,
+    }
+}
+
 fn has_net(ep: &WorkloadEndpoint, ip: IpAddr) -> bool {
     ep.nets().any(|n| n == IpNet::from(ip))
 }
@@ -421,10 +433,14 @@ async fn ip_add(
     calico_core::names::validate_iface(iface)?;
     let (id, workload) = the_endpoint(ctl, ds, container).await?;
     let mut assigned = None;
+    // The gateway of the address's family when the endpoint had no address of it yet: the
+    // workload then has no default route of that family either (see `first_of_family`).
+    let new_family_gateway = std::cell::Cell::new(None);
     for _ in 0..MAX_RETRIES {
         let (ip, mut plan) = ds.plan_assign(request, &id.endpoint, &ctl.hostname).await?;
         plan.extend(
             plan_endpoint_nets(ds, &id, |ep| {
+                new_family_gateway.set(first_of_family(ep, ip));
                 push_net(ep, ip);
                 Ok(())
             })
@@ -445,12 +461,28 @@ async fn ip_add(
             attempts: MAX_RETRIES,
         })
     })?;
-    if let Err(e) = ctl
+    let mut plumbed = ctl
         .plumbing
         .add_addr(&workload.netns, iface, IpNet::from(ip))
         .await
-    {
-        let err = dataplane(&format!("adding {ip} to {iface} in {container}"), e);
+        .map_err(|e| dataplane(&format!("adding {ip} to {iface} in {container}"), e));
+    if let (Ok(()), Some(gw)) = (&plumbed, new_family_gateway.get()) {
+        if let Err(e) = ctl
+            .plumbing
+            .add_gateway_routes(&workload.netns, iface, gw)
+            .await
+        {
+            let _ = ctl
+                .plumbing
+                .remove_addr(&workload.netns, iface, IpNet::from(ip))
+                .await;
+            plumbed = Err(dataplane(
+                &format!("adding the default route via {gw} to {iface} in {container}"),
+                e,
+            ));
+        }
+    }
+    if let Err(err) = plumbed {
         let undo = commit_retrying(ds, &format!("undoing {ip} on {container}"), || {
             plan_unassign(ds, &id, ip)
         })

@@ -106,6 +106,15 @@ impl WorkloadPlumbing for RecordingPlumbing {
         self.sim.add_addr(netns, iface, addr).await
     }
 
+    async fn add_gateway_routes(
+        &self,
+        netns: &str,
+        iface: &str,
+        gw: std::net::IpAddr,
+    ) -> Result<(), DataplaneError> {
+        self.sim.add_gateway_routes(netns, iface, gw).await
+    }
+
     async fn remove_addr(
         &self,
         netns: &str,

@@ -206,6 +206,25 @@ impl WorkloadPlumbing for LinuxPlumbing {
         Ok(())
     }
 
+    async fn add_gateway_routes(
+        &self,
+        netns: &str,
+        iface: &str,
+        gw: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        let ns = open_ns(netns)?;
+        let batch = format!(
+            "route replace {gw} dev {iface} scope link\nroute replace default via {gw} dev {iface}\n"
+        );
+        self.runner.run(
+            &format!("adding the default route via {gw} to {iface} in {netns}"),
+            "ip",
+            &["-n", &ns.name, "-batch", "-"],
+            Some(&batch),
+        )?;
+        Ok(())
+    }
+
     async fn remove_addr(
         &self,
         netns: &str,

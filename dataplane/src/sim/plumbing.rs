@@ -40,28 +40,33 @@ fn wire_up(k: &mut Kernel, spec: &VethSpec, ns: &str) -> Result<MacAddr, Datapla
         spec.gateway_v6.map(IpAddr::V6),
     ];
     for gw in gateways.into_iter().flatten() {
-        k.route_replace(
-            ns,
-            KernelRoute::dev(host_route(gw), iface, RouteProto::Static),
-        )?;
-        let default = match gw {
-            IpAddr::V4(_) => "0.0.0.0/0",
-            IpAddr::V6(_) => "::/0",
-        };
-        let default: IpNet = default.parse().map_err(|_| DataplaneError::Kernel {
-            operation: "adding default route".to_string(),
-            reason: "bad default prefix".to_string(),
-        })?;
-        k.route_replace(
-            ns,
-            KernelRoute::via(default, gw, Some(iface), RouteProto::Static),
-        )?;
+        gateway_routes(k, ns, iface, gw)?;
     }
     k.link(ns, iface)
         .map(|l| l.mac)
         .ok_or_else(|| DataplaneError::InterfaceNotFound {
             iface: iface.to_string(),
         })
+}
+
+/// The on-link route to `gw` and the default route via it.
+fn gateway_routes(k: &mut Kernel, ns: &str, iface: &str, gw: IpAddr) -> Result<(), DataplaneError> {
+    k.route_replace(
+        ns,
+        KernelRoute::dev(host_route(gw), iface, RouteProto::Static),
+    )?;
+    let default = match gw {
+        IpAddr::V4(_) => "0.0.0.0/0",
+        IpAddr::V6(_) => "::/0",
+    };
+    let default: IpNet = default.parse().map_err(|_| DataplaneError::Kernel {
+        operation: "adding default route".to_string(),
+        reason: "bad default prefix".to_string(),
+    })?;
+    k.route_replace(
+        ns,
+        KernelRoute::via(default, gw, Some(iface), RouteProto::Static),
+    )
 }
 
 #[async_trait]
@@ -96,6 +101,15 @@ impl WorkloadPlumbing for SimDataplane {
 
     async fn add_addr(&self, netns: &str, iface: &str, addr: IpNet) -> Result<(), DataplaneError> {
         self.lock().addr_add(ns_name(netns), iface, addr)
+    }
+
+    async fn add_gateway_routes(
+        &self,
+        netns: &str,
+        iface: &str,
+        gw: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        gateway_routes(&mut self.lock(), ns_name(netns), iface, gw)
     }
 
     async fn remove_addr(
