@@ -191,7 +191,12 @@ impl Walk<'_> {
             Some(entry) => (entry.mac, NeighSource::Cached),
             None => {
                 let source = self.arp(peer, ip).map_err(|why| {
-                    format!("no ARP reply for {ip} on {dev} in namespace {ns}: {why}")
+                    let answer = if ip.is_ipv6() {
+                        "neighbour advertisement"
+                    } else {
+                        "ARP reply"
+                    };
+                    format!("no {answer} for {ip} on {dev} in namespace {ns}: {why}")
                 })?;
                 if let Ok(space) = self.k.ns_mut(ns) {
                     let entry = NeighEntry {
