@@ -27,9 +27,7 @@ use crate::compute::names::{
 use crate::compute::{
     compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
 };
-use crate::desired::{
-    BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId,
-};
+use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId};
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
 use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};

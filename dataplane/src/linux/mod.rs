@@ -241,12 +241,7 @@ impl LinuxDataplane {
         let mut owned = self.owned_proxies.clone();
         owned.extend(desired.proxy_neighbours.iter().cloned());
         let have_proxies = proxy_ndp::ours(&all_proxies, &have_routes, &owned);
-        proxy_ndp::plan(
-            &desired.proxy_neighbours,
-            &have_proxies,
-            &links,
-            &mut plan,
-        );
+        proxy_ndp::plan(&desired.proxy_neighbours, &have_proxies, &links, &mut plan);
         for skipped in &plan.skipped {
             tracing::debug!("skipping {skipped} (retried next apply)");
         }
