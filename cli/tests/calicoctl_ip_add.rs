@@ -127,3 +127,45 @@ async fn endpoint_id_show_prints_the_bare_id() {
         .await;
     assert!(matches!(err, CtlError::NoEndpoint { .. }), "{err:?}");
 }
+
+/// The workload's default route of `v6`'s family, as (next hop, device).
+fn default_route(h: &Host, ns: &str, v6: bool) -> Option<(IpAddr, String)> {
+    let default: IpNet = if v6 { "::/0" } else { "0.0.0.0/0" }.parse().unwrap();
+    h.plumbing
+        .sim
+        .routes(ns)
+        .into_iter()
+        .find(|r| r.dst == default)
+        .map(|r| (r.via.unwrap(), r.dev.unwrap()))
+}
+
+#[tokio::test]
+async fn a_first_address_of_a_family_brings_its_default_route() {
+    // Our departure from the original, whose `ip add` added no route (a TODO there): a
+    // dual-stack workload made with `ip add` must be able to answer on its second family.
+    let h1 = one_workload().await;
+    let v4_before = default_route(&h1, "workload_A", false);
+    assert_eq!(
+        v4_before,
+        Some(("172.31.250.1".parse().unwrap(), "eth1".to_string()))
+    );
+    assert_eq!(default_route(&h1, "workload_A", true), None);
+    h1.ok("container workload_A ip add fd80:24e2:f998:72d6::7")
+        .await;
+    assert_eq!(
+        default_route(&h1, "workload_A", true),
+        Some(("fd10::1".parse().unwrap(), "eth1".to_string())),
+        "the endpoint's ipv6_gateway becomes the v6 default route"
+    );
+    assert_eq!(default_route(&h1, "workload_A", false), v4_before);
+    let endpoint = dump(&h1.ctl.store)
+        .await
+        .into_iter()
+        .find(|(k, _)| k.contains("/endpoint/"))
+        .map(|(_, v)| v)
+        .unwrap();
+    assert!(
+        endpoint.contains(r#""ipv6_gateway":"fd10::1""#),
+        "the proxy-NDP target is recorded: {endpoint}"
+    );
+}
