@@ -4,7 +4,9 @@
 //! nat POSTROUTING (MASQUERADE) and the way out: a local veth or the wire.
 //!
 //! Conntrack and netfilter run only in the host namespace; workload namespaces have no rules
-//! and do not forward. IPv6 proxy NDP is modelled like proxy ARP (`proxy_ndp` on the veth).
+//! and do not forward. IPv6 neighbour discovery uses the same hops, with Linux's rules: an
+//! address answers only on its own interface, and the host proxies only addresses in its
+//! proxy-NDP table (see `proxy_ndp`), with no route lookup as proxy ARP does.
 
 use std::net::IpAddr;
 
