@@ -220,6 +220,7 @@ pub async fn container_add(
         profile_ids: vec![],
         ipv4_nets: vec![ipnet::Ipv4Net::from(ip)],
         ipv6_nets: vec![],
+        labels: Default::default(),
         ipv4_gateway: Some(host_ip),
         ipv6_gateway: None,
     };

@@ -250,6 +250,7 @@ async fn add(
                 IpNet::V6(n) => vec![n],
                 IpNet::V4(_) => vec![],
             },
+            labels: Default::default(),
             ipv4_gateway: gw4,
             ipv6_gateway: gw6,
         };

@@ -18,6 +18,7 @@ use super::{Expr, SelectorError};
 /// Deepest nesting of parentheses and `!` accepted (far beyond any real selector).
 pub const MAX_DEPTH: usize = 100;
 
+#[derive(Debug)]
 pub struct Parser<'a> {
     tokens: &'a [Token],
     pos: usize,
