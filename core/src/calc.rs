@@ -448,7 +448,10 @@ impl Calculator {
             return;
         };
         for (iface, ids) in &self.ifaces {
-            let owner = ids.iter().next().and_then(|id| self.state.endpoints.get(&**id));
+            let owner = ids
+                .iter()
+                .next()
+                .and_then(|id| self.state.endpoints.get(&**id));
             if owner.is_some_and(|ep| policy::endpoint_matches(&self.state, &new.selector, ep)) {
                 self.dirty.ifaces.insert(iface.clone());
             }
@@ -754,7 +757,11 @@ impl Calculator {
         }
         for family in FAMILIES {
             let set = families.contains(&family).then(|| {
-                let members = self.selectors.get(id).into_iter().flat_map(|(_, m)| m.keys());
+                let members = self
+                    .selectors
+                    .get(id)
+                    .into_iter()
+                    .flat_map(|(_, m)| m.keys());
                 ipsets::selector_set(id, family, members)
             });
             let name = selector_set_name(id, family);
@@ -805,12 +812,20 @@ impl Calculator {
         let old_names: BTreeSet<&str> = old.names().collect();
         let new_names: BTreeSet<&str> = policies.names().collect();
         for gone in old_names.difference(&new_names) {
-            if remove_from(&mut self.policy_users, &gone.to_string(), &iface.to_string()) {
+            if remove_from(
+                &mut self.policy_users,
+                &gone.to_string(),
+                &iface.to_string(),
+            ) {
                 dirty_policies.insert(gone.to_string());
             }
         }
         for added in new_names.difference(&old_names) {
-            if add_to(&mut self.policy_users, &added.to_string(), &iface.to_string()) {
+            if add_to(
+                &mut self.policy_users,
+                &added.to_string(),
+                &iface.to_string(),
+            ) {
                 dirty_policies.insert(added.to_string());
             }
         }
@@ -947,7 +962,11 @@ fn host_record_of(key: &Key) -> Option<&str> {
 }
 
 /// Counts `nets` in (`add`) or out of a member count map, dropping members that reach zero.
-fn count_members(counts: &mut BTreeMap<IpNet, usize>, nets: impl Iterator<Item = IpNet>, add: bool) {
+fn count_members(
+    counts: &mut BTreeMap<IpNet, usize>,
+    nets: impl Iterator<Item = IpNet>,
+    add: bool,
+) {
     for net in nets {
         if add {
             *counts.entry(net).or_default() += 1;

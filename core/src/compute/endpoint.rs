@@ -86,11 +86,9 @@ fn policy_rules(
         },
     )];
     rules.extend(mac_check);
-    let accepted = || {
-        Match::Mark {
-            value: MARK_ACCEPT,
-            mask: MARK_ACCEPT,
-        }
+    let accepted = || Match::Mark {
+        value: MARK_ACCEPT,
+        mask: MARK_ACCEPT,
     };
     if !policies.is_empty() {
         for policy in policies {

@@ -128,7 +128,10 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
         );
         for (iface, (id, ep)) in &ifaces {
             let policies = &iface_policies[iface];
-            insert_chains(&mut table, endpoint::endpoint_chains(iface, id, ep, policies));
+            insert_chains(
+                &mut table,
+                endpoint::endpoint_chains(iface, id, ep, policies),
+            );
         }
         let tags = referenced_tags.entry(family).or_default();
         let selectors = referenced_selectors.entry(family).or_default();

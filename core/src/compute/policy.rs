@@ -40,7 +40,10 @@ impl EndpointPolicies {
 
     /// Every policy named, in either direction.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.inbound.iter().chain(&self.outbound).map(String::as_str)
+        self.inbound
+            .iter()
+            .chain(&self.outbound)
+            .map(String::as_str)
     }
 }
 
