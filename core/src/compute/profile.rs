@@ -113,7 +113,10 @@ pub fn chain_rules(
                 mask: MARK_ACCEPT,
             },
         )
-        .with_comment("no match, fall through to next profile"),
+        .with_comment(match label {
+            Some(label) => format!("no rule of {label} matched, on to the next"),
+            None => "no match, fall through to next profile".to_string(),
+        }),
     );
     out
 }
