@@ -13,7 +13,8 @@
 //! - a policy: its chains (if a local endpoint uses it), the selector sets it starts or stops
 //!   referencing, and, when its selector, order or types changed, the chains of the local
 //!   endpoints it applied to or now matches;
-//! - a host endpoint: the members of the referenced selectors it matches;
+//! - a host endpoint: the members of the referenced selectors it matches; on this host, its
+//!   chains (all host endpoint chains are rebuilt: a host has few) and `cali-INPUT`;
 //! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls.
 //!
 //! Invariant (checked by the property tests): after any sequence of updates,
@@ -27,6 +28,7 @@ use ipnet::IpNet;
 use crate::cluster::{Applied, ClusterState};
 use crate::codec::{decode, Value};
 use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
+use crate::compute::host_endpoint;
 use crate::compute::names::{
     from_wl_chain, policy_inbound_chain, policy_outbound_chain, profile_inbound_chain,
     profile_outbound_chain, selector_set as selector_set_name, tag_set as tag_set_name,
@@ -111,6 +113,8 @@ struct Dirty {
     policies: BTreeSet<String>,
     /// Selector ids whose members changed.
     selectors: BTreeSet<String>,
+    /// This host's host endpoint chains may change.
+    host_endpoints: bool,
     global: bool,
     invalid: BTreeMap<String, ModelError>,
 }
@@ -144,8 +148,14 @@ pub struct Calculator {
     selectors: BTreeMap<String, (Selector, BTreeMap<IpNet, usize>)>,
     /// The policies each local interface's chains run, as last built.
     iface_policies: BTreeMap<String, EndpointPolicies>,
-    /// Local interfaces per policy: the policy has chains iff this is non-empty.
+    /// Local interfaces per policy: the policy has chains iff this is non-empty (or a host
+    /// endpoint uses it).
     policy_users: BTreeMap<String, BTreeSet<String>>,
+    /// Policies and profiles this host's host endpoint chains jump to.
+    hep_policies: BTreeSet<String>,
+    hep_profiles: BTreeSet<String>,
+    /// Host endpoint chains built, per family.
+    hep_chains: BTreeMap<IpFamily, BTreeSet<String>>,
     /// Addresses per tag, counted once per endpoint contributing them.
     tag_members: BTreeMap<String, BTreeMap<IpNet, usize>>,
     /// Plumbing installed per local interface.
@@ -176,6 +186,9 @@ impl Calculator {
             selectors: BTreeMap::new(),
             iface_policies: BTreeMap::new(),
             policy_users: BTreeMap::new(),
+            hep_policies: BTreeSet::new(),
+            hep_profiles: BTreeSet::new(),
+            hep_chains: BTreeMap::new(),
             tag_members: BTreeMap::new(),
             plumbing: BTreeMap::new(),
             dirty: Dirty::default(),
@@ -352,6 +365,7 @@ impl Calculator {
                 if !self.state.policies.is_empty() {
                     self.dirty_local_ifaces_of(&users);
                 }
+                self.dirty.host_endpoints |= self.has_local_host_endpoints();
             }
             Key::Policy { name } => {
                 let old = self.state.policies.get(name).cloned();
@@ -359,6 +373,7 @@ impl Calculator {
                 self.note_invalid(raw_key, applied);
                 let new = self.state.policies.get(name).cloned();
                 self.dirty.policies.insert(name.clone());
+                self.dirty.host_endpoints |= self.has_local_host_endpoints();
                 let placement = |p: &Option<Arc<Policy>>| {
                     p.as_ref()
                         .map(|p| (p.selector.canonical(), p.order, p.types.clone()))
@@ -374,6 +389,11 @@ impl Calculator {
                 self.note_invalid(raw_key, applied);
                 let new = self.state.host_endpoints.get(id).cloned();
                 self.adjust_host_endpoint_members(new.as_ref(), true);
+                if id.host == self.host {
+                    // `cali-INPUT` hooks host endpoints only on a host that has some.
+                    self.dirty.host_endpoints = true;
+                    self.dirty.global = true;
+                }
             }
             Key::ProfileRules { profile } => {
                 let applied = self.state.apply(raw_key, value);
@@ -427,6 +447,56 @@ impl Calculator {
         if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
             self.endpoint_changed(&id, Some(&old), None);
         }
+    }
+
+    fn has_local_host_endpoints(&self) -> bool {
+        self.state
+            .host_endpoints
+            .keys()
+            .any(|id| id.host == self.host)
+    }
+
+    /// Rebuilds every host endpoint chain of this host, noting the policies and profiles
+    /// whose use by host endpoints changed.
+    fn rebuild_host_endpoints(
+        &mut self,
+        ordered: &[(&str, &Policy)],
+        policies: &mut BTreeSet<String>,
+        profiles: &mut BTreeSet<String>,
+        delta: &mut Delta,
+    ) {
+        let mut used_policies = BTreeSet::new();
+        let mut used_profiles = BTreeSet::new();
+        for family in FAMILIES {
+            let built =
+                host_endpoint::host_endpoint_chains(&self.state, &self.host, ordered, family);
+            let names: BTreeSet<String> = built.chains.iter().map(|c| c.name.clone()).collect();
+            let old = self.hep_chains.remove(&family).unwrap_or_default();
+            for gone in old.difference(&names) {
+                self.set_chain(filter_table(family), gone, None, delta);
+            }
+            for chain in built.chains {
+                let name = chain.name.clone();
+                self.set_chain(filter_table(family), &name, Some(chain), delta);
+            }
+            if !names.is_empty() {
+                self.hep_chains.insert(family, names);
+            }
+            used_policies = built.policies;
+            used_profiles = built.profiles;
+        }
+        policies.extend(
+            self.hep_policies
+                .symmetric_difference(&used_policies)
+                .cloned(),
+        );
+        profiles.extend(
+            self.hep_profiles
+                .symmetric_difference(&used_profiles)
+                .cloned(),
+        );
+        self.hep_policies = used_policies;
+        self.hep_profiles = used_profiles;
     }
 
     /// Marks dirty the interfaces of the local endpoints among `ids`.
@@ -600,7 +670,8 @@ impl Calculator {
             new_selectors: SelectorRefs::new(),
         };
         let mut policies = dirty.policies;
-        if !dirty.ifaces.is_empty() {
+        let mut profiles = dirty.profiles;
+        if !dirty.ifaces.is_empty() || dirty.host_endpoints {
             let owned: Vec<(String, Arc<Policy>)> = policy::ordered_policies(&self.state)
                 .into_iter()
                 .map(|(name, _)| (name.to_string(), Arc::clone(&self.state.policies[name])))
@@ -610,8 +681,11 @@ impl Calculator {
             for iface in &dirty.ifaces {
                 self.rebuild_iface(iface, &ordered, &mut policies, &mut delta);
             }
+            if dirty.host_endpoints {
+                self.rebuild_host_endpoints(&ordered, &mut policies, &mut profiles, &mut delta);
+            }
         }
-        for p in &dirty.profiles {
+        for p in &profiles {
             self.rebuild_profile(p, &mut refs, &mut delta);
         }
         for p in &policies {
@@ -643,7 +717,8 @@ impl Calculator {
     }
 
     fn rebuild_profile(&mut self, name: &str, refs: &mut RefChanges, delta: &mut Delta) {
-        let used = self.profile_users.get(name).is_some_and(|u| !u.is_empty());
+        let used = self.profile_users.get(name).is_some_and(|u| !u.is_empty())
+            || self.hep_profiles.contains(name);
         let owner = Owner::Profile(name.to_string());
         for family in FAMILIES {
             let table = filter_table(family);
@@ -665,7 +740,8 @@ impl Calculator {
 
     /// Compiles a policy's chains when a local endpoint uses it, or removes them.
     fn rebuild_policy(&mut self, name: &str, refs: &mut RefChanges, delta: &mut Delta) {
-        let used = self.policy_users.get(name).is_some_and(|u| !u.is_empty());
+        let used = self.policy_users.get(name).is_some_and(|u| !u.is_empty())
+            || self.hep_policies.contains(name);
         let policy = self.state.policies.get(name).filter(|_| used).cloned();
         let owner = Owner::Policy(name.to_string());
         for family in FAMILIES {

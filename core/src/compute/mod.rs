@@ -9,6 +9,7 @@
 //! - [`profile`]: profile rules translated to `cali-pri-` / `cali-pro-` chains.
 //! - [`policy`]: selector policies: which apply to an endpoint, their `cali-pi-` / `cali-po-`
 //!   chains, and the members of rule selectors' sets.
+//! - [`host_endpoint`]: host endpoints' `cali-fh-` chains, their dispatch and failsafe ports.
 //! - [`ipsets`]: tag sets and their members.
 //! - [`nat`]: NAT-outgoing (`cali-POSTROUTING`) and the IPIP host set.
 //! - [`bird`]: the BGP configuration of BIRD and BIRD6.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dispatch;
 pub mod endpoint;
 pub mod filter;
+pub mod host_endpoint;
 pub mod ipsets;
 pub mod names;
 pub mod nat;
@@ -108,10 +110,19 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
         .iter()
         .map(|(iface, (_, ep))| (*iface, policy::endpoint_policies(state, &ordered, ep)))
         .collect();
-    let used_policies: BTreeSet<&str> = iface_policies
+    let mut used_policies: BTreeSet<&str> = iface_policies
         .values()
         .flat_map(policy::EndpointPolicies::names)
         .collect();
+    let mut used_profiles = used_profiles;
+    for (_, hep) in host_endpoint::local_host_endpoints(state, host) {
+        used_profiles.extend(hep.profile_ids.iter().map(String::as_str));
+        for name in host_endpoint::host_endpoint_policies(state, &ordered, hep) {
+            if let Some((name, _)) = state.policies.get_key_value(&name) {
+                used_policies.insert(name);
+            }
+        }
+    }
 
     let global = GlobalParts::compute(state, host, &cfg);
     let mut referenced_tags: BTreeMap<IpFamily, BTreeSet<String>> = BTreeMap::new();
@@ -133,6 +144,10 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
                 endpoint::endpoint_chains(iface, id, ep, policies),
             );
         }
+        insert_chains(
+            &mut table,
+            host_endpoint::host_endpoint_chains(state, host, &ordered, family).chains,
+        );
         let tags = referenced_tags.entry(family).or_default();
         let selectors = referenced_selectors.entry(family).or_default();
         let compiled = used_profiles

@@ -19,6 +19,16 @@ pub const INPUT_CHAIN: &str = "cali-INPUT";
 pub const POSTROUTING_CHAIN: &str = "cali-POSTROUTING";
 pub const FROM_WL_DISPATCH: &str = "cali-from-wl-dispatch";
 pub const TO_WL_DISPATCH: &str = "cali-to-wl-dispatch";
+/// Dispatches traffic arriving at this host to its host endpoints' `cali-fh-` chains.
+pub const FROM_HOST_ENDPOINT: &str = "cali-from-host-endpoint";
+/// Felix's inbound failsafe ports: always open on host endpoints.
+pub const FAILSAFE_IN: &str = "cali-failsafe-in";
+const FROM_HOST_PREFIX: &str = "cali-fh-";
+
+/// `cali-fh-<id>`: inbound policy of the host endpoint with id `id`.
+pub fn from_host_chain(id: &str) -> String {
+    with_prefix(FROM_HOST_PREFIX, id, MAX_CHAIN_LEN)
+}
 
 const FROM_WL_PREFIX: &str = "cali-fw-";
 const TO_WL_PREFIX: &str = "cali-tw-";
