@@ -234,3 +234,42 @@ async fn bad_files_name_document_field_and_line_and_write_nothing() {
          expected a quoted string, found the end (line 7, column 13)"
     );
 }
+
+#[tokio::test]
+async fn container_label_add_and_remove_edit_the_endpoint() {
+    let store = store();
+    let h = Host::new(store.clone(), "host1");
+    h.ok("node --ip=172.31.250.1").await;
+    h.workload("workload_A");
+    h.ok("container add workload_A 192.168.1.1").await;
+    let labels = || async {
+        let (key, json) = dump(&store)
+            .await
+            .into_iter()
+            .find(|(k, _)| k.contains("/workload/"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (key, v.get("labels").cloned())
+    };
+    assert_eq!(labels().await.1, None);
+    let out = h.ok("container workload_A label add role=web").await;
+    assert!(out.starts_with("Label role=web set on endpoint"), "{out}");
+    assert_eq!(labels().await.1, Some(serde_json::json!({"role": "web"})));
+    h.fails(
+        &["container", "workload_A", "label", "add", "role=a b"],
+        "label value",
+    )
+    .await;
+    h.fails(
+        &["container", "workload_A", "label", "add", "role"],
+        "KEY=VALUE",
+    )
+    .await;
+    h.ok("container workload_A label remove role").await;
+    assert_eq!(labels().await.1, None);
+    let out = h.ok("container workload_A label remove role").await;
+    assert!(out.contains("has no label role"), "{out}");
+    // The label is a selector's input: a policy applied by file now selects nothing here.
+    let yaml = h.ok("get workloadEndpoint -o yaml").await;
+    assert!(!yaml.contains("labels"), "{yaml}");
+}
