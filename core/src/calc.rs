@@ -56,6 +56,10 @@ const IGNORED_PREFIXES: [&str; 3] = [
     "/calico/felix/",
 ];
 
+/// How many unreferenced selectors the calculator keeps members for (each costs one
+/// evaluation per endpoint update).
+const MAX_RETIRED_SELECTORS: usize = 256;
+
 /// Where profile tags and rules live.
 const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
 
@@ -144,8 +148,12 @@ pub struct Calculator {
     /// exists iff non-empty.
     selector_refs: BTreeMap<(IpFamily, String), BTreeSet<Owner>>,
     /// Every referenced selector by id, with its members counted once per endpoint (or host
-    /// endpoint) contributing them.
+    /// endpoint) contributing them; also the retired ones below.
     selectors: BTreeMap<String, (Selector, BTreeMap<IpNet, usize>)>,
+    /// Selectors no longer referenced whose members are still kept up to date, so a policy
+    /// that comes back into use (an endpoint relabelled back and forth) needs no scan of the
+    /// cluster. At most [`MAX_RETIRED_SELECTORS`]; beyond that they are all forgotten.
+    retired: BTreeSet<String>,
     /// The policies each local interface's chains run, as last built.
     iface_policies: BTreeMap<String, EndpointPolicies>,
     /// Local interfaces per policy: the policy has chains iff this is non-empty (or a host
@@ -184,6 +192,7 @@ impl Calculator {
             owner_selectors: BTreeMap::new(),
             selector_refs: BTreeMap::new(),
             selectors: BTreeMap::new(),
+            retired: BTreeSet::new(),
             iface_policies: BTreeMap::new(),
             policy_users: BTreeMap::new(),
             hep_policies: BTreeSet::new(),
@@ -814,7 +823,16 @@ impl Calculator {
         };
         let families: Vec<IpFamily> = FAMILIES.into_iter().filter(|f| referenced(*f)).collect();
         if families.is_empty() {
-            self.selectors.remove(id);
+            if self.selectors.contains_key(id) {
+                self.retired.insert(id.to_string());
+            }
+            if self.retired.len() > MAX_RETIRED_SELECTORS {
+                for gone in std::mem::take(&mut self.retired) {
+                    self.selectors.remove(&gone);
+                }
+            }
+        } else if self.retired.remove(id) {
+            // Kept up to date while retired: in use again without a scan.
         } else if !self.selectors.contains_key(id) {
             if let Some(sel) = new.get(id) {
                 let mut counts = BTreeMap::new();

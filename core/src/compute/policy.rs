@@ -22,7 +22,7 @@ use crate::iptables::{Chain, IpFamily};
 use crate::model::{
     policy_order, EndpointState, HostEndpoint, LabelMap, Policy, PolicyType, WorkloadEndpoint,
 };
-use crate::selector::{InheritedLabels, Selector};
+use crate::selector::{Labels, Selector};
 
 /// The policies applying to one endpoint, in the order they run, per direction.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,21 +58,48 @@ pub fn ordered_policies(state: &ClusterState) -> Vec<(&str, &Policy)> {
     list
 }
 
+/// The labels selectors see for an endpoint (reference 3): its own, then per profile in
+/// order that profile's labels and then its tags (value `""`). Looked up in place, so
+/// matching a selector against every endpoint of the cluster allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointLabels<'a> {
+    state: &'a ClusterState,
+    own: &'a LabelMap,
+    profiles: &'a [String],
+}
+
+impl Labels for EndpointLabels<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if let Some(v) = self.own.get(key) {
+            return Some(v);
+        }
+        for p in self
+            .profiles
+            .iter()
+            .filter_map(|p| self.state.profiles.get(p))
+        {
+            if let Some(v) = p.labels.as_ref().and_then(|l| l.get(key)) {
+                return Some(v);
+            }
+            if p.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == key)) {
+                return Some("");
+            }
+        }
+        None
+    }
+}
+
 /// Calls `f` with the labels selectors see for an endpoint with `own` labels and `profiles`.
 pub fn with_labels<R>(
     state: &ClusterState,
     own: &LabelMap,
     profiles: &[String],
-    f: impl FnOnce(&InheritedLabels<'_>) -> R,
+    f: impl FnOnce(&EndpointLabels<'_>) -> R,
 ) -> R {
-    let inherited: Vec<(Option<&LabelMap>, Option<&[String]>)> = profiles
-        .iter()
-        .filter_map(|p| state.profiles.get(p))
-        .map(|p| (p.labels.as_ref(), p.tags.as_deref()))
-        .collect();
-    f(&InheritedLabels {
+    f(&EndpointLabels {
+        state,
         own,
-        profiles: &inherited,
+        profiles,
     })
 }
 
