@@ -240,7 +240,6 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                     icmp_type,
                     icmp_code,
                     ip_version,
-                    ..Rule::default()
                 }
             },
         )

@@ -62,6 +62,9 @@ impl Labels for BTreeMap<String, String> {
     }
 }
 
+/// One profile as label inheritance sees it: its labels and its tags.
+pub type ProfileLabelSource<'a> = (Option<&'a BTreeMap<String, String>>, Option<&'a [String]>);
+
 /// An endpoint's labels as selectors see them (reference 3, "Labels an expression sees"): its
 /// own first, then each profile's labels and then its tags (a tag is a label with value `""`),
 /// in profile order.
@@ -69,7 +72,7 @@ impl Labels for BTreeMap<String, String> {
 pub struct InheritedLabels<'a> {
     pub own: &'a BTreeMap<String, String>,
     /// Per profile, in `profile_ids` order: its labels and its tags.
-    pub profiles: &'a [(Option<&'a BTreeMap<String, String>>, Option<&'a [String]>)],
+    pub profiles: &'a [ProfileLabelSource<'a>],
 }
 
 impl Labels for InheritedLabels<'_> {

@@ -23,9 +23,8 @@ fn documents(input: &str) -> Vec<Document<'_>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut first_line = 1;
-    let mut line_no = 1;
     let mut offset = 0;
-    for line in input.split_inclusive('\n') {
+    for (line_no, line) in (1..).zip(input.split_inclusive('\n')) {
         let bare = line.trim_end();
         if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
             out.push(Document {
@@ -36,7 +35,6 @@ fn documents(input: &str) -> Vec<Document<'_>> {
             first_line = line_no + 1;
         }
         offset += line.len();
-        line_no += 1;
     }
     out.push(Document {
         text: &input[start..],

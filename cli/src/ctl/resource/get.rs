@@ -13,6 +13,9 @@ use super::kinds::{self, Resource};
 use crate::ctl::output::Table;
 use crate::ctl::{Args, CtlError};
 
+/// A node's BGP records: IPv4, IPv6, AS.
+type NodeBgp = (Option<IpAddr>, Option<IpAddr>, Option<AsNumber>);
+
 /// Every stored resource of `kind` (named `name`, when given), in key order.
 ///
 /// # Errors
@@ -72,10 +75,10 @@ pub async fn list(
                             out.push(kinds::wep_resource(&id, &ep));
                         }
                     }
-                    (Key::HostEndpoint(id), Value::HostEndpoint(hep)) if kind == "hostEndpoint" => {
-                        if named(&id.endpoint) && on_node(&id.host) {
-                            out.push(kinds::hep_resource(&id, &hep));
-                        }
+                    (Key::HostEndpoint(id), Value::HostEndpoint(hep))
+                        if kind == "hostEndpoint" && named(&id.endpoint) && on_node(&id.host) =>
+                    {
+                        out.push(kinds::hep_resource(&id, &hep));
                     }
                     _ => {}
                 }
@@ -93,23 +96,22 @@ pub async fn list(
         "bgpPeer" => {
             for (key, v) in ds.list(BGP_V1).await? {
                 match (key, v.value) {
-                    (Key::GlobalPeer { ip }, Value::Peer(p)) if node.is_none() => {
-                        if named(&ip.to_string()) {
-                            out.push(kinds::peer_resource(None, &p));
-                        }
+                    (Key::GlobalPeer { ip }, Value::Peer(p))
+                        if node.is_none() && named(&ip.to_string()) =>
+                    {
+                        out.push(kinds::peer_resource(None, &p));
                     }
-                    (Key::HostPeer { host, ip }, Value::Peer(p)) => {
-                        if named(&ip.to_string()) && on_node(&host) {
-                            out.push(kinds::peer_resource(Some(&host), &p));
-                        }
+                    (Key::HostPeer { host, ip }, Value::Peer(p))
+                        if named(&ip.to_string()) && on_node(&host) =>
+                    {
+                        out.push(kinds::peer_resource(Some(&host), &p));
                     }
                     _ => {}
                 }
             }
         }
         _ => {
-            let mut nodes: BTreeMap<String, (Option<IpAddr>, Option<IpAddr>, Option<AsNumber>)> =
-                BTreeMap::new();
+            let mut nodes: BTreeMap<String, NodeBgp> = BTreeMap::new();
             for (key, v) in ds.list(&format!("{BGP_V1}host/")).await? {
                 match (key, v.value) {
                     (Key::HostIp { host, version }, Value::HostIp(ip)) => {
