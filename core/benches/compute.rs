@@ -3,9 +3,11 @@
 //! endpoint's profile change through the incremental `Calculator`, against a full recompute;
 //! then the full compute at 1,000 / 10,000 / 100,000 endpoints (100 per host, so one host's
 //! 100 local endpoints and a growing remote cluster), with the time per endpoint at each size
-//! to show whether it grows linearly.
+//! to show whether it grows linearly; then selector policies: 1,000 policies over 10,000
+//! labelled endpoints (100 local), a full compute and one label change through the
+//! calculator.
 //!
-//! `cargo bench -p calico-core --bench compute`
+//! `cargo bench -p calico-core --bench compute` (`-- policies`: only the policy part)
 
 use std::time::{Duration, Instant};
 
@@ -136,7 +138,99 @@ fn scaling() {
     }
 }
 
+/// Selector policies at scale: `POLICY_COUNT` policies, each selecting one of 200 apps and
+/// allowing its ingress from a tier of some other apps, over [`ENDPOINTS`] endpoints labelled
+/// with an app and a tier (profiles as in [`updates`]).
+const POLICY_COUNT: usize = 1_000;
+const APPS: usize = 200;
+const TIERS: [&str; 3] = ["front", "back", "db"];
+
+fn labelled(i: usize, hosts: usize, app: usize) -> (String, Vec<u8>) {
+    let (key, value) = endpoint(i, &[i % PROFILES], hosts);
+    let mut json: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+    json["labels"] = serde_json::json!({"app": format!("app{app}"), "tier": TIERS[i % 3]});
+    (key, json.to_string().into_bytes())
+}
+
+fn policy_updates() -> Vec<(String, Vec<u8>)> {
+    let hosts = ENDPOINTS / PER_HOST;
+    let mut rng = Lcg(11);
+    let mut out: Vec<(String, Vec<u8>)> = updates(0);
+    out.extend(
+        updates(ENDPOINTS)
+            .into_iter()
+            .filter(|(k, _)| !k.contains("/workload/")),
+    );
+    for i in 0..ENDPOINTS {
+        out.push(labelled(i, hosts, i % APPS));
+    }
+    for p in 0..POLICY_COUNT {
+        let (a, b) = (rng.next(APPS), rng.next(APPS));
+        let tier = TIERS[rng.next(3)];
+        let policy = serde_json::json!({
+            "order": p % 10,
+            "selector": format!("app == 'app{}'", p % APPS),
+            "inbound_rules": [
+                {"action": "allow", "protocol": "tcp", "dst_ports": [80 + p % 5],
+                 "src_selector": format!("tier == '{tier}' && app in {{'app{a}', 'app{b}'}}")},
+                {"action": "deny", "!src_selector": "has(tier)"},
+            ],
+            "outbound_rules": [{"action": "allow", "dst_selector": format!("app == 'app{b}'")}],
+        });
+        out.push((
+            format!("/calico/v1/policy/tier/default/policy/pol{p}"),
+            policy.to_string().into_bytes(),
+        ));
+    }
+    out
+}
+
+/// `policy compute: ...` and `incremental label change with policies: ...`.
+fn policies() {
+    let updates = policy_updates();
+    let state = state_of(&updates);
+    let (full, desired) = time(3, || compute(&state, LOCAL));
+    let chains: usize = desired.tables.values().map(|t| t.chains.len()).sum();
+    let members: usize = desired.ipsets.values().map(|s| s.members.len()).sum();
+    println!(
+        "policy compute: {POLICY_COUNT} policies over {} endpoints: {full:?} ({chains} chains, {} ipsets, {members} members)",
+        state.endpoints.len(),
+        desired.ipsets.len()
+    );
+    let mut calc = Calculator::new(LOCAL);
+    calc.apply_batch(updates.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+    assert!(
+        calc.desired() == &desired,
+        "calculator disagrees with compute"
+    );
+    // A local endpoint moves between two apps: it leaves some policies and selector sets
+    // and joins others.
+    let hosts = ENDPOINTS / PER_HOST;
+    let runs = 20u32;
+    let mut total = Duration::ZERO;
+    let mut delta_len = 0;
+    for n in 0..runs {
+        let (key, value) = labelled(0, hosts, if n % 2 == 0 { 1 } else { 0 });
+        let start = Instant::now();
+        let delta = calc.apply(&key, Some(&value));
+        total += start.elapsed();
+        delta_len = delta_len.max(delta.len());
+    }
+    let incremental = total / runs;
+    println!(
+        "incremental label change with {POLICY_COUNT} policies: {incremental:?} per update (largest delta: {delta_len} items; full compute {full:?})"
+    );
+    assert!(
+        calc.desired() == &compute(calc.state(), LOCAL),
+        "calculator drifted"
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "policies") {
+        policies();
+        return;
+    }
     let updates = updates(ENDPOINTS);
     let state = state_of(&updates);
     let (full, desired) = time(5, || compute(&state, LOCAL));
@@ -197,4 +291,5 @@ fn main() {
         "calculator drifted"
     );
     scaling();
+    policies();
 }

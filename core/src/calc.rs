@@ -7,6 +7,14 @@
 //!   gains or loses; the chains of profiles that become used or unused;
 //! - a profile's rules: its chains (if used) and the sets of tags it starts or stops referencing;
 //! - a profile's tags: the membership of the tags gained or lost, for the endpoints using it;
+//! - labels (an endpoint's, a profile's labels or tags): the members of the referenced rule
+//!   selectors the endpoint enters or leaves, and the chains of the local endpoints whose
+//!   applicable policies that may change;
+//! - a policy: its chains (if a local endpoint uses it), the selector sets it starts or stops
+//!   referencing, and, when its selector, order or types changed, the chains of the local
+//!   endpoints it applied to or now matches;
+//! - a host endpoint: the members of the referenced selectors it matches; on this host, its
+//!   chains (all host endpoint chains are rebuilt: a host has few) and `cali-INPUT`;
 //! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls.
 //!
 //! Invariant (checked by the property tests): after any sequence of updates,
@@ -20,17 +28,22 @@ use ipnet::IpNet;
 use crate::cluster::{Applied, ClusterState};
 use crate::codec::{decode, Value};
 use crate::compute::endpoint::{endpoint_chains, EndpointPlumbing};
+use crate::compute::host_endpoint;
 use crate::compute::names::{
-    from_wl_chain, profile_inbound_chain, profile_outbound_chain, tag_set as tag_set_name,
+    from_wl_chain, policy_inbound_chain, policy_outbound_chain, profile_inbound_chain,
+    profile_outbound_chain, selector_set as selector_set_name, tag_set as tag_set_name,
     to_wl_chain,
 };
+use crate::compute::policy::{self, EndpointPolicies};
+use crate::compute::profile::SelectorRefs;
 use crate::compute::{
     compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
 };
 use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId};
 use crate::iptables::{Chain, IpFamily};
 use crate::keys::Key;
-use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
+use crate::model::{EndpointId, EndpointState, HostEndpoint, Policy, WorkloadEndpoint};
+use crate::selector::Selector;
 use crate::shared::{SharedDecodes, SharedListing};
 use crate::ModelError;
 
@@ -42,6 +55,10 @@ const IGNORED_PREFIXES: [&str; 3] = [
     "/calico/ipam/v2/handle/",
     "/calico/felix/",
 ];
+
+/// How many unreferenced selectors the calculator keeps members for (each costs one
+/// evaluation per endpoint update).
+const MAX_RETIRED_SELECTORS: usize = 256;
 
 /// Where profile tags and rules live.
 const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
@@ -100,6 +117,12 @@ struct Dirty {
     dispatch: bool,
     profiles: BTreeSet<String>,
     tags: BTreeSet<String>,
+    /// Policies whose chains may change.
+    policies: BTreeSet<String>,
+    /// Selector ids whose members changed.
+    selectors: BTreeSet<String>,
+    /// This host's host endpoint chains may change.
+    host_endpoints: bool,
     global: bool,
     invalid: BTreeMap<String, ModelError>,
 }
@@ -118,10 +141,33 @@ pub struct Calculator {
     /// Endpoints of every host per profile, for tag membership (the ids are the state's own
     /// `Arc`s, so this index costs a pointer per endpoint).
     profile_endpoints: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
-    /// Tags referenced by each compiled profile, per family.
-    profile_tags: BTreeMap<(IpFamily, String), BTreeSet<String>>,
-    /// Compiled profiles referencing each tag, per family: the set exists iff non-empty.
-    tag_refs: BTreeMap<(IpFamily, String), BTreeSet<String>>,
+    /// Tags referenced by each compiled profile or policy, per family.
+    profile_tags: BTreeMap<(IpFamily, Owner), BTreeSet<String>>,
+    /// Compiled profiles and policies referencing each tag, per family: the set exists iff
+    /// non-empty.
+    tag_refs: BTreeMap<(IpFamily, String), BTreeSet<Owner>>,
+    /// Selector ids referenced by each compiled profile or policy, per family.
+    owner_selectors: BTreeMap<(IpFamily, Owner), BTreeSet<String>>,
+    /// Compiled profiles and policies referencing each selector id, per family: the set
+    /// exists iff non-empty.
+    selector_refs: BTreeMap<(IpFamily, String), BTreeSet<Owner>>,
+    /// Every referenced selector by id, with its members counted once per endpoint (or host
+    /// endpoint) contributing them; also the retired ones below.
+    selectors: BTreeMap<String, (Selector, BTreeMap<IpNet, usize>)>,
+    /// Selectors no longer referenced whose members are still kept up to date, so a policy
+    /// that comes back into use (an endpoint relabelled back and forth) needs no scan of the
+    /// cluster. At most [`MAX_RETIRED_SELECTORS`]; beyond that they are all forgotten.
+    retired: BTreeSet<String>,
+    /// The policies each local interface's chains run, as last built.
+    iface_policies: BTreeMap<String, EndpointPolicies>,
+    /// Local interfaces per policy: the policy has chains iff this is non-empty (or a host
+    /// endpoint uses it).
+    policy_users: BTreeMap<String, BTreeSet<String>>,
+    /// Policies and profiles this host's host endpoint chains jump to.
+    hep_policies: BTreeSet<String>,
+    hep_profiles: BTreeSet<String>,
+    /// Host endpoint chains built, per family.
+    hep_chains: BTreeMap<IpFamily, BTreeSet<String>>,
     /// Addresses per tag, counted once per endpoint contributing them.
     tag_members: BTreeMap<String, BTreeMap<IpNet, usize>>,
     /// Plumbing installed per local interface.
@@ -147,6 +193,15 @@ impl Calculator {
             profile_endpoints: BTreeMap::new(),
             profile_tags: BTreeMap::new(),
             tag_refs: BTreeMap::new(),
+            owner_selectors: BTreeMap::new(),
+            selector_refs: BTreeMap::new(),
+            selectors: BTreeMap::new(),
+            retired: BTreeSet::new(),
+            iface_policies: BTreeMap::new(),
+            policy_users: BTreeMap::new(),
+            hep_policies: BTreeSet::new(),
+            hep_profiles: BTreeSet::new(),
+            hep_chains: BTreeMap::new(),
             tag_members: BTreeMap::new(),
             plumbing: BTreeMap::new(),
             dirty: Dirty::default(),
@@ -306,16 +361,52 @@ impl Calculator {
                     }
                 }
             }
-            Key::ProfileTags { profile } => {
+            Key::ProfileTags { profile } | Key::ProfileLabels { profile } => {
+                // Both feed the labels selectors see, and tags the tag sets.
                 let users: Vec<Arc<EndpointId>> = self
                     .profile_endpoints
                     .get(profile)
                     .map(|s| s.iter().cloned().collect())
                     .unwrap_or_default();
+                let heps = self.host_endpoints_with_profile(profile);
                 self.adjust_members_of(&users, false);
+                self.adjust_host_endpoints(&heps, false);
                 let applied = self.state.apply(raw_key, value);
                 self.note_invalid(raw_key, applied);
                 self.adjust_members_of(&users, true);
+                self.adjust_host_endpoints(&heps, true);
+                if !self.state.policies.is_empty() {
+                    self.dirty_local_ifaces_of(&users);
+                }
+                self.dirty.host_endpoints |= self.has_local_host_endpoints();
+            }
+            Key::Policy { name } => {
+                let old = self.state.policies.get(name).cloned();
+                let applied = self.state.apply(raw_key, value);
+                self.note_invalid(raw_key, applied);
+                let new = self.state.policies.get(name).cloned();
+                self.dirty.policies.insert(name.clone());
+                self.dirty.host_endpoints |= self.has_local_host_endpoints();
+                let placement = |p: &Option<Arc<Policy>>| {
+                    p.as_ref()
+                        .map(|p| (p.selector.canonical(), p.order, p.types.clone()))
+                };
+                if placement(&old) != placement(&new) {
+                    self.policy_moved(name, new.as_deref());
+                }
+            }
+            Key::HostEndpoint(id) => {
+                let old = self.state.host_endpoints.get(id).cloned();
+                self.adjust_host_endpoint_members(old.as_ref(), false);
+                let applied = self.state.apply(raw_key, value);
+                self.note_invalid(raw_key, applied);
+                let new = self.state.host_endpoints.get(id).cloned();
+                self.adjust_host_endpoint_members(new.as_ref(), true);
+                if id.host == self.host {
+                    // `cali-INPUT` hooks host endpoints only on a host that has some.
+                    self.dirty.host_endpoints = true;
+                    self.dirty.global = true;
+                }
             }
             Key::ProfileRules { profile } => {
                 let applied = self.state.apply(raw_key, value);
@@ -371,6 +462,114 @@ impl Calculator {
         }
     }
 
+    fn has_local_host_endpoints(&self) -> bool {
+        self.state
+            .host_endpoints
+            .keys()
+            .any(|id| id.host == self.host)
+    }
+
+    /// Rebuilds every host endpoint chain of this host, noting the policies and profiles
+    /// whose use by host endpoints changed.
+    fn rebuild_host_endpoints(
+        &mut self,
+        ordered: &[(&str, &Policy)],
+        policies: &mut BTreeSet<String>,
+        profiles: &mut BTreeSet<String>,
+        delta: &mut Delta,
+    ) {
+        let mut used_policies = BTreeSet::new();
+        let mut used_profiles = BTreeSet::new();
+        for family in FAMILIES {
+            let built =
+                host_endpoint::host_endpoint_chains(&self.state, &self.host, ordered, family);
+            let names: BTreeSet<String> = built.chains.iter().map(|c| c.name.clone()).collect();
+            let old = self.hep_chains.remove(&family).unwrap_or_default();
+            for gone in old.difference(&names) {
+                self.set_chain(filter_table(family), gone, None, delta);
+            }
+            for chain in built.chains {
+                let name = chain.name.clone();
+                self.set_chain(filter_table(family), &name, Some(chain), delta);
+            }
+            if !names.is_empty() {
+                self.hep_chains.insert(family, names);
+            }
+            used_policies = built.policies;
+            used_profiles = built.profiles;
+        }
+        policies.extend(
+            self.hep_policies
+                .symmetric_difference(&used_policies)
+                .cloned(),
+        );
+        profiles.extend(
+            self.hep_profiles
+                .symmetric_difference(&used_profiles)
+                .cloned(),
+        );
+        self.hep_policies = used_policies;
+        self.hep_profiles = used_profiles;
+    }
+
+    /// Marks dirty the interfaces of the local endpoints among `ids`.
+    fn dirty_local_ifaces_of(&mut self, ids: &[Arc<EndpointId>]) {
+        for id in ids.iter().filter(|id| id.host == self.host) {
+            if let Some(ep) = self.state.endpoints.get(&**id) {
+                self.dirty.ifaces.insert(ep.name.clone());
+            }
+        }
+    }
+
+    /// A policy's selector, order or types changed (or it came or went): the interfaces it
+    /// applied to and those it now applies to rebuild their chains.
+    fn policy_moved(&mut self, name: &str, new: Option<&Policy>) {
+        if let Some(users) = self.policy_users.get(name) {
+            self.dirty.ifaces.extend(users.iter().cloned());
+        }
+        let Some(new) = new else {
+            return;
+        };
+        for (iface, ids) in &self.ifaces {
+            let owner = ids
+                .iter()
+                .next()
+                .and_then(|id| self.state.endpoints.get(&**id));
+            if owner.is_some_and(|ep| policy::endpoint_matches(&self.state, &new.selector, ep)) {
+                self.dirty.ifaces.insert(iface.clone());
+            }
+        }
+    }
+
+    fn host_endpoints_with_profile(&self, profile: &str) -> Vec<HostEndpoint> {
+        self.state
+            .host_endpoints
+            .values()
+            .filter(|h| h.profile_ids.iter().any(|p| p == profile))
+            .cloned()
+            .collect()
+    }
+
+    fn adjust_host_endpoints(&mut self, heps: &[HostEndpoint], add: bool) {
+        for hep in heps {
+            self.adjust_host_endpoint_members(Some(hep), add);
+        }
+    }
+
+    /// Adds or removes a host endpoint's expected IPs to or from the referenced selectors it
+    /// matches.
+    fn adjust_host_endpoint_members(&mut self, hep: Option<&HostEndpoint>, add: bool) {
+        let Some(hep) = hep else {
+            return;
+        };
+        for (id, (sel, counts)) in &mut self.selectors {
+            if policy::host_endpoint_matches(&self.state, sel, hep) {
+                count_members(counts, policy::host_endpoint_nets(hep), add);
+                self.dirty.selectors.insert(id.clone());
+            }
+        }
+    }
+
     fn adjust_members_of(&mut self, ids: &[Arc<EndpointId>], add: bool) {
         for id in ids {
             if let Some(ep) = self.state.endpoints.get(&**id).cloned() {
@@ -383,6 +582,14 @@ impl Calculator {
     /// Runs for every endpoint of the cluster on every host: it allocates only for a tag or
     /// address seen for the first time.
     fn adjust_members(&mut self, ep: &WorkloadEndpoint, add: bool) {
+        for (id, (sel, counts)) in &mut self.selectors {
+            if policy::endpoint_matches(&self.state, sel, ep) {
+                count_members(counts, ep.nets(), add);
+                if !self.dirty.selectors.contains(id) {
+                    self.dirty.selectors.insert(id.clone());
+                }
+            }
+        }
         for tag in ipsets::endpoint_tags(&self.state, ep) {
             if !self.tag_members.contains_key(tag) {
                 self.tag_members.insert(tag.to_string(), BTreeMap::new());
@@ -470,15 +677,38 @@ impl Calculator {
             invalid: dirty.invalid,
             ..Delta::default()
         };
-        let mut tags = dirty.tags;
-        for p in &dirty.profiles {
-            self.rebuild_profile(p, &mut tags, &mut delta);
+        let mut refs = RefChanges {
+            tags: dirty.tags,
+            selectors: dirty.selectors,
+            new_selectors: SelectorRefs::new(),
+        };
+        let mut policies = dirty.policies;
+        let mut profiles = dirty.profiles;
+        if !dirty.ifaces.is_empty() || dirty.host_endpoints {
+            let owned: Vec<(String, Arc<Policy>)> = policy::ordered_policies(&self.state)
+                .into_iter()
+                .map(|(name, _)| (name.to_string(), Arc::clone(&self.state.policies[name])))
+                .collect();
+            let ordered: Vec<(&str, &Policy)> =
+                owned.iter().map(|(n, p)| (n.as_str(), &**p)).collect();
+            for iface in &dirty.ifaces {
+                self.rebuild_iface(iface, &ordered, &mut policies, &mut delta);
+            }
+            if dirty.host_endpoints {
+                self.rebuild_host_endpoints(&ordered, &mut policies, &mut profiles, &mut delta);
+            }
         }
-        for tag in &tags {
+        for p in &profiles {
+            self.rebuild_profile(p, &mut refs, &mut delta);
+        }
+        for p in &policies {
+            self.rebuild_policy(p, &mut refs, &mut delta);
+        }
+        for tag in &refs.tags {
             self.rebuild_tag(tag, &mut delta);
         }
-        for iface in &dirty.ifaces {
-            self.rebuild_iface(iface, &mut delta);
+        for id in &refs.selectors {
+            self.rebuild_selector(id, &refs.new_selectors, &mut delta);
         }
         if dirty.dispatch {
             let chains = dispatch::dispatch_chains(self.ifaces.keys().map(String::as_str));
@@ -499,43 +729,141 @@ impl Calculator {
         delta
     }
 
-    fn rebuild_profile(&mut self, name: &str, tags: &mut BTreeSet<String>, delta: &mut Delta) {
-        let used = self.profile_users.get(name).is_some_and(|u| !u.is_empty());
+    fn rebuild_profile(&mut self, name: &str, refs: &mut RefChanges, delta: &mut Delta) {
+        let used = self.profile_users.get(name).is_some_and(|u| !u.is_empty())
+            || self.hep_profiles.contains(name);
+        let owner = Owner::Profile(name.to_string());
         for family in FAMILIES {
             let table = filter_table(family);
-            let new_tags = if used {
+            let compiled = if used {
                 let compiled = profile::profile_chains(name, self.state.profiles.get(name), family);
-                for chain in compiled.chains {
+                for chain in compiled.chains.iter().cloned() {
                     let chain_name = chain.name.clone();
                     self.set_chain(table, &chain_name, Some(chain), delta);
                 }
-                compiled.tags
+                compiled
             } else {
                 self.set_chain(table, &profile_inbound_chain(name), None, delta);
                 self.set_chain(table, &profile_outbound_chain(name), None, delta);
-                BTreeSet::new()
+                profile::CompiledProfile::default()
             };
-            let key = (family, name.to_string());
-            let old_tags = self.profile_tags.remove(&key).unwrap_or_default();
-            for gone in old_tags.difference(&new_tags) {
-                remove_from(
-                    &mut self.tag_refs,
-                    &(family, gone.clone()),
-                    &name.to_string(),
-                );
-                tags.insert(gone.clone());
+            self.update_refs(family, &owner, compiled, refs);
+        }
+    }
+
+    /// Compiles a policy's chains when a local endpoint uses it, or removes them.
+    fn rebuild_policy(&mut self, name: &str, refs: &mut RefChanges, delta: &mut Delta) {
+        let used = self.policy_users.get(name).is_some_and(|u| !u.is_empty())
+            || self.hep_policies.contains(name);
+        let policy = self.state.policies.get(name).filter(|_| used).cloned();
+        let owner = Owner::Policy(name.to_string());
+        for family in FAMILIES {
+            let table = filter_table(family);
+            let compiled = match &policy {
+                Some(p) => {
+                    let compiled = policy::policy_chains(name, p, family);
+                    for chain in compiled.chains.iter().cloned() {
+                        let chain_name = chain.name.clone();
+                        self.set_chain(table, &chain_name, Some(chain), delta);
+                    }
+                    compiled
+                }
+                None => {
+                    self.set_chain(table, &policy_inbound_chain(name), None, delta);
+                    self.set_chain(table, &policy_outbound_chain(name), None, delta);
+                    profile::CompiledProfile::default()
+                }
+            };
+            self.update_refs(family, &owner, compiled, refs);
+        }
+    }
+
+    /// Records the tags and selectors `owner`'s chains now reference in `family`, noting
+    /// every tag and selector that gained or lost a reference.
+    fn update_refs(
+        &mut self,
+        family: IpFamily,
+        owner: &Owner,
+        compiled: profile::CompiledProfile,
+        refs: &mut RefChanges,
+    ) {
+        let key = (family, owner.clone());
+        let new_tags = compiled.tags;
+        let old_tags = self.profile_tags.remove(&key).unwrap_or_default();
+        for gone in old_tags.difference(&new_tags) {
+            remove_from(&mut self.tag_refs, &(family, gone.clone()), owner);
+            refs.tags.insert(gone.clone());
+        }
+        for added in new_tags.difference(&old_tags) {
+            add_to(&mut self.tag_refs, &(family, added.clone()), owner);
+            refs.tags.insert(added.clone());
+        }
+        if !new_tags.is_empty() {
+            self.profile_tags.insert(key.clone(), new_tags);
+        }
+        let new_sels: BTreeSet<String> = compiled.selectors.keys().cloned().collect();
+        let old_sels = self.owner_selectors.remove(&key).unwrap_or_default();
+        for gone in old_sels.difference(&new_sels) {
+            remove_from(&mut self.selector_refs, &(family, gone.clone()), owner);
+            refs.selectors.insert(gone.clone());
+        }
+        for added in new_sels.difference(&old_sels) {
+            add_to(&mut self.selector_refs, &(family, added.clone()), owner);
+            refs.selectors.insert(added.clone());
+        }
+        if !new_sels.is_empty() {
+            self.owner_selectors.insert(key, new_sels);
+        }
+        refs.new_selectors.extend(compiled.selectors);
+    }
+
+    /// Writes (or removes) a selector's sets; a selector referenced for the first time gets
+    /// its members from one scan of the cluster, one no longer referenced is forgotten.
+    fn rebuild_selector(&mut self, id: &str, new: &SelectorRefs, delta: &mut Delta) {
+        let referenced = |family| {
+            self.selector_refs
+                .get(&(family, id.to_string()))
+                .is_some_and(|r| !r.is_empty())
+        };
+        let families: Vec<IpFamily> = FAMILIES.into_iter().filter(|f| referenced(*f)).collect();
+        if families.is_empty() {
+            if self.selectors.contains_key(id) {
+                self.retired.insert(id.to_string());
             }
-            for added in new_tags.difference(&old_tags) {
-                add_to(
-                    &mut self.tag_refs,
-                    &(family, added.clone()),
-                    &name.to_string(),
-                );
-                tags.insert(added.clone());
+            if self.retired.len() > MAX_RETIRED_SELECTORS {
+                for gone in std::mem::take(&mut self.retired) {
+                    self.selectors.remove(&gone);
+                }
             }
-            if !new_tags.is_empty() {
-                self.profile_tags.insert(key, new_tags);
+        } else if self.retired.remove(id) {
+            // Kept up to date while retired: in use again without a scan.
+        } else if !self.selectors.contains_key(id) {
+            if let Some(sel) = new.get(id) {
+                let mut counts = BTreeMap::new();
+                for ep in self.state.endpoints.values() {
+                    if policy::endpoint_matches(&self.state, sel, ep) {
+                        count_members(&mut counts, ep.nets(), true);
+                    }
+                }
+                for hep in self.state.host_endpoints.values() {
+                    if policy::host_endpoint_matches(&self.state, sel, hep) {
+                        count_members(&mut counts, policy::host_endpoint_nets(hep), true);
+                    }
+                }
+                self.selectors.insert(id.to_string(), (sel.clone(), counts));
             }
+        }
+        for family in FAMILIES {
+            let set = families.contains(&family).then(|| {
+                let members = self
+                    .selectors
+                    .get(id)
+                    .into_iter()
+                    .flat_map(|(_, m)| m.keys());
+                ipsets::selector_set(id, family, members)
+            });
+            let name = selector_set_name(id, family);
+            set_entry(&mut self.desired.ipsets, &mut delta.ipsets, &name, set);
         }
     }
 
@@ -557,7 +885,13 @@ impl Calculator {
         }
     }
 
-    fn rebuild_iface(&mut self, iface: &str, delta: &mut Delta) {
+    fn rebuild_iface(
+        &mut self,
+        iface: &str,
+        ordered: &[(&str, &Policy)],
+        dirty_policies: &mut BTreeSet<String>,
+        delta: &mut Delta,
+    ) {
         let owner = self
             .ifaces
             .get(iface)
@@ -568,10 +902,35 @@ impl Calculator {
                     .get(&**id)
                     .map(|ep| (Arc::clone(id), Arc::clone(ep)))
             });
+        let policies = owner
+            .as_ref()
+            .map(|(_, ep)| policy::endpoint_policies(&self.state, ordered, ep))
+            .unwrap_or_default();
+        let old = self.iface_policies.remove(iface).unwrap_or_default();
+        let old_names: BTreeSet<&str> = old.names().collect();
+        let new_names: BTreeSet<&str> = policies.names().collect();
+        for gone in old_names.difference(&new_names) {
+            if remove_from(
+                &mut self.policy_users,
+                &gone.to_string(),
+                &iface.to_string(),
+            ) {
+                dirty_policies.insert(gone.to_string());
+            }
+        }
+        for added in new_names.difference(&old_names) {
+            if add_to(
+                &mut self.policy_users,
+                &added.to_string(),
+                &iface.to_string(),
+            ) {
+                dirty_policies.insert(added.to_string());
+            }
+        }
         let plumbing = match &owner {
             Some((id, ep)) => {
                 for family in FAMILIES {
-                    for chain in endpoint_chains(iface, id, ep) {
+                    for chain in endpoint_chains(iface, id, ep, &policies) {
                         let name = chain.name.clone();
                         self.set_chain(filter_table(family), &name, Some(chain), delta);
                     }
@@ -628,6 +987,9 @@ impl Calculator {
         }
         if owner.is_some() {
             self.plumbing.insert(iface.to_string(), plumbing);
+        }
+        if !policies.is_empty() {
+            self.iface_policies.insert(iface.to_string(), policies);
         }
     }
 
@@ -705,6 +1067,40 @@ fn host_record_of(key: &Key) -> Option<&str> {
         | Key::IpamAffinity { host, .. } => Some(host),
         _ => None,
     }
+}
+
+/// Counts `nets` in (`add`) or out of a member count map, dropping members that reach zero.
+fn count_members(
+    counts: &mut BTreeMap<IpNet, usize>,
+    nets: impl Iterator<Item = IpNet>,
+    add: bool,
+) {
+    for net in nets {
+        if add {
+            *counts.entry(net).or_default() += 1;
+        } else if let Some(count) = counts.get_mut(&net) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&net);
+            }
+        }
+    }
+}
+
+/// Tags and selectors whose sets a flush must rewrite, and the selectors newly referenced
+/// (by id) so a first reference can compute members.
+#[derive(Debug, Default)]
+struct RefChanges {
+    tags: BTreeSet<String>,
+    selectors: BTreeSet<String>,
+    new_selectors: SelectorRefs,
+}
+
+/// What compiled a set of chains referencing tags and selectors.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Profile(String),
+    Policy(String),
 }
 
 /// Sets or removes `map[key]`, recording a real change in `changes`.

@@ -10,7 +10,8 @@ use ipnet::IpNet;
 use crate::codec::{decode, Value};
 use crate::keys::{IpVersion, Key};
 use crate::model::{
-    AsNumber, BgpLogLevel, BgpPeer, EndpointId, IpPool, Rules, WorkloadEndpoint, DEFAULT_AS,
+    AsNumber, BgpLogLevel, BgpPeer, EndpointId, HostEndpoint, HostEndpointId, IpPool, LabelMap,
+    Policy, Rules, WorkloadEndpoint, DEFAULT_AS,
 };
 use crate::ModelError;
 
@@ -20,6 +21,8 @@ use crate::ModelError;
 pub struct ProfileState {
     pub tags: Option<Vec<String>>,
     pub rules: Option<Rules>,
+    /// Labels the profile's endpoints inherit (behind their own) for selectors.
+    pub labels: Option<LabelMap>,
 }
 
 /// One host's registration and BGP settings.
@@ -78,6 +81,10 @@ pub struct ClusterState {
     /// copy of each record between them (lookups take a plain `&EndpointId`).
     pub endpoints: BTreeMap<Arc<EndpointId>, Arc<WorkloadEndpoint>>,
     pub profiles: BTreeMap<String, ProfileState>,
+    /// Selector policies of tier `default`, by name.
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    /// Host endpoints of every host.
+    pub host_endpoints: BTreeMap<HostEndpointId, HostEndpoint>,
 }
 
 /// What one raw update did to the state.
@@ -177,6 +184,24 @@ impl ClusterState {
                     _ => None,
                 }
             }),
+            (Key::ProfileLabels { profile }, v) => self.update_profile(profile, |p| {
+                p.labels = match v {
+                    Some(Value::Labels(labels)) => Some(labels),
+                    _ => None,
+                }
+            }),
+            (Key::Policy { name }, Some(Value::Policy(policy))) => {
+                self.policies.insert(name.clone(), Arc::new(policy));
+            }
+            (Key::Policy { name }, _) => {
+                self.policies.remove(name);
+            }
+            (Key::HostEndpoint(id), Some(Value::HostEndpoint(hep))) => {
+                self.host_endpoints.insert(id.clone(), hep);
+            }
+            (Key::HostEndpoint(id), _) => {
+                self.host_endpoints.remove(id);
+            }
             (Key::GlobalAsNum, v) => {
                 self.bgp.as_num = match v {
                     Some(Value::AsNum(asn)) => asn,
@@ -281,7 +306,7 @@ impl ClusterState {
     fn update_profile(&mut self, name: &str, f: impl FnOnce(&mut ProfileState)) {
         let profile = self.profiles.entry(name.to_string()).or_default();
         f(profile);
-        if profile.tags.is_none() && profile.rules.is_none() {
+        if profile.tags.is_none() && profile.rules.is_none() && profile.labels.is_none() {
             self.profiles.remove(name);
         }
     }

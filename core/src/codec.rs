@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use crate::keys::Key;
 use crate::model::{
-    AllocationBlock, AsNumber, BgpLogLevel, BgpPeer, FelixStatus, IpPool, IpamHandle, NodeMesh,
-    Rules, WorkloadEndpoint,
+    validate_labels, AllocationBlock, AsNumber, BgpLogLevel, BgpPeer, FelixStatus, HostEndpoint,
+    IpPool, IpamHandle, LabelMap, NodeMesh, Policy, Rules, WorkloadEndpoint,
 };
 use crate::names::validate_name;
 use crate::ModelError;
@@ -23,6 +23,10 @@ pub enum Value {
     Endpoint(WorkloadEndpoint),
     Tags(Vec<String>),
     Rules(Rules),
+    /// A profile's labels.
+    Labels(LabelMap),
+    Policy(Policy),
+    HostEndpoint(HostEndpoint),
     Pool(IpPool),
     AsNum(AsNumber),
     NodeMesh(NodeMesh),
@@ -79,6 +83,21 @@ pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
             let mut rules: Rules = json(key, bytes)?;
             rules.validate().map_err(invalid)?;
             Value::Rules(rules)
+        }
+        Key::ProfileLabels { .. } => {
+            let labels: LabelMap = json(key, bytes)?;
+            validate_labels(&labels).map_err(invalid)?;
+            Value::Labels(labels)
+        }
+        Key::Policy { .. } => {
+            let mut policy: Policy = json(key, bytes)?;
+            policy.validate().map_err(invalid)?;
+            Value::Policy(policy)
+        }
+        Key::HostEndpoint(_) => {
+            let hep: HostEndpoint = json(key, bytes)?;
+            hep.validate().map_err(invalid)?;
+            Value::HostEndpoint(hep)
         }
         Key::Pool { cidr } => {
             let mut pool: IpPool = json(key, bytes)?;
@@ -141,6 +160,9 @@ pub fn encode(value: &Value) -> Vec<u8> {
         Value::Endpoint(ep) => to_json(ep),
         Value::Tags(tags) => to_json(tags),
         Value::Rules(rules) => to_json(rules),
+        Value::Labels(labels) => to_json(labels),
+        Value::Policy(policy) => to_json(policy),
+        Value::HostEndpoint(hep) => to_json(hep),
         Value::Pool(pool) => to_json(pool),
         Value::AsNum(asn) => asn.to_string().into_bytes(),
         Value::NodeMesh(mesh) => to_json(mesh),
@@ -167,6 +189,9 @@ mod tests {
             "/calico/v1/host/h/workload/docker/w/endpoint/e",
             "/calico/v1/policy/profile/P/tags",
             "/calico/v1/policy/profile/P/rules",
+            "/calico/v1/policy/profile/P/labels",
+            "/calico/v1/policy/tier/default/policy/p",
+            "/calico/v1/host/h/endpoint/eth0",
             "/calico/v1/ipam/v4/pool/192.168.0.0-16",
             "/calico/bgp/v1/global/as_num",
             "/calico/bgp/v1/global/node_mesh",
@@ -198,6 +223,44 @@ mod tests {
             json,
             r#"{"id":"PROF_A_B","inbound_rules":[{"action":"allow","src_tag":"PROF_A_B"}],"outbound_rules":[{"action":"allow"}]}"#
         );
+    }
+
+    #[test]
+    fn policy_records_of_calicoctl_1x_decode() {
+        let cases = [
+            (
+                "/calico/v1/host/rack1-host1/workload/k8s/default.frontend-5gs43/endpoint/eth0",
+                r#"{"state":"active","name":"cali0ef24ba","active_instance_id":"","mac":"ca:fe:1d:52:bb:e9","profile_ids":["profile1"],"ipv4_nets":["192.168.0.5/32"],"ipv6_nets":[],"labels":{"app":"frontend","calico/k8s_ns":"default"}}"#,
+            ),
+            (
+                "/calico/v1/policy/profile/profile1/labels",
+                r#"{"profile":"profile1"}"#,
+            ),
+            (
+                "/calico/v1/policy/tier/default/policy/allow-tcp-6379",
+                r#"{"inbound_rules":[{"action":"allow","protocol":"tcp","src_selector":"role == 'frontend'","dst_ports":[6379]}],"outbound_rules":[{"action":"allow"}],"selector":"role == 'database'","types":["ingress","egress"]}"#,
+            ),
+            (
+                "/calico/v1/host/myhost/endpoint/eth0",
+                r#"{"name":"eth0","expected_ipv4_addrs":["192.168.0.1","192.168.0.2"],"labels":{"type":"production"},"profile_ids":["profile1","profile2"]}"#,
+            ),
+        ];
+        for (key, raw) in cases {
+            let key = Key::parse(key).unwrap();
+            let value = decode(&key, raw.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let again = decode(&key, &encode(&value)).unwrap();
+            assert_eq!(again, value, "{key}");
+        }
+        let key = Key::parse("/calico/v1/policy/tier/default/policy/p").unwrap();
+        let err = decode(&key, br#"{"selector":"role =="}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/calico/v1/policy/tier/default/policy/p"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("column 8"), "{err}");
+        let key = Key::parse("/calico/v1/policy/profile/P/labels").unwrap();
+        assert!(decode(&key, br#"{"a":"b-"}"#).is_err());
     }
 
     #[test]

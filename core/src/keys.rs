@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::EndpointId;
+use crate::model::{EndpointId, HostEndpointId};
 use crate::names::{validate_hostname, validate_name};
 use crate::ModelError;
 
@@ -68,6 +68,13 @@ pub enum Key {
     ProfileTags { profile: String },
     /// `/calico/v1/policy/profile/<name>/rules`.
     ProfileRules { profile: String },
+    /// `/calico/v1/policy/profile/<name>/labels`.
+    ProfileLabels { profile: String },
+    /// `/calico/v1/policy/tier/default/policy/<name>`. Only tier `default` exists (what
+    /// libcalico-go writes and Go Felix reads); keys of other tiers are not ours.
+    Policy { name: String },
+    /// `/calico/v1/host/<host>/endpoint/<id>`.
+    HostEndpoint(HostEndpointId),
     /// `/calico/v1/ipam/v4/pool/<cidr-dashed>` (or v6).
     Pool { cidr: IpNet },
     /// `/calico/bgp/v1/global/as_num`.
@@ -166,6 +173,16 @@ impl Key {
             ["", "calico", "v1", "policy", "profile", p, "rules"] => Key::ProfileRules {
                 profile: name("profile", p)?,
             },
+            ["", "calico", "v1", "policy", "profile", p, "labels"] => Key::ProfileLabels {
+                profile: name("profile", p)?,
+            },
+            ["", "calico", "v1", "policy", "tier", "default", "policy", p] => Key::Policy {
+                name: name("policy", p)?,
+            },
+            ["", "calico", "v1", "host", h, "endpoint", e] => Key::HostEndpoint(HostEndpointId {
+                host: host(h)?,
+                endpoint: name("host endpoint", e)?,
+            }),
             ["", "calico", "v1", "ipam", v, "pool", c] => {
                 let cidr = undash_cidr(c, key)?;
                 if version_seg(v, "v", key)? != IpVersion::of(&cidr) {
@@ -246,6 +263,16 @@ impl Key {
         format!("{V1}policy/profile/{profile}/")
     }
 
+    /// The directory of every selector policy.
+    pub fn policy_dir() -> String {
+        format!("{V1}policy/tier/default/policy/")
+    }
+
+    /// The directory of one host's host endpoints.
+    pub fn host_endpoint_dir(host: &str) -> String {
+        format!("{V1}host/{host}/endpoint/")
+    }
+
     /// The directory of one workload's endpoints.
     pub fn workload_dir(host: &str, orchestrator: &str, workload: &str) -> String {
         format!("{V1}host/{host}/workload/{orchestrator}/{workload}/")
@@ -266,6 +293,9 @@ impl fmt::Display for Key {
             ),
             Key::ProfileTags { profile } => write!(f, "{V1}policy/profile/{profile}/tags"),
             Key::ProfileRules { profile } => write!(f, "{V1}policy/profile/{profile}/rules"),
+            Key::ProfileLabels { profile } => write!(f, "{V1}policy/profile/{profile}/labels"),
+            Key::Policy { name } => write!(f, "{V1}policy/tier/default/policy/{name}"),
+            Key::HostEndpoint(id) => write!(f, "{V1}host/{}/endpoint/{}", id.host, id.endpoint),
             Key::Pool { cidr } => {
                 write!(
                     f,
@@ -331,6 +361,9 @@ mod tests {
             "/calico/v1/host/host1/workload/docker/abc/endpoint/0123456789abcdef",
             "/calico/v1/policy/profile/PROF_A_B/tags",
             "/calico/v1/policy/profile/PROF_A_B/rules",
+            "/calico/v1/policy/profile/PROF_A_B/labels",
+            "/calico/v1/policy/tier/default/policy/db-from-web",
+            "/calico/v1/host/host1/endpoint/eth0",
             "/calico/v1/ipam/v4/pool/192.168.0.0-16",
             "/calico/v1/ipam/v6/pool/fd80:24e2:f998:72d6::-64",
             "/calico/bgp/v1/global/as_num",
@@ -363,6 +396,9 @@ mod tests {
             "/calico/bgp/v1/global/peer_v6/1.2.3.4",
             "/calico/v1/policy/profile/a b/tags",
             "/calico/v1/host//bird_ip",
+            "/calico/v1/policy/tier/other/policy/p",
+            "/calico/v1/policy/tier/default/policy/a b",
+            "/calico/v1/host/h/endpoint/..",
             "/etc/passwd",
         ] {
             assert_eq!(

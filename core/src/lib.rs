@@ -11,6 +11,7 @@
 //! - [`compute`]: the policy compiler, `compute(&ClusterState, host) -> DesiredState`.
 //! - [`render`]: iptables-restore, ipset restore and BIRD text; [`parse`]: iptables text back
 //!   to typed chains (the renderer's inverse, for both dataplanes).
+//! - [`selector`]: label selectors: parser, evaluator, canonical form and ipset id.
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
 //! - [`shared`]: decoded endpoints shared by the calculators of one process (the simulator).
@@ -31,6 +32,7 @@ pub mod names;
 pub mod parse;
 pub mod plan;
 pub mod render;
+pub mod selector;
 pub mod shared;
 
 pub use error::ModelError;

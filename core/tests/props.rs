@@ -19,6 +19,38 @@ const LOCAL: &str = "h1";
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const PROFILES: [&str; 4] = ["P0", "P1", "P2", "P3"];
 const TAGS: [&str; 4] = ["T0", "T1", "P0", "P1"];
+const POLICIES: [&str; 3] = ["pol-a", "pol-b", "pol-c"];
+/// Selectors over few labels, tags included (a tag reads as a label with value ""), with
+/// two spellings of one selector (they share one set).
+const SELECTORS: [&str; 10] = [
+    "role == 'web'",
+    "role=='web'",
+    "role != 'db'",
+    "has(env)",
+    "!has(role)",
+    "role in {'web', 'db'}",
+    "",
+    "P0 == ''",
+    "has(T1) || env == 'prod'",
+    "env == 'prod' && role not in {'web'}",
+];
+
+fn labels() -> impl Strategy<Value = serde_json::Value> {
+    (
+        proptest::option::of(pick(&["web", "db"])),
+        proptest::option::of(pick(&["prod", "dev"])),
+    )
+        .prop_map(|(role, env)| {
+            let mut m = serde_json::Map::new();
+            if let Some(r) = role {
+                m.insert("role".into(), json!(r));
+            }
+            if let Some(e) = env {
+                m.insert("env".into(), json!(e));
+            }
+            serde_json::Value::Object(m)
+        })
+}
 
 type Update = (String, Option<Vec<u8>>);
 
@@ -41,8 +73,17 @@ fn rule() -> impl Strategy<Value = serde_json::Value> {
         proptest::option::of(pick(&["10.0.0.0/8", "fd00::/8", "192.168.0.0/24"])),
         proptest::option::of(pick(&[4u8, 6])),
         proptest::collection::vec(1u16..2000, 0..18),
+        proptest::option::of((
+            pick(&[
+                "src_selector",
+                "!src_selector",
+                "dst_selector",
+                "!dst_selector",
+            ]),
+            pick(&SELECTORS),
+        )),
     )
-        .prop_map(|(allow, proto, src_tag, dst_tag, net, ipv, ports)| {
+        .prop_map(|(allow, proto, src_tag, dst_tag, net, ipv, ports, sel)| {
             let mut r = serde_json::Map::new();
             r.insert("action".into(), json!(if allow { "allow" } else { "deny" }));
             if let Some(p) = proto {
@@ -66,6 +107,9 @@ fn rule() -> impl Strategy<Value = serde_json::Value> {
             if let Some(v) = ipv {
                 r.insert("ip_version".into(), json!(v));
             }
+            if let Some((field, sel)) = sel {
+                r.insert(field.into(), json!(sel));
+            }
             serde_json::Value::Object(r)
         })
 }
@@ -88,8 +132,9 @@ fn endpoint_update() -> impl Strategy<Value = Update> {
         any::<bool>(),
         any::<bool>(),
         0..10u8,
+        labels(),
     )
-        .prop_map(|(host, wl, iface, profiles, ips, active, v6, kind)| {
+        .prop_map(|(host, wl, iface, profiles, ips, active, v6, kind, labels)| {
             let key = format!("/calico/v1/host/{host}/workload/docker/w{wl}/endpoint/e");
             let value = match kind {
                 0 => None,
@@ -101,6 +146,7 @@ fn endpoint_update() -> impl Strategy<Value = Update> {
                     "profile_ids": profiles,
                     "ipv4_nets": ips.iter().map(|i| format!("192.168.0.{i}/32")).collect::<Vec<_>>(),
                     "ipv6_nets": if v6 { ips.iter().map(|i| format!("fd80::{i}/128")).collect::<Vec<_>>() } else { vec![] },
+                    "labels": labels,
                 })),
             };
             (key, value)
@@ -110,20 +156,78 @@ fn endpoint_update() -> impl Strategy<Value = Update> {
 fn profile_update() -> impl Strategy<Value = Update> {
     (
         pick(&PROFILES),
-        any::<bool>(),
+        pick(&["tags", "rules", "labels"]),
         proptest::collection::vec(pick(&TAGS), 0..3),
         proptest::collection::vec(rule(), 0..4),
         proptest::collection::vec(rule(), 0..3),
         0..8u8,
+        labels(),
     )
-        .prop_map(|(p, is_tags, tags, inbound, outbound, kind)| {
-            let half = if is_tags { "tags" } else { "rules" };
+        .prop_map(|(p, half, tags, inbound, outbound, kind, labels)| {
             let key = format!("/calico/v1/policy/profile/{p}/{half}");
-            let value = match (kind, is_tags) {
+            let value = match (kind, half) {
                 (0, _) => None,
                 (1, _) => text("[\"bad tag\"]"),
-                (_, true) => bytes(json!(tags)),
-                (_, false) => bytes(json!({"inbound_rules": inbound, "outbound_rules": outbound})),
+                (_, "tags") => bytes(json!(tags)),
+                (_, "labels") => bytes(labels),
+                _ => bytes(json!({"inbound_rules": inbound, "outbound_rules": outbound})),
+            };
+            (key, value)
+        })
+}
+
+const TYPES: [&[&str]; 3] = [&[], &["ingress"], &["egress"]];
+
+fn policy_update() -> impl Strategy<Value = Update> {
+    (
+        pick(&POLICIES),
+        proptest::option::of(pick(&[1.0f64, 10.0, 10.5])),
+        pick(&SELECTORS),
+        proptest::collection::vec(rule(), 0..3),
+        proptest::collection::vec(rule(), 0..3),
+        pick(&TYPES),
+        0..8u8,
+    )
+        .prop_map(|(name, order, selector, inbound, outbound, types, kind)| {
+            let key = format!("/calico/v1/policy/tier/default/policy/{name}");
+            let mut p = json!({
+                "selector": selector,
+                "inbound_rules": inbound,
+                "outbound_rules": outbound,
+                "types": types,
+            });
+            if let Some(o) = order {
+                p["order"] = json!(o);
+            }
+            let value = match kind {
+                0 => None,
+                1 => bytes(json!({"selector": "role = 'web'"})),
+                _ => bytes(p),
+            };
+            (key, value)
+        })
+}
+
+fn host_endpoint_update() -> impl Strategy<Value = Update> {
+    (
+        pick(&HOSTS),
+        0..2usize,
+        1..4u8,
+        proptest::collection::vec(pick(&PROFILES), 0..2),
+        labels(),
+        0..6u8,
+    )
+        .prop_map(|(host, id, ip, profiles, labels, kind)| {
+            let key = format!("/calico/v1/host/{host}/endpoint/hep{id}");
+            let value = match kind {
+                0 => None,
+                1 => bytes(json!({"labels": labels})),
+                _ => bytes(json!({
+                    "expected_ipv4_addrs": [format!("172.31.250.{ip}")],
+                    "expected_ipv6_addrs": if kind > 3 { vec![format!("fd00::{ip}")] } else { vec![] },
+                    "labels": labels,
+                    "profile_ids": profiles,
+                })),
             };
             (key, value)
         })
@@ -201,7 +305,13 @@ fn global_update() -> impl Strategy<Value = Update> {
 }
 
 fn update() -> impl Strategy<Value = Update> {
-    prop_oneof![4 => endpoint_update(), 3 => profile_update(), 1 => global_update()]
+    prop_oneof![
+        4 => endpoint_update(),
+        3 => profile_update(),
+        3 => policy_update(),
+        1 => host_endpoint_update(),
+        1 => global_update(),
+    ]
 }
 
 /// A delivery: shuffled updates with some consecutive duplicates, cut into batches.

@@ -220,6 +220,21 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
         raw.secs("compute.txt", "incremental profile change:", 0),
         Some(("full compute", raw.secs("compute.txt", "full compute:", 0))),
     );
+    row(
+        &mut t,
+        "compute, 1,000 selector policies over 10,000 labelled endpoints (100 local)",
+        raw.secs("compute.txt", "policy compute:", 0),
+        None,
+    );
+    row(
+        &mut t,
+        "one label change, incremental, with 1,000 selector policies",
+        raw.secs("compute.txt", "incremental label change with", 0),
+        Some((
+            "full compute",
+            raw.secs("compute.txt", "incremental label change with", 1),
+        )),
+    );
     let agent = |nth| raw.secs("agent.txt", "agent local=1000 remote=9000", nth);
     row(
         &mut t,

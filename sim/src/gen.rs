@@ -1,14 +1,19 @@
 //! Proptest strategies for random clusters: hosts on one wire, workloads with unique
 //! addresses from the default pool, profiles with random tags and rules, random profile lists
 //! (empty ones and names of profiles that do not exist included), and later operations (move an
-//! endpoint between profiles, remove an endpoint).
+//! endpoint between profiles, remove an endpoint), and selector policies over workload labels
+//! (random order, selectors and types; relabel a workload, delete a policy).
 //!
 //! The output is plain data ([`ClusterSpec`]); [`crate::ops`] turns it into datastore writes
 //! and workload plumbing on a [`crate::World`].
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use calico_core::model::{Action, PortRange, Protocol, Rule, Rules};
+use calico_core::model::{
+    Action, LabelMap, Order, Policy, PolicyType, PortRange, Protocol, Rule, Rules,
+};
+use calico_core::selector::Selector;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence, Index};
@@ -42,6 +47,14 @@ pub struct WorkloadSpec {
     pub host: usize,
     pub addr: Ipv4Addr,
     pub profiles: Vec<String>,
+    pub labels: LabelMap,
+}
+
+/// One selector policy, exactly as stored under its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    pub name: String,
+    pub policy: Policy,
 }
 
 /// One profile: tags and rules, exactly as stored.
@@ -50,6 +63,8 @@ pub struct ProfileSpec {
     pub name: String,
     pub tags: Vec<String>,
     pub rules: Rules,
+    /// Labels the profile's endpoints inherit; `None` writes no labels key.
+    pub labels: Option<LabelMap>,
 }
 
 /// A change made after the cluster first settled.
@@ -62,6 +77,10 @@ pub enum Op {
     },
     /// Delete the workload's endpoint from the datastore (its veth stays).
     RemoveEndpoint { workload: usize },
+    /// Replace the labels on the workload's endpoint.
+    SetLabels { workload: usize, labels: LabelMap },
+    /// Delete a policy (an index past the end deletes nothing).
+    DeletePolicy { policy: usize },
 }
 
 /// A whole random cluster and what happens to it.
@@ -70,7 +89,45 @@ pub struct ClusterSpec {
     pub hosts: usize,
     pub workloads: Vec<WorkloadSpec>,
     pub profiles: Vec<ProfileSpec>,
+    pub policies: Vec<PolicySpec>,
     pub ops: Vec<Op>,
+}
+
+/// Selectors policies and rules pick from: labels, absent labels, profile labels (`env`) and
+/// tags read as labels (`has(web)`).
+pub const SELECTOR_POOL: &[&str] = &[
+    "role == 'web'",
+    "role == 'db'",
+    "role != 'db'",
+    "has(role)",
+    "!has(role)",
+    "role in {'web', 'db'}",
+    "env == 'prod'",
+    "has(web)",
+    "all()",
+    "role == 'db' || env == 'prod'",
+];
+
+fn selector() -> impl Strategy<Value = Selector> {
+    select(SELECTOR_POOL).prop_map(|s| Selector::parse(s).unwrap_or_else(|_| Selector::all()))
+}
+
+/// Labels: `role` web, db or absent; `env` prod or absent.
+pub fn labels() -> impl Strategy<Value = LabelMap> {
+    (
+        proptest::option::of(select(vec!["web", "db"])),
+        any::<bool>(),
+    )
+        .prop_map(|(role, prod)| {
+            let mut m = BTreeMap::new();
+            if let Some(r) = role {
+                m.insert("role".to_string(), r.to_string());
+            }
+            if prod {
+                m.insert("env".to_string(), "prod".to_string());
+            }
+            m
+        })
 }
 
 fn ports() -> impl Strategy<Value = Vec<PortRange>> {
@@ -144,6 +201,10 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
         (net(), net()),
         (tag(profile_names.clone()), tag(profile_names)),
         version,
+        prop_oneof![
+            4 => Just(None),
+            1 => (0..4usize, selector()).prop_map(Some),
+        ],
     )
         .prop_map(
             |(
@@ -153,11 +214,21 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                 (src_net, dst_net),
                 (src_tag, dst_tag),
                 ip_version,
+                sel,
             )| {
                 let has_ports = protocol.is_some_and(Protocol::has_ports);
                 let is_icmp = protocol.is_some_and(Protocol::is_icmp);
                 let (icmp_type, icmp_code) = if is_icmp { icmp } else { (None, None) };
+                let pick = |n: usize| {
+                    sel.as_ref()
+                        .filter(|(i, _)| *i == n)
+                        .map(|(_, s)| s.clone())
+                };
                 Rule {
+                    src_selector: pick(0),
+                    not_src_selector: pick(1),
+                    dst_selector: pick(2),
+                    not_dst_selector: pick(3),
                     action,
                     protocol,
                     src_tag,
@@ -203,6 +274,7 @@ fn profile(name: String, names: Vec<String>) -> impl Strategy<Value = ProfileSpe
             prop::collection::vec(rule(names.clone()), 0..=4),
             closing_rule(names),
         ),
+        prop_oneof![3 => Just(None), 1 => labels().prop_map(Some)],
     )
         .prop_map(
             move |(
@@ -210,6 +282,7 @@ fn profile(name: String, names: Vec<String>) -> impl Strategy<Value = ProfileSpe
                 mut tags,
                 (mut inbound_rules, close_in),
                 (mut outbound_rules, close_out),
+                labels,
             )| {
                 if own {
                     tags.insert(0, name.clone());
@@ -224,6 +297,7 @@ fn profile(name: String, names: Vec<String>) -> impl Strategy<Value = ProfileSpe
                         inbound_rules,
                         outbound_rules,
                     },
+                    labels,
                 }
             },
         )
@@ -246,6 +320,46 @@ fn profile_list(names: Vec<String>) -> impl Strategy<Value = Vec<String>> {
         .prop_shuffle()
 }
 
+/// Policy number `index`: a random order (absent, 1 or 10, so ties happen), selector and
+/// types, 0-3 random rules each way, sometimes closed by an allow.
+fn policy(index: usize, names: Vec<String>) -> impl Strategy<Value = PolicySpec> {
+    let types = prop_oneof![
+        3 => Just(vec![]),
+        1 => Just(vec![PolicyType::Ingress]),
+        1 => Just(vec![PolicyType::Egress]),
+    ];
+    (
+        proptest::option::of(select(vec![1.0, 10.0])),
+        selector(),
+        types,
+        (
+            prop::collection::vec(rule(names.clone()), 0..=3),
+            closing_rule(names.clone()),
+        ),
+        (
+            prop::collection::vec(rule(names.clone()), 0..=3),
+            closing_rule(names),
+        ),
+    )
+        .prop_map(
+            move |(order, selector, types, (mut inbound, ci), (mut outbound, co))| {
+                inbound.extend(ci);
+                outbound.extend(co);
+                PolicySpec {
+                    name: format!("pol-{index}"),
+                    policy: Policy {
+                        order: order.and_then(|o| Order::new(o).ok()),
+                        inbound_rules: inbound,
+                        outbound_rules: outbound,
+                        selector,
+                        annotations: BTreeMap::new(),
+                        types,
+                    },
+                }
+            },
+        )
+}
+
 /// 1-8 workloads on `hosts` hosts with unique addresses in 192.168.0.0/16.
 fn workloads(hosts: usize, names: Vec<String>) -> impl Strategy<Value = Vec<WorkloadSpec>> {
     prop::collection::btree_set(1u16..=0xfffe, 1..=8)
@@ -255,21 +369,24 @@ fn workloads(hosts: usize, names: Vec<String>) -> impl Strategy<Value = Vec<Work
                 Just(offsets),
                 prop::collection::vec(0..hosts, n),
                 prop::collection::vec(profile_list(names.clone()), n),
+                prop::collection::vec(labels(), n),
             )
         })
-        .prop_map(|(offsets, hosts, profiles)| {
+        .prop_map(|(offsets, hosts, profiles, labels)| {
             offsets
                 .into_iter()
                 .zip(hosts)
                 .zip(profiles)
+                .zip(labels)
                 .enumerate()
-                .map(|(i, ((offset, host), profiles))| {
+                .map(|(i, (((offset, host), profiles), labels))| {
                     let [hi, lo] = offset.to_be_bytes();
                     WorkloadSpec {
                         name: format!("workload_{i}"),
                         host,
                         addr: Ipv4Addr::new(192, 168, hi, lo),
                         profiles,
+                        labels,
                     }
                 })
                 .collect()
@@ -278,6 +395,11 @@ fn workloads(hosts: usize, names: Vec<String>) -> impl Strategy<Value = Vec<Work
 
 fn ops(workloads: usize, names: Vec<String>) -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
+        2 => (any::<Index>(), labels()).prop_map(move |(w, labels)| Op::SetLabels {
+            workload: w.index(workloads),
+            labels,
+        }),
+        1 => (0..3usize).prop_map(|policy| Op::DeletePolicy { policy }),
         3 => (any::<Index>(), profile_list(names)).prop_map(move |(w, profiles)| Op::SetProfiles {
             workload: w.index(workloads),
             profiles,
@@ -289,18 +411,20 @@ fn ops(workloads: usize, names: Vec<String>) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op, 0..=3)
 }
 
-/// A random cluster: 2-5 hosts, 1-4 profiles, 1-8 workloads, 0-3 later operations.
+/// A random cluster: 2-5 hosts, 1-4 profiles, 0-3 policies, 1-8 workloads, 0-3 later
+/// operations.
 pub fn cluster() -> impl Strategy<Value = ClusterSpec> {
-    (2usize..=5, 1usize..=4)
-        .prop_flat_map(|(hosts, n_profiles)| {
+    (2usize..=5, 1usize..=4, 0usize..=3)
+        .prop_flat_map(|(hosts, n_profiles, n_policies)| {
             let names: Vec<String> = (0..n_profiles).map(profile_name).collect();
             let profiles: Vec<_> = names
                 .iter()
                 .map(|n| profile(n.clone(), names.clone()))
                 .collect();
+            let policies: Vec<_> = (0..n_policies).map(|i| policy(i, names.clone())).collect();
             (
                 Just(hosts),
-                profiles,
+                (profiles, policies),
                 workloads(hosts, names.clone()),
                 Just(names),
             )
@@ -309,12 +433,15 @@ pub fn cluster() -> impl Strategy<Value = ClusterSpec> {
             let n = workloads.len();
             (Just(hosts), Just(profiles), Just(workloads), ops(n, names))
         })
-        .prop_map(|(hosts, profiles, workloads, ops)| ClusterSpec {
-            hosts,
-            workloads,
-            profiles,
-            ops,
-        })
+        .prop_map(
+            |(hosts, (profiles, policies), workloads, ops)| ClusterSpec {
+                hosts,
+                workloads,
+                profiles,
+                policies,
+                ops,
+            },
+        )
 }
 
 #[cfg(test)]
@@ -354,8 +481,16 @@ mod tests {
                 }
             }
             for op in &spec.ops {
-                let (Op::SetProfiles { workload, .. } | Op::RemoveEndpoint { workload }) = *op;
-                assert!(workload < spec.workloads.len());
+                if let Op::SetProfiles { workload, .. }
+                | Op::RemoveEndpoint { workload }
+                | Op::SetLabels { workload, .. } = *op
+                {
+                    assert!(workload < spec.workloads.len());
+                }
+            }
+            for p in &spec.policies {
+                let mut policy = p.policy.clone();
+                policy.validate().unwrap();
             }
         }
     }

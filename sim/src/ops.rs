@@ -220,6 +220,7 @@ pub async fn container_add(
         profile_ids: vec![],
         ipv4_nets: vec![ipnet::Ipv4Net::from(ip)],
         ipv6_nets: vec![],
+        labels: Default::default(),
         ipv4_gateway: Some(host_ip),
         ipv6_gateway: None,
     };
@@ -312,6 +313,18 @@ pub async fn build_cluster(
     }
     for p in &spec.profiles {
         write_profile(store.as_ref(), &p.name, &p.tags, &p.rules).await?;
+        if let Some(labels) = &p.labels {
+            let key = Key::ProfileLabels {
+                profile: p.name.clone(),
+            };
+            put(store.as_ref(), &key, &Value::Labels(labels.clone())).await?;
+        }
+    }
+    for p in &spec.policies {
+        let key = Key::Policy {
+            name: p.name.clone(),
+        };
+        put(store.as_ref(), &key, &Value::Policy(p.policy.clone())).await?;
     }
     let mut ids = Vec::with_capacity(spec.workloads.len());
     for w in &spec.workloads {
@@ -330,6 +343,10 @@ pub async fn build_cluster(
         if !w.profiles.is_empty() {
             set_profiles(store.as_ref(), &id, &w.profiles).await?;
         }
+        if !w.labels.is_empty() {
+            let labels = w.labels.clone();
+            update_endpoint(store.as_ref(), &id, |ep| ep.labels = labels).await?;
+        }
         ids.push(id);
     }
     Ok(ids)
@@ -345,7 +362,23 @@ pub async fn apply_op(
     op: &crate::gen::Op,
 ) -> Result<(), SimError> {
     use crate::gen::Op;
-    let (Op::SetProfiles { workload, .. } | Op::RemoveEndpoint { workload }) = *op;
+    let workload = match *op {
+        Op::SetProfiles { workload, .. }
+        | Op::RemoveEndpoint { workload }
+        | Op::SetLabels { workload, .. } => workload,
+        Op::DeletePolicy { policy } => {
+            let key = Key::Policy {
+                name: format!("pol-{policy}"),
+            };
+            return match store.delete(&key.to_string(), None).await {
+                Ok(_) | Err(calico_backends::StoreError::NotFound { .. }) => Ok(()),
+                Err(source) => Err(SimError::Store {
+                    action: format!("deleting {key}"),
+                    source,
+                }),
+            };
+        }
+    };
     let Some(id) = ids.get(workload) else {
         return Ok(());
     };
@@ -361,6 +394,11 @@ pub async fn apply_op(
         _ if !exists => Ok(()),
         Op::SetProfiles { profiles, .. } => set_profiles(store, id, profiles).await,
         Op::RemoveEndpoint { .. } => remove_endpoint(store, id).await,
+        Op::SetLabels { labels, .. } => {
+            let labels = labels.clone();
+            update_endpoint(store, id, |ep| ep.labels = labels).await
+        }
+        Op::DeletePolicy { .. } => Ok(()),
     }
 }
 

@@ -8,7 +8,17 @@
 //!   are registered with an address of the family (IPv6 also needs the IPv4 router id), each
 //!   lists the other as a peer with the other's AS (node-to-node mesh or explicit peers), and
 //!   each address lies inside an enabled pool of the family (BIRD's export filter);
-//! - the sender's profiles allow the packet outbound and the receiver's allow it inbound.
+//! - the sender's policy allows the packet outbound and the receiver's allows it inbound.
+//!
+//! Selector policies come first (Felix 1.4 / 2.x, reference `calico-v1-policy-and-routing.md`
+//! 3, 4.2): the policies whose selector matches an endpoint's labels (its own, then each
+//! profile's labels then tags, a tag reading as the value "") run by ascending `order`, an
+//! absent order last, ties by name; one whose `types` leave out the direction is not run. The
+//! first matching rule of any of them decides; if some ran and none decided, the packet is
+//! dropped. Only when no policy governs the direction do the profiles decide, as below. A rule
+//! selector matches an address held by an active endpoint (or listed as a host endpoint's
+//! expected IP) whose labels satisfy it; a negated one, any other address. The selector
+//! semantics are restated here ([`selectors`]), not taken from the compiler.
 //!
 //! Per direction, profiles run in order. A missing profile, or one without rules, denies. In a
 //! profile the first matching rule decides (allow passes the direction, deny drops); rules of
@@ -21,8 +31,12 @@ use std::net::IpAddr;
 
 use calico_core::cluster::ClusterState;
 use calico_core::iptables::IpFamily;
-use calico_core::model::{Action, EndpointId, EndpointState, Protocol, Rule, WorkloadEndpoint};
+use calico_core::model::{
+    Action, EndpointId, EndpointState, Policy, PolicyType, Protocol, Rule, WorkloadEndpoint,
+};
 use ipnet::IpNet;
+
+mod selectors;
 
 use crate::probe::Probe;
 use crate::verdict::Verdict;
@@ -229,13 +243,84 @@ impl<'a> Oracle<'a> {
         mesh || global.into_iter().chain(node).any(|p| p.as_num == peer_as)
     }
 
-    /// Runs `ep`'s profiles for one direction: `Ok(reason)` when a rule allows.
+    /// The policies governing `ep` in `dir`, in the order they run.
+    fn policies_of(&self, ep: &WorkloadEndpoint, dir: Direction) -> Vec<(&'a str, &'a Policy)> {
+        let wanted = match dir {
+            Direction::Outbound => PolicyType::Egress,
+            Direction::Inbound => PolicyType::Ingress,
+        };
+        let mut list: Vec<(&str, &Policy)> = self
+            .state
+            .policies
+            .iter()
+            .map(|(name, p)| (name.as_str(), &**p))
+            .filter(|(_, p)| p.types.is_empty() || p.types.contains(&wanted))
+            .filter(|(_, p)| {
+                selectors::holds(
+                    p.selector.expr(),
+                    &selectors::labels_of(self.state, &ep.labels, &ep.profile_ids),
+                )
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            let rank = |p: &Policy| p.order.map(|o| o.value());
+            match (rank(a.1), rank(b.1)) {
+                (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+            .then(a.0.cmp(b.0))
+        });
+        list
+    }
+
+    /// Runs the rules of one policy or profile: `Some(Ok)` when a rule allows, `Some(Err)`
+    /// when one denies, `None` when none matched.
+    fn run_rules(&self, what: &str, list: &[Rule], pkt: &Packet) -> Option<Result<String, String>> {
+        for (i, rule) in list.iter().enumerate() {
+            if !applies(rule, pkt.family) {
+                continue;
+            }
+            if rule.icmp_type == Some(RESERVED_ICMP_TYPE) {
+                return Some(Err(format!("{what} rule {} names icmp type 255", i + 1)));
+            }
+            if self.matches(rule, pkt) {
+                let what = format!("{what} rule {}", i + 1);
+                return Some(match rule.action {
+                    Action::Allow => Ok(what),
+                    Action::Deny => Err(format!("{what} denies")),
+                });
+            }
+        }
+        None
+    }
+
+    /// Runs `ep`'s policies, or else its profiles, for one direction: `Ok(reason)` when a rule
+    /// allows.
     fn policy(
         &self,
         ep: &WorkloadEndpoint,
         dir: Direction,
         pkt: &Packet,
     ) -> Result<String, String> {
+        let policies = self.policies_of(ep, dir);
+        if !policies.is_empty() {
+            for (name, p) in &policies {
+                let list = match dir {
+                    Direction::Outbound => &p.outbound_rules,
+                    Direction::Inbound => &p.inbound_rules,
+                };
+                if let Some(decided) = self.run_rules(&format!("policy {name}"), list, pkt) {
+                    return decided;
+                }
+            }
+            let names: Vec<&str> = policies.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "policies {} applied and none allowed it (end-of-policy drop)",
+                names.join(", ")
+            ));
+        }
         for name in &ep.profile_ids {
             let rules = self
                 .state
@@ -294,7 +379,15 @@ impl<'a> Oracle<'a> {
             && rule
                 .icmp_code
                 .is_none_or(|c| icmp.is_some_and(|i| i.1 == c));
-        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok
+        let in_selector = |sel: &Option<calico_core::selector::Selector>, addr, want: bool| {
+            sel.as_ref()
+                .is_none_or(|s| selectors::members(self.state, s.expr()).contains(&addr) == want)
+        };
+        let selectors_ok = in_selector(&rule.src_selector, pkt.src, true)
+            && in_selector(&rule.not_src_selector, pkt.src, false)
+            && in_selector(&rule.dst_selector, pkt.dst, true)
+            && in_selector(&rule.not_dst_selector, pkt.dst, false);
+        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok && selectors_ok
     }
 
     fn has_tag(&self, tag: &str, addr: IpAddr) -> bool {

@@ -146,3 +146,24 @@ async fn the_demo_narrates_the_seed_on_sled() {
         );
     }
 }
+
+#[tokio::test]
+async fn explain_names_the_deciding_policy_and_rule() {
+    let text = include_str!("../scenarios/selector-policy.scenario");
+    let seen = run(text).await.unwrap();
+    // The outcome of a line, by the line's text in the file.
+    let detail = |needle: &str| {
+        let n = text.lines().position(|l| l == needle).unwrap() + 1;
+        seen.iter()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("no outcome of line {n} in {seen:#?}"))
+            .clone()
+    };
+    let allowed = detail("expect web -> db tcp/5432 allow");
+    assert!(
+        allowed.contains("allowed by policy db-from-web rule 1"),
+        "{allowed}"
+    );
+    let denied = detail("expect web -> db tcp/80 deny");
+    assert!(denied.contains("policy db-deny-all rule 1"), "{denied}");
+}

@@ -86,12 +86,16 @@ async fn real_main() -> anyhow::Result<String> {
     if let Some(text) = run_offline(&args).map_err(|e| with_usage(&args, e))? {
         return Ok(text);
     }
-    let needs_stdin = args.iter().any(|a| a == "rule") && args.iter().any(|a| a == "update");
+    // `profile <P> rule update` reads its rules, and a resource command with `-f -` (or
+    // `--filename=-`) its file, from standard input.
+    let rule_update = args.iter().any(|a| a == "rule") && args.iter().any(|a| a == "update");
+    let file_from_stdin = args.windows(2).any(|w| w[0] == "-f" && w[1] == "-")
+        || args.iter().any(|a| a == "--filename=-");
     let mut stdin = String::new();
-    if needs_stdin {
+    if rule_update || file_from_stdin {
         std::io::stdin()
             .read_to_string(&mut stdin)
-            .context("reading rules JSON from stdin")?;
+            .context("reading standard input")?;
     }
     let host = hostname(globals.hostname.as_deref())
         .context("cannot determine the hostname; pass --hostname")?;

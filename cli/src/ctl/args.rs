@@ -25,6 +25,8 @@ const VALUED: &[&str] = &[
     "backend",
     "libnetwork-image",
     "kube-plugin-version",
+    "filename",
+    "node",
 ];
 
 /// Parsed arguments.

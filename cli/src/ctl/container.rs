@@ -69,6 +69,15 @@ pub(crate) async fn run(
             a.allow(&[])?;
             endpoint_ids(ctl, ds, container, a.json()?).await
         }
+        [container, "label", op @ ("add" | "remove"), label, more @ ..] => {
+            no_more(more)?;
+            a.allow(&[])?;
+            let (id, _) = the_endpoint(ctl, ds, container).await?;
+            label_cmd(ds, &id, op, label).await
+        }
+        [_, "label", ..] => Err(CtlError::MissingArgument {
+            what: "label add KEY=VALUE or label remove KEY",
+        }),
         [container, "profile", more @ ..] => {
             a.allow(&[])?;
             let (id, _) = the_endpoint(ctl, ds, container).await?;
@@ -84,6 +93,51 @@ pub(crate) async fn run(
             arg: (*other).to_string(),
         }),
     }
+}
+
+/// `container <C> label add KEY=VALUE` / `label remove KEY`: edits the endpoint's labels
+/// (a convenience the original lacked: it had only resource files for labels).
+async fn label_cmd(
+    ds: &Datastore,
+    id: &calico_core::model::EndpointId,
+    op: &str,
+    label: &str,
+) -> Result<String, CtlError> {
+    use calico_core::model::{validate_label_key, validate_label_value};
+    let (key, value) = match (op, label.split_once('=')) {
+        ("add", Some((k, v))) => (k, Some(v)),
+        ("add", None) => {
+            return Err(CtlError::BadArgument {
+                what: "label",
+                value: label.to_string(),
+                reason: "expected KEY=VALUE".into(),
+            })
+        }
+        _ => (label, None),
+    };
+    validate_label_key(key)?;
+    if let Some(v) = value {
+        validate_label_value(v)?;
+    }
+    // Set by the (retried) update; the last attempt's answer is the one committed.
+    let missing = std::cell::Cell::new(false);
+    ds.update_endpoint(id, |ep| {
+        match value {
+            Some(v) => {
+                ep.labels.insert(key.to_string(), v.to_string());
+            }
+            None => {
+                missing.set(ep.labels.remove(key).is_none());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(match value {
+        Some(v) => format!("Label {key}={v} set on endpoint {}\n", id.endpoint),
+        None if missing.get() => format!("Endpoint {} has no label {key}\n", id.endpoint),
+        None => format!("Label {key} removed from endpoint {}\n", id.endpoint),
+    })
 }
 
 /// `container <C> endpoint-id show` (the original's CC48 form): the bare endpoint id, one
@@ -250,6 +304,7 @@ async fn add(
                 IpNet::V6(n) => vec![n],
                 IpNet::V4(_) => vec![],
             },
+            labels: Default::default(),
             ipv4_gateway: gw4,
             ipv6_gateway: gw6,
         };

@@ -77,6 +77,19 @@ pub enum CtlError {
     CheckSystem { problems: Vec<String> },
     #[error(transparent)]
     Datastore(DatastoreError),
+    /// A resource file's document that does not parse or validate; nothing was written.
+    #[error("document {doc}: {what}: {reason}")]
+    BadResource {
+        doc: usize,
+        what: String,
+        reason: String,
+    },
+    #[error("No resources specified in file")]
+    NoResources,
+    #[error("resource already exists: {what}")]
+    ResourceExists { what: String },
+    #[error("resource does not exist: {what}")]
+    ResourceMissing { what: String },
     #[error("{action} (and undoing it failed too: {undo})")]
     RollbackFailed {
         #[source]

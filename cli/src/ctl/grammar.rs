@@ -233,6 +233,8 @@ const CONTAINER: Command = Command {
         "container <CONTAINER> endpoint-id show",
         "container <CONTAINER> profile (append|remove|set) [<PROFILES>...]",
         "container <CONTAINER> profile show",
+        "container <CONTAINER> label add <KEY=VALUE>",
+        "container <CONTAINER> label remove <KEY>",
         "container add <CONTAINER> <IP> [--interface=<INTERFACE>]",
         "container remove <CONTAINER>",
     ],
@@ -510,6 +512,98 @@ install it with scripts/install-completion.",
     extra: "",
 };
 
+const FILENAME: Opt = valued(
+    "--filename",
+    "<FILENAME>",
+    "",
+    "The resource file (YAML or JSON; several documents separated by ---);\n- reads standard input. Also -f <FILENAME>.",
+);
+const NODE_ID: Opt = valued(
+    "--node",
+    "<NODE>",
+    "",
+    "The node of a hostEndpoint, workloadEndpoint or node-scoped bgpPeer.",
+);
+const RESOURCE_KINDS: &str =
+    "Kinds: policy, profile, workloadEndpoint, hostEndpoint, ipPool, bgpPeer, node
+(case-insensitive; plurals and the short forms pol, pro, wep, hep, ipp/pool, bgpp/bp,
+no also work). Resources are calicoctl 1.x apiVersion v1 documents, stored in the v1
+layout, so the other commands see the same data.";
+
+const CREATE: Command = Command {
+    name: "create",
+    summary: "Create resources from a file",
+    usage: &["create -f <FILENAME> [--skip-exists]"],
+    description: "Create every resource in the file. Every document is checked before anything is
+written, and all are written in one transaction: if one exists already or is
+invalid, nothing is written.",
+    options: &[
+        FILENAME,
+        flag(
+            "--skip-exists",
+            "Skip resources that exist instead of failing.",
+        ),
+    ],
+    extra: RESOURCE_KINDS,
+};
+
+const APPLY: Command = Command {
+    name: "apply",
+    summary: "Create or replace resources from a file",
+    usage: &["apply -f <FILENAME>"],
+    description: "Create or replace every resource in the file, all or nothing.",
+    options: &[FILENAME],
+    extra: RESOURCE_KINDS,
+};
+
+const REPLACE: Command = Command {
+    name: "replace",
+    summary: "Replace existing resources from a file",
+    usage: &["replace -f <FILENAME>"],
+    description: "Replace every resource in the file; each must exist. All or nothing.",
+    options: &[FILENAME],
+    extra: RESOURCE_KINDS,
+};
+
+const DELETE: Command = Command {
+    name: "delete",
+    summary: "Delete resources named in a file or on the command line",
+    usage: &[
+        "delete -f <FILENAME>",
+        "delete <KIND> <NAME> [--node=<NODE>] [--orchestrator=<ORCHESTRATOR>] [--workload=<WORKLOAD>]",
+    ],
+    description: "Delete the resources of a file (each must exist; all or nothing), or one
+resource by kind and name. NAME is the CIDR of an ipPool and the peer IP of a
+bgpPeer; a hostEndpoint needs --node, a workloadEndpoint --node, --orchestrator
+and --workload.",
+    options: &[
+        FILENAME,
+        NODE_ID,
+        valued("--orchestrator", "<ORCHESTRATOR>", "", "The orchestrator of a workloadEndpoint."),
+        valued("--workload", "<WORKLOAD>", "", "The workload of a workloadEndpoint."),
+    ],
+    extra: RESOURCE_KINDS,
+};
+
+const GET: Command = Command {
+    name: "get",
+    summary: "Show resources",
+    usage: &["get <KIND> [<NAME>] [--node=<NODE>] [--output=<FORMAT>]"],
+    description: "Show the resources of a kind (one, with NAME). -o yaml and -o json print a list
+that is valid input to create, apply, replace and delete.",
+    options: &[
+        NODE_ID,
+        Opt {
+            name: "--output",
+            value: "<FORMAT>",
+            choices: &["ps", "yaml", "json"],
+            default: "ps",
+            help: "ps (a table), yaml or json.",
+        },
+    ],
+    extra: RESOURCE_KINDS,
+};
+
 /// Every command, in the order `calicoctl help` lists them.
 pub const COMMANDS: &[Command] = &[
     STATUS,
@@ -525,6 +619,11 @@ pub const COMMANDS: &[Command] = &[
     DIAGS,
     VERSION,
     COMPLETION,
+    CREATE,
+    APPLY,
+    REPLACE,
+    DELETE,
+    GET,
 ];
 
 /// The command named `name`.

@@ -31,6 +31,7 @@ mod node;
 pub mod output;
 mod pool;
 mod profile;
+mod resource;
 mod rule_syntax;
 
 use calico_backends::Datastore;
@@ -104,6 +105,13 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         "checksystem" => checksystem::run(&a, rest),
         "diags" => diags::run(ctl, &a, rest).await,
         "version" => misc::version(&a, rest),
+        "get" => resource::run_get(&ds, &a, rest).await,
+        verb @ ("create" | "apply" | "replace" | "delete") => {
+            let verb = resource::Verb::parse(verb).ok_or(CtlError::UnknownCommand {
+                command: verb.to_string(),
+            })?;
+            resource::run_verb(verb, &ds, &a, rest, stdin).await
+        }
         "completion" => completion::run(&a, rest),
         other => Err(CtlError::UnknownCommand {
             command: other.to_string(),

@@ -295,7 +295,7 @@ async fn rule(
             let dir_name: &'static str = if inbound { "inbound" } else { "outbound" };
             let target = match (at, spec) {
                 (Some(n), []) => Target::At(n),
-                (None, spec) if !spec.is_empty() => Target::Rule(parse_rule(spec)?),
+                (None, spec) if !spec.is_empty() => Target::Rule(Box::new(parse_rule(spec)?)),
                 _ => {
                     return Err(CtlError::MissingArgument {
                         what: "--at=<N> or a rule to remove",
@@ -309,7 +309,7 @@ async fn rule(
                         .ok()
                         .and_then(|n| n.checked_sub(1))
                         .filter(|i| *i < l.len()),
-                    Target::Rule(r) => l.iter().position(|x| x == r),
+                    Target::Rule(r) => l.iter().position(|x| x == &**r),
                 };
                 match idx {
                     Some(i) => {
@@ -334,7 +334,7 @@ async fn rule(
 
 enum Target {
     At(i64),
-    Rule(Rule),
+    Rule(Box<Rule>),
 }
 
 impl std::fmt::Display for Target {

@@ -38,6 +38,9 @@ pub struct HostConfig {
     pub endpoint_to_host: EndpointToHostAction,
     /// `IpInIpEnabled`: IPIP from unknown hosts is dropped in `cali-INPUT`.
     pub ipip_enabled: bool,
+    /// The host has host endpoints: `cali-INPUT` sends traffic arriving on other interfaces
+    /// to their policy.
+    pub host_endpoints: bool,
 }
 
 impl HostConfig {
@@ -62,6 +65,7 @@ impl HostConfig {
                 .unwrap_or_default(),
             ipip_enabled: lookup("IpInIpEnabled")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            host_endpoints: state.host_endpoints.keys().any(|id| id.host == host),
         }
     }
 
@@ -89,6 +93,7 @@ mod tests {
                 interface_prefix: "cali".into(),
                 endpoint_to_host: EndpointToHostAction::Accept,
                 ipip_enabled: false,
+                host_endpoints: false,
             }
         );
         state.apply(

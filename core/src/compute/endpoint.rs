@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::names::{from_wl_chain, profile_inbound_chain, profile_outbound_chain, to_wl_chain};
+use super::names::{
+    from_wl_chain, policy_inbound_chain, policy_outbound_chain, profile_inbound_chain,
+    profile_outbound_chain, to_wl_chain,
+};
+use super::policy::EndpointPolicies;
 use super::MARK_ACCEPT;
 use crate::desired::{Neighbour, ProxyNeighbour, Route};
 use crate::iptables::{Chain, Match, Rule, Target};
@@ -13,11 +17,17 @@ use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
 
 /// The endpoint's `cali-fw-<iface>` (outbound) and `cali-tw-<iface>` (inbound) chains.
 ///
-/// Each clears the accept mark, runs the endpoint's profiles in order (a profile that accepts
-/// sets the mark and the chain returns), and drops what no profile accepted. The outbound chain
+/// Each clears the accept mark, runs the policies applying in its direction in order (one that
+/// accepts sets the mark and the chain returns) and drops when there were some; otherwise it
+/// runs the endpoint's profiles the same way and drops what none accepted. The outbound chain
 /// also drops packets whose source MAC is not the workload's. An inactive endpoint's chains
 /// only drop.
-pub fn endpoint_chains(iface: &str, id: &EndpointId, ep: &WorkloadEndpoint) -> Vec<Chain> {
+pub fn endpoint_chains(
+    iface: &str,
+    id: &EndpointId,
+    ep: &WorkloadEndpoint,
+    policies: &EndpointPolicies,
+) -> Vec<Chain> {
     let from = from_wl_chain(iface);
     let to = to_wl_chain(iface);
     if ep.state == EndpointState::Inactive {
@@ -40,11 +50,23 @@ pub fn endpoint_chains(iface: &str, id: &EndpointId, ep: &WorkloadEndpoint) -> V
     vec![
         Chain {
             name: from,
-            rules: policy_rules(id, ep, Some(mac_check), profile_outbound_chain),
+            rules: policy_rules(
+                id,
+                ep,
+                Some(mac_check),
+                (&policies.outbound, policy_outbound_chain),
+                profile_outbound_chain,
+            ),
         },
         Chain {
             name: to,
-            rules: policy_rules(id, ep, None, profile_inbound_chain),
+            rules: policy_rules(
+                id,
+                ep,
+                None,
+                (&policies.inbound, policy_inbound_chain),
+                profile_inbound_chain,
+            ),
         },
     ]
 }
@@ -53,6 +75,7 @@ fn policy_rules(
     id: &EndpointId,
     ep: &WorkloadEndpoint,
     mac_check: Option<Rule>,
+    (policies, policy_chain): (&[String], fn(&str) -> String),
     profile_chain: fn(&str) -> String,
 ) -> Vec<Rule> {
     let mut rules = vec![Rule::new(
@@ -63,6 +86,23 @@ fn policy_rules(
         },
     )];
     rules.extend(mac_check);
+    let accepted = || Match::Mark {
+        value: MARK_ACCEPT,
+        mask: MARK_ACCEPT,
+    };
+    if !policies.is_empty() {
+        for policy in policies {
+            rules.push(Rule::new(vec![], Target::Jump(policy_chain(policy))));
+            rules.push(
+                Rule::new(vec![accepted()], Target::Return).with_comment("policy accepted packet"),
+            );
+        }
+        rules.push(
+            Rule::new(vec![], Target::Drop)
+                .with_comment(format!("drop if no policy accepted (endpoint {id})")),
+        );
+        return rules;
+    }
     for profile in &ep.profile_ids {
         rules.push(Rule::new(vec![], Target::Jump(profile_chain(profile))));
         rules.push(

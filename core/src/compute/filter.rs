@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::{EndpointToHostAction, HostConfig};
-use super::names::{ALL_HOSTS_SET, FORWARD_CHAIN, FROM_WL_DISPATCH, INPUT_CHAIN, TO_WL_DISPATCH};
+use super::names::{
+    ALL_HOSTS_SET, FORWARD_CHAIN, FROM_HOST_ENDPOINT, FROM_WL_DISPATCH, INPUT_CHAIN, TO_WL_DISPATCH,
+};
 use crate::iptables::{Chain, CtState, IpFamily, Match, Rule, SetDirection, Target};
 use crate::model::{PortRange, Protocol};
 
@@ -107,6 +109,15 @@ pub fn input_chain(cfg: &HostConfig, family: IpFamily) -> Chain {
                 Target::Drop,
             )
             .with_comment("drop ipip from unknown hosts"),
+        );
+    }
+    if cfg.host_endpoints {
+        rules.push(
+            Rule::new(
+                vec![iface_in(&wl, true)],
+                Target::Jump(FROM_HOST_ENDPOINT.into()),
+            )
+            .with_comment("host endpoint policy"),
         );
     }
     rules.push(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::names::tag_set as tag_set_name;
+use super::names::{selector_set as selector_set_name, tag_set as tag_set_name};
 use crate::cluster::ClusterState;
 use crate::desired::{IpSet, IpSetKind};
 use crate::iptables::IpFamily;
@@ -62,6 +62,24 @@ pub fn tag_set<'a>(
 ) -> IpSet {
     IpSet {
         name: tag_set_name(tag, family),
+        family,
+        kind: IpSetKind::HashIp,
+        members: members
+            .into_iter()
+            .filter(|n| family_of(n) == family)
+            .copied()
+            .collect(),
+    }
+}
+
+/// The ipset of the selector with `unique_id` in `family`, keeping only that family's members.
+pub fn selector_set<'a>(
+    unique_id: &str,
+    family: IpFamily,
+    members: impl IntoIterator<Item = &'a IpNet>,
+) -> IpSet {
+    IpSet {
+        name: selector_set_name(unique_id, family),
         family,
         kind: IpSetKind::HashIp,
         members: members

@@ -7,6 +7,9 @@
 //! - [`dispatch`]: `cali-from-wl-dispatch` / `cali-to-wl-dispatch`.
 //! - [`endpoint`]: per-endpoint `cali-fw-` / `cali-tw-` chains and their routes and sysctls.
 //! - [`profile`]: profile rules translated to `cali-pri-` / `cali-pro-` chains.
+//! - [`policy`]: selector policies: which apply to an endpoint, their `cali-pi-` / `cali-po-`
+//!   chains, and the members of rule selectors' sets.
+//! - [`host_endpoint`]: host endpoints' `cali-fh-` chains, their dispatch and failsafe ports.
 //! - [`ipsets`]: tag sets and their members.
 //! - [`nat`]: NAT-outgoing (`cali-POSTROUTING`) and the IPIP host set.
 //! - [`bird`]: the BGP configuration of BIRD and BIRD6.
@@ -20,9 +23,11 @@ pub mod config;
 pub mod dispatch;
 pub mod endpoint;
 pub mod filter;
+pub mod host_endpoint;
 pub mod ipsets;
 pub mod names;
 pub mod nat;
+pub mod policy;
 pub mod profile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,8 +105,28 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
         .flat_map(|(_, ep)| ep.profile_ids.iter().map(String::as_str))
         .collect();
 
+    let ordered = policy::ordered_policies(state);
+    let iface_policies: BTreeMap<&str, policy::EndpointPolicies> = ifaces
+        .iter()
+        .map(|(iface, (_, ep))| (*iface, policy::endpoint_policies(state, &ordered, ep)))
+        .collect();
+    let mut used_policies: BTreeSet<&str> = iface_policies
+        .values()
+        .flat_map(policy::EndpointPolicies::names)
+        .collect();
+    let mut used_profiles = used_profiles;
+    for (_, hep) in host_endpoint::local_host_endpoints(state, host) {
+        used_profiles.extend(hep.profile_ids.iter().map(String::as_str));
+        for name in host_endpoint::host_endpoint_policies(state, &ordered, hep) {
+            if let Some((name, _)) = state.policies.get_key_value(&name) {
+                used_policies.insert(name);
+            }
+        }
+    }
+
     let global = GlobalParts::compute(state, host, &cfg);
     let mut referenced_tags: BTreeMap<IpFamily, BTreeSet<String>> = BTreeMap::new();
+    let mut referenced_selectors: BTreeMap<IpFamily, profile::SelectorRefs> = BTreeMap::new();
     for family in FAMILIES {
         let mut table = TableState {
             hooks: filter::hooks(),
@@ -113,13 +138,30 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
             dispatch::dispatch_chains(ifaces.keys().copied()),
         );
         for (iface, (id, ep)) in &ifaces {
-            insert_chains(&mut table, endpoint::endpoint_chains(iface, id, ep));
+            let policies = &iface_policies[iface];
+            insert_chains(
+                &mut table,
+                endpoint::endpoint_chains(iface, id, ep, policies),
+            );
         }
+        insert_chains(
+            &mut table,
+            host_endpoint::host_endpoint_chains(state, host, &ordered, family).chains,
+        );
         let tags = referenced_tags.entry(family).or_default();
-        for profile in &used_profiles {
-            let compiled = profile::profile_chains(profile, state.profiles.get(*profile), family);
+        let selectors = referenced_selectors.entry(family).or_default();
+        let compiled = used_profiles
+            .iter()
+            .map(|p| profile::profile_chains(p, state.profiles.get(*p), family))
+            .chain(
+                used_policies
+                    .iter()
+                    .map(|p| policy::policy_chains(p, &state.policies[*p], family)),
+            );
+        for compiled in compiled {
             insert_chains(&mut table, compiled.chains);
             tags.extend(compiled.tags);
+            selectors.extend(compiled.selectors);
         }
         desired.tables.insert(filter_table(family), table);
     }
@@ -138,6 +180,16 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
                 *family,
                 members.get(tag.as_str()).into_iter().flatten(),
             );
+            desired.ipsets.insert(set.name.clone(), set);
+        }
+    }
+    let mut selector_members = BTreeMap::new();
+    for (family, selectors) in &referenced_selectors {
+        for (id, sel) in selectors {
+            let members = selector_members
+                .entry(id.as_str())
+                .or_insert_with(|| policy::selector_members(state, sel));
+            let set = ipsets::selector_set(id, *family, members.iter());
             desired.ipsets.insert(set.name.clone(), set);
         }
     }

@@ -19,12 +19,24 @@ pub const INPUT_CHAIN: &str = "cali-INPUT";
 pub const POSTROUTING_CHAIN: &str = "cali-POSTROUTING";
 pub const FROM_WL_DISPATCH: &str = "cali-from-wl-dispatch";
 pub const TO_WL_DISPATCH: &str = "cali-to-wl-dispatch";
+/// Dispatches traffic arriving at this host to its host endpoints' `cali-fh-` chains.
+pub const FROM_HOST_ENDPOINT: &str = "cali-from-host-endpoint";
+/// Felix's inbound failsafe ports: always open on host endpoints.
+pub const FAILSAFE_IN: &str = "cali-failsafe-in";
+const FROM_HOST_PREFIX: &str = "cali-fh-";
+
+/// `cali-fh-<id>`: inbound policy of the host endpoint with id `id`.
+pub fn from_host_chain(id: &str) -> String {
+    with_prefix(FROM_HOST_PREFIX, id, MAX_CHAIN_LEN)
+}
 
 const FROM_WL_PREFIX: &str = "cali-fw-";
 const TO_WL_PREFIX: &str = "cali-tw-";
 const PROFILE_IN_PREFIX: &str = "cali-pri-";
 const PROFILE_OUT_PREFIX: &str = "cali-pro-";
 const TAG_SET_PREFIX: &str = "-t-";
+const POLICY_IN_PREFIX: &str = "cali-pi-";
+const POLICY_OUT_PREFIX: &str = "cali-po-";
 
 fn with_prefix(prefix: &str, name: &str, max: usize) -> String {
     format!("{prefix}{}", uniquely_shorten(name, max - prefix.len()))
@@ -63,6 +75,24 @@ pub fn ipset_family_prefix(family: IpFamily) -> &'static str {
 pub fn tag_set(tag: &str, family: IpFamily) -> String {
     let prefix = format!("{}{TAG_SET_PREFIX}", ipset_family_prefix(family));
     with_prefix(&prefix, tag, MAX_IPSET_LEN)
+}
+
+/// `cali4-s:<id>`: the members of a selector, by its unique id (`s:<base64>`), cut to the
+/// ipset limit as the original did (the id is a hash; its first 23 characters keep it unique).
+pub fn selector_set(unique_id: &str, family: IpFamily) -> String {
+    let mut name = format!("{}-{unique_id}", ipset_family_prefix(family));
+    name.truncate(MAX_IPSET_LEN);
+    name
+}
+
+/// `cali-pi-<policy>`: a policy's inbound rules.
+pub fn policy_inbound_chain(policy: &str) -> String {
+    with_prefix(POLICY_IN_PREFIX, policy, MAX_CHAIN_LEN)
+}
+
+/// `cali-po-<policy>`: a policy's outbound rules.
+pub fn policy_outbound_chain(policy: &str) -> String {
+    with_prefix(POLICY_OUT_PREFIX, policy, MAX_CHAIN_LEN)
 }
 
 /// `cali4-masq-pools`: pools with NAT-outgoing.

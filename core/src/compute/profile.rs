@@ -5,15 +5,19 @@
 //! profile. Rules of the other family are skipped, including rules whose `src_net`/`dst_net`
 //! is of the other family (the original broadened those; that was a defect).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::names::{profile_inbound_chain, profile_outbound_chain, tag_set};
+use super::names::{profile_inbound_chain, profile_outbound_chain, selector_set, tag_set};
 use super::MARK_ACCEPT;
 use crate::cluster::ProfileState;
 use crate::iptables::{Chain, IpFamily, Match, Rule, SetDirection, Target};
 use crate::model::{Action, PortRange, Protocol, Rule as PolicyRule};
+use crate::selector::Selector;
+
+/// Selectors referenced by compiled rules, by unique id (equal selectors share one set).
+pub type SelectorRefs = BTreeMap<String, Selector>;
 
 /// At most this many multiport entries per rule (a range counts as two).
 pub const MAX_MULTIPORT_ENTRIES: usize = 15;
@@ -27,6 +31,7 @@ pub struct CompiledProfile {
     /// `cali-pri-<p>` then `cali-pro-<p>`.
     pub chains: Vec<Chain>,
     pub tags: BTreeSet<String>,
+    pub selectors: SelectorRefs,
 }
 
 /// Compiles profile `name` for `family`. A missing profile, or one without (valid) rules, gives
@@ -47,24 +52,33 @@ pub fn profile_chains(
         };
         return CompiledProfile {
             chains: vec![stub(inbound), stub(outbound)],
-            tags: BTreeSet::new(),
+            ..CompiledProfile::default()
         };
     };
-    let mut tags = BTreeSet::new();
-    let chains = vec![
+    let mut out = CompiledProfile::default();
+    out.chains = vec![
         Chain {
             name: inbound,
-            rules: chain_rules(&rules.inbound_rules, family, &mut tags),
+            rules: chain_rules(&rules.inbound_rules, family, &mut out, None),
         },
         Chain {
             name: outbound,
-            rules: chain_rules(&rules.outbound_rules, family, &mut tags),
+            rules: chain_rules(&rules.outbound_rules, family, &mut out, None),
         },
     ];
-    CompiledProfile { chains, tags }
+    out
 }
 
-fn chain_rules(rules: &[PolicyRule], family: IpFamily, tags: &mut BTreeSet<String>) -> Vec<Rule> {
+/// The rules of one profile or policy chain: set the accept mark, then each rule RETURNs
+/// (allow) or DROPs (deny), then clear the mark (no verdict). With `label` (`policy NAME`)
+/// every rule is commented `<label> rule <n>` (1-based), so a packet trace names the rule
+/// that decided.
+pub fn chain_rules(
+    rules: &[PolicyRule],
+    family: IpFamily,
+    refs: &mut CompiledProfile,
+    label: Option<&str>,
+) -> Vec<Rule> {
     let mut out = vec![Rule::new(
         vec![],
         Target::SetMark {
@@ -72,11 +86,23 @@ fn chain_rules(rules: &[PolicyRule], family: IpFamily, tags: &mut BTreeSet<Strin
             mask: MARK_ACCEPT,
         },
     )];
-    for rule in rules {
+    for (i, rule) in rules.iter().enumerate() {
         if let Some(compiled) = translate(rule, family) {
-            tags.extend(rule.src_tag.iter().cloned());
-            tags.extend(rule.dst_tag.iter().cloned());
-            out.extend(compiled);
+            refs.tags.extend(rule.src_tag.iter().cloned());
+            refs.tags.extend(rule.dst_tag.iter().cloned());
+            for sel in rule_selectors(rule) {
+                refs.selectors
+                    .entry(sel.unique_id())
+                    .or_insert_with(|| sel.clone());
+            }
+            match label {
+                Some(label) => out.extend(
+                    compiled
+                        .into_iter()
+                        .map(|r| r.with_comment(format!("{label} rule {}", i + 1))),
+                ),
+                None => out.extend(compiled),
+            }
         }
     }
     out.push(
@@ -87,7 +113,10 @@ fn chain_rules(rules: &[PolicyRule], family: IpFamily, tags: &mut BTreeSet<Strin
                 mask: MARK_ACCEPT,
             },
         )
-        .with_comment("no match, fall through to next profile"),
+        .with_comment(match label {
+            Some(label) => format!("no rule of {label} matched, on to the next"),
+            None => "no match, fall through to next profile".to_string(),
+        }),
     );
     out
 }
@@ -97,6 +126,15 @@ fn net_family(net: &IpNet) -> IpFamily {
         IpNet::V4(_) => IpFamily::V4,
         IpNet::V6(_) => IpFamily::V6,
     }
+}
+
+/// The selectors of a rule, positive and negated, source and destination.
+pub fn rule_selectors(rule: &PolicyRule) -> impl Iterator<Item = &Selector> {
+    rule.src_selector
+        .iter()
+        .chain(&rule.not_src_selector)
+        .chain(&rule.dst_selector)
+        .chain(&rule.not_dst_selector)
 }
 
 /// Whether `rule` applies to `family` at all.
@@ -175,6 +213,20 @@ pub fn translate(rule: &PolicyRule, family: IpFamily) -> Option<Vec<Rule>> {
                 name: tag_set(tag, family),
                 direction,
                 negate: false,
+            });
+        }
+    }
+    for (sel, direction, negate) in [
+        (&rule.src_selector, SetDirection::Src, false),
+        (&rule.not_src_selector, SetDirection::Src, true),
+        (&rule.dst_selector, SetDirection::Dst, false),
+        (&rule.not_dst_selector, SetDirection::Dst, true),
+    ] {
+        if let Some(sel) = sel {
+            base.push(Match::Set {
+                name: selector_set(&sel.unique_id(), family),
+                direction,
+                negate,
             });
         }
     }

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+use super::labels::{validate_labels, LabelMap};
 use super::MacAddr;
 use crate::names::{validate_hostname, validate_iface, validate_name};
 use crate::ModelError;
@@ -60,6 +61,10 @@ pub struct WorkloadEndpoint {
     pub profile_ids: Vec<String>,
     pub ipv4_nets: Vec<Ipv4Net>,
     pub ipv6_nets: Vec<Ipv6Net>,
+    /// What policy selectors match on (with the profiles' labels behind them); written only
+    /// when there are some, so a seed endpoint's JSON is unchanged.
+    #[serde(default, skip_serializing_if = "LabelMap::is_empty")]
+    pub labels: LabelMap,
     pub ipv4_gateway: Option<Ipv4Addr>,
     pub ipv6_gateway: Option<Ipv6Addr>,
 }
@@ -71,7 +76,7 @@ impl WorkloadEndpoint {
         for p in &self.profile_ids {
             validate_name("profile", p)?;
         }
-        Ok(())
+        validate_labels(&self.labels)
     }
 
     /// Every address of the endpoint, v4 then v6.
@@ -101,8 +106,11 @@ struct RawEndpoint {
     #[serde(default)]
     ipv6_gateway: Option<Ipv6Addr>,
     #[serde(default)]
+    labels: Option<LabelMap>,
+    /// Written by calicoctl 1.x (Calico 2.3+); nothing here depends on it.
+    #[serde(default)]
     #[allow(dead_code)]
-    labels: Option<serde_json::Value>,
+    active_instance_id: Option<String>,
 }
 
 impl TryFrom<RawEndpoint> for WorkloadEndpoint {
@@ -127,6 +135,7 @@ impl TryFrom<RawEndpoint> for WorkloadEndpoint {
             profile_ids,
             ipv4_nets: raw.ipv4_nets.into_iter().map(|n| n.trunc()).collect(),
             ipv6_nets: raw.ipv6_nets.into_iter().map(|n| n.trunc()).collect(),
+            labels: raw.labels.unwrap_or_default(),
             ipv4_gateway: raw.ipv4_gateway,
             ipv6_gateway: raw.ipv6_gateway,
         };

@@ -3,16 +3,22 @@
 
 mod bgp;
 mod endpoint;
+mod host_endpoint;
 mod ipam;
+mod labels;
 mod mac;
+mod policy;
 mod pool;
 mod rule;
 mod status;
 
 pub use bgp::{AsNumber, BgpLogLevel, BgpPeer, NodeMesh, DEFAULT_AS};
 pub use endpoint::{EndpointId, EndpointState, WorkloadEndpoint};
+pub use host_endpoint::{HostEndpoint, HostEndpointId};
 pub use ipam::{AllocationAttribute, AllocationBlock, IpamHandle, BLOCK_SIZE};
+pub use labels::{validate_label_key, validate_label_value, validate_labels, LabelMap};
 pub use mac::MacAddr;
+pub use policy::{policy_order, validate_policy_name, Order, Policy, PolicyType, ProfileLabels};
 pub use pool::IpPool;
 pub use rule::{insert_position, Action, PortRange, Protocol, Rule, Rules};
 pub use status::FelixStatus;

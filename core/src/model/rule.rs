@@ -5,6 +5,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::names::validate_name;
+use crate::selector::Selector;
 use crate::ModelError;
 
 /// What a matching rule does: `allow` (the default when absent) or `deny`.
@@ -219,12 +220,29 @@ pub struct Rule {
     pub src_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_selector: Option<Selector>,
+    /// Matches every source that is not a Calico endpoint the selector matches.
+    #[serde(
+        default,
+        rename = "!src_selector",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_src_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_selector: Option<Selector>,
+    #[serde(
+        default,
+        rename = "!dst_selector",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_dst_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -95,6 +95,9 @@ pub struct Decision {
     pub path: Vec<String>,
     /// The packet mark after the chain ran.
     pub mark: u32,
+    /// The selector policy rule that allowed the packet on its way (its comment, `policy
+    /// db-from-web rule 1`), when one did: the explanation of an accept.
+    pub policy_rule: Option<String>,
 }
 
 impl fmt::Display for Decision {
@@ -116,6 +119,9 @@ impl fmt::Display for Decision {
             }
             DecidedBy::Broken { reason } => write!(f, " ({reason})")?,
         }
+        if let (Verdict::Accept, Some(rule)) = (self.verdict, &self.policy_rule) {
+            write!(f, ", allowed by {rule}")?;
+        }
         if self.path.len() > 1 {
             write!(f, " [via {}]", self.path.join(" > "))?;
         }
@@ -136,18 +142,20 @@ pub fn evaluate(
     let mut path = vec![hook.to_string()];
     let mut frames: Vec<(String, usize)> = vec![(hook.to_string(), 0)];
     let mut returned_by = None;
+    let mut policy_rule: Option<String> = None;
     let policy = table
         .chains
         .get(hook)
         .and_then(|c| c.policy)
         .unwrap_or(Policy::Accept);
-    let done = |verdict, decided_by, path, mark| Decision {
+    let done = |verdict, decided_by, path, mark, policy_rule| Decision {
         table: id,
         hook: hook.to_string(),
         verdict,
         decided_by,
         path,
         mark,
+        policy_rule,
     };
     let by_policy = |returned_by: Option<RuleRef>| DecidedBy::Policy {
         chain: hook.to_string(),
@@ -163,11 +171,23 @@ pub fn evaluate(
         };
         let Some(chain) = table.chains.get(chain_name.as_str()) else {
             let reason = format!("chain {chain_name} does not exist");
-            return done(Verdict::Drop, DecidedBy::Broken { reason }, path, mark);
+            return done(
+                Verdict::Drop,
+                DecidedBy::Broken { reason },
+                path,
+                mark,
+                None,
+            );
         };
         let Some(rule) = chain.rules.get(*idx) else {
             if frames.len() == 1 {
-                return done(policy_verdict, by_policy(returned_by), path, mark);
+                return done(
+                    policy_verdict,
+                    by_policy(returned_by),
+                    path,
+                    mark,
+                    policy_rule,
+                );
             }
             frames.pop();
             continue;
@@ -187,16 +207,42 @@ pub fn evaluate(
         };
         match &rule.target {
             Target::Accept => {
-                return done(Verdict::Accept, DecidedBy::Rule(rule_ref()), path, mark)
+                return done(
+                    Verdict::Accept,
+                    DecidedBy::Rule(rule_ref()),
+                    path,
+                    mark,
+                    policy_rule,
+                )
             }
-            Target::Drop => return done(Verdict::Drop, DecidedBy::Rule(rule_ref()), path, mark),
+            Target::Drop => {
+                return done(Verdict::Drop, DecidedBy::Rule(rule_ref()), path, mark, None)
+            }
             Target::Masquerade => {
-                return done(Verdict::Masquerade, DecidedBy::Rule(rule_ref()), path, mark)
+                return done(
+                    Verdict::Masquerade,
+                    DecidedBy::Rule(rule_ref()),
+                    path,
+                    mark,
+                    None,
+                )
             }
             Target::Return => {
+                // Allow rules of selector policies RETURN with the accept mark, commented
+                // `policy <name> rule <n>` by the compiler: remember the one that decided.
+                let named = |c: &&str| c.starts_with("policy ") && c.contains(" rule ");
+                if let Some(c) = rule.comment.as_deref().filter(named) {
+                    policy_rule = Some(c.to_string());
+                }
                 returned_by = Some(rule_ref());
                 if frames.len() == 1 {
-                    return done(policy_verdict, by_policy(returned_by), path, mark);
+                    return done(
+                        policy_verdict,
+                        by_policy(returned_by),
+                        path,
+                        mark,
+                        policy_rule,
+                    );
                 }
                 frames.pop();
             }
@@ -214,7 +260,13 @@ pub fn evaluate(
         }
     }
     let reason = format!("gave up after {MAX_STEPS} rules (a jump loop?)");
-    done(Verdict::Drop, DecidedBy::Broken { reason }, path, mark)
+    done(
+        Verdict::Drop,
+        DecidedBy::Broken { reason },
+        path,
+        mark,
+        None,
+    )
 }
 
 /// The rule at 1-based `position` exactly as `iptables-save` shows it (its hash covers the
