@@ -32,6 +32,7 @@ pub mod output;
 mod pool;
 mod profile;
 mod rule_syntax;
+pub mod whatif;
 
 use calico_backends::Datastore;
 
@@ -105,6 +106,7 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
         "diags" => diags::run(ctl, &a, rest).await,
         "version" => misc::version(&a, rest),
         "completion" => completion::run(&a, rest),
+        "what-if" => whatif::run(ctl, &args, stdin).await,
         other => Err(CtlError::UnknownCommand {
             command: other.to_string(),
         }),
