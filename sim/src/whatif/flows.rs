@@ -24,12 +24,12 @@ pub struct Member {
     pub addrs: Vec<IpAddr>,
 }
 
-/// One probe between two endpoint addresses.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One probe between two endpoint addresses; `src` and `dst` index the members list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Flow {
-    pub src: EndpointId,
+    pub src: usize,
     pub src_addr: IpAddr,
-    pub dst: EndpointId,
+    pub dst: usize,
     pub dst_addr: IpAddr,
     pub probe: Probe,
 }
@@ -41,9 +41,9 @@ pub struct Outcome {
     pub reason: String,
 }
 
-/// Every endpoint of `before` or `after`, labelled uniquely, with its addresses in `state`
-/// (after when it exists after, else before).
-pub fn members(before: &ClusterState, after: &ClusterState) -> BTreeMap<EndpointId, Member> {
+/// Every endpoint of `before` or `after`, sorted by id, labelled uniquely, with its
+/// addresses (after when it exists after, else before).
+pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
     let mut records = BTreeMap::new();
     for (id, ep) in before.endpoints.iter().chain(after.endpoints.iter()) {
         records.insert((**id).clone(), addresses(ep));
@@ -54,7 +54,7 @@ pub fn members(before: &ClusterState, after: &ClusterState) -> BTreeMap<Endpoint
         hosts_of.entry(&id.workload).or_default().insert(&id.host);
         *endpoints_of.entry((&id.host, &id.workload)).or_default() += 1;
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::with_capacity(records.len());
     for (id, addrs) in &records {
         let mut label = if hosts_of[id.workload.as_str()].len() > 1 {
             format!("{}/{}", id.host, id.workload)
@@ -64,14 +64,11 @@ pub fn members(before: &ClusterState, after: &ClusterState) -> BTreeMap<Endpoint
         if endpoints_of[&(id.host.as_str(), id.workload.as_str())] > 1 {
             label = format!("{label}/{}", id.endpoint);
         }
-        out.insert(
-            id.clone(),
-            Member {
-                id: id.clone(),
-                label,
-                addrs: addrs.clone(),
-            },
-        );
+        out.push(Member {
+            id: id.clone(),
+            label,
+            addrs: addrs.clone(),
+        });
     }
     out
 }
@@ -124,30 +121,45 @@ pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [
     [v4.into_iter().collect(), v6.into_iter().collect()]
 }
 
-/// Every flow between two different endpoints of `members` where `keep(src, dst)` holds.
-pub fn flows(
-    members: &BTreeMap<EndpointId, Member>,
-    probes: &[Vec<Probe>; 2],
-    keep: impl Fn(&EndpointId, &EndpointId) -> bool,
-) -> Vec<Flow> {
+/// Every flow between two different endpoints of `members` with at least one end in
+/// `affected` (indices into `members`; `None`: every flow).
+pub fn flows(members: &[Member], probes: &[Vec<Probe>; 2], affected: Option<&[usize]>) -> Vec<Flow> {
     let mut out = Vec::new();
-    for src in members.values() {
-        for dst in members.values() {
-            if src.id == dst.id || !keep(&src.id, &dst.id) {
-                continue;
-            }
-            for &src_addr in &src.addrs {
-                for &dst_addr in dst.addrs.iter().filter(|a| a.is_ipv6() == src_addr.is_ipv6()) {
-                    for &probe in &probes[usize::from(src_addr.is_ipv6())] {
-                        out.push(Flow {
-                            src: src.id.clone(),
-                            src_addr,
-                            dst: dst.id.clone(),
-                            dst_addr,
-                            probe,
-                        });
-                    }
+    let mut pair = |src: usize, dst: usize| {
+        for &src_addr in &members[src].addrs {
+            let same_family = members[dst]
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == src_addr.is_ipv6());
+            for &dst_addr in same_family {
+                for &probe in &probes[usize::from(src_addr.is_ipv6())] {
+                    out.push(Flow {
+                        src,
+                        src_addr,
+                        dst,
+                        dst_addr,
+                        probe,
+                    });
                 }
+            }
+        }
+    };
+    let all: Vec<usize> = (0..members.len()).collect();
+    let Some(affected) = affected else {
+        for &src in &all {
+            for &dst in all.iter().filter(|&&d| d != src) {
+                pair(src, dst);
+            }
+        }
+        return out;
+    };
+    let is_affected: BTreeSet<usize> = affected.iter().copied().collect();
+    for &a in affected {
+        for &other in all.iter().filter(|&&o| o != a) {
+            pair(a, other);
+            // A flow between two affected endpoints is added once, from its source.
+            if !is_affected.contains(&other) {
+                pair(other, a);
             }
         }
     }
@@ -161,16 +173,24 @@ pub fn evaluate(
     world: &World,
     state: &ClusterState,
     namespaces: &Namespaces,
+    members: &[Member],
     flows: &[Flow],
 ) -> Vec<Outcome> {
-    let place = |id: &EndpointId, addr: IpAddr| -> Option<Place> {
-        if !state.endpoints.contains_key(id) {
-            return None;
-        }
-        let ns = namespaces.of(id)?;
+    // Each member's host and namespace in this state, looked up once.
+    let homes: Vec<Option<(String, String)>> = members
+        .iter()
+        .map(|m| {
+            if !state.endpoints.contains_key(&m.id) {
+                return None;
+            }
+            Some((m.id.host.clone(), namespaces.of(&m.id)?))
+        })
+        .collect();
+    let place = |member: usize, addr: IpAddr| -> Option<Place> {
+        let (host, ns) = homes[member].clone()?;
         Some(Place {
             label: addr.to_string(),
-            host: id.host.clone(),
+            host,
             ns,
             addr,
         })
@@ -178,13 +198,13 @@ pub fn evaluate(
     flows
         .iter()
         .map(|flow| {
-            let Some(src) = place(&flow.src, flow.src_addr) else {
+            let Some(src) = place(flow.src, flow.src_addr) else {
                 return Outcome {
                     verdict: Verdict::Deny,
                     reason: "the source endpoint does not exist".into(),
                 };
             };
-            let dst = place(&flow.dst, flow.dst_addr).unwrap_or_else(|| Place {
+            let dst = place(flow.dst, flow.dst_addr).unwrap_or_else(|| Place {
                 label: flow.dst_addr.to_string(),
                 host: String::new(),
                 ns: String::new(),

@@ -87,6 +87,7 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let started = std::time::Instant::now();
     let Cluster {
         mut world,
         namespaces,
@@ -94,6 +95,7 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     } = build::build(&request.snapshot).await?;
     let before = ops::cluster_state(world.store().as_ref()).await?;
     let mut saved = save_kernels(&world);
+    let built = started.elapsed();
     let running_before = running(&world);
 
     let command_host = request.hostname.clone();
@@ -122,28 +124,43 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         .extend(bgp_changes(&world, &saved));
     let after = ops::cluster_state(world.store().as_ref()).await?;
 
+    let changed = started.elapsed();
     let members = flows::members(&before, &after);
     let probes = flows::probes(&before, &after, &extra);
-    let affected = match scope {
-        Scope::Full => members.keys().cloned().collect(),
-        Scope::Affected => affected::endpoints(&before, &after, &observed, &namespaces.all()),
+    let affected: Option<Vec<usize>> = match scope {
+        Scope::Full => None,
+        Scope::Affected => {
+            let ids = affected::endpoints(&before, &after, &observed, &namespaces.all());
+            Some(
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| ids.contains(&m.id))
+                    .map(|(i, _)| i)
+                    .collect(),
+            )
+        }
     };
-    let flows = flows::flows(&members, &probes, |s, d| {
-        affected.contains(s) || affected.contains(d)
-    });
-    let after_outcomes = flows::evaluate(&world, &after, &namespaces, &flows);
+    let affected_count = affected.as_ref().map_or(members.len(), Vec::len);
+    let flows = flows::flows(&members, &probes, affected.as_deref());
+    let after_outcomes = flows::evaluate(&world, &after, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
-    let before_outcomes = flows::evaluate(&world, &before, &namespaces, &flows);
+    let before_outcomes = flows::evaluate(&world, &before, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
+    let timings = report::Timings {
+        build: built,
+        change: changed - built,
+        walks: started.elapsed() - changed,
+    };
 
     let mut changes: Vec<FlowChange> = flows
         .iter()
         .zip(before_outcomes.iter().zip(after_outcomes))
         .filter(|(_, (b, a))| b.verdict != a.verdict)
         .map(|(flow, (b, a))| FlowChange {
-            src: members[&flow.src].label.clone(),
+            src: members[flow.src].label.clone(),
             src_addr: flow.src_addr,
-            dst: members[&flow.dst].label.clone(),
+            dst: members[flow.dst].label.clone(),
             dst_addr: flow.dst_addr,
             probe: flow.probe,
             before: b.verdict,
@@ -160,9 +177,10 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         command_output,
         evaluated: flows.len(),
         endpoints: members.len(),
-        affected: affected.len(),
+        affected: affected_count,
         changes,
         skipped,
+        timings,
     })
 }
 

@@ -38,6 +38,19 @@ pub struct Report {
     pub changes: Vec<FlowChange>,
     /// What the snapshot held that was not simulated.
     pub skipped: Vec<String>,
+    /// Where the time went (for benchmarks; not printed).
+    pub timings: Timings,
+}
+
+/// Wall-clock time of each phase of a what-if.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timings {
+    /// Building the simulated copy from the snapshot and settling it.
+    pub build: std::time::Duration,
+    /// Running the proposed command and settling again (agents, then BGP).
+    pub change: std::time::Duration,
+    /// Walking the flows, after then before.
+    pub walks: std::time::Duration,
 }
 
 impl Report {
