@@ -225,3 +225,33 @@ async fn bad_requests_name_what_is_wrong() {
     let err = whatif::evaluate(&req, Scope::Affected).await.unwrap_err();
     assert!(err.to_string().contains("profile NOPE not found"), "{err}");
 }
+
+#[tokio::test]
+async fn the_svg_draws_both_matrices_with_the_changed_cells_marked() {
+    let lines = scenario::parse(SCENARIO).unwrap();
+    // The seed up to its first expect, then a what-if drawing the matrix.
+    let end = lines
+        .iter()
+        .position(|l| matches!(l.step, scenario::Step::Expect { .. }))
+        .unwrap();
+    let mut runner = Runner::new(Arc::new(MemStore::new()));
+    runner.run(&lines[..end], |_| {}).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.svg");
+    let line = format!(
+        "host1$ calicoctl what-if -o svg={} -- profile PROF_A_B rule add inbound --at=1 deny icmp",
+        file.display()
+    );
+    let detail = runner
+        .step(&scenario::parse(&line).unwrap()[0])
+        .await
+        .unwrap();
+    assert!(detail.contains("matrix drawn to"), "{detail}");
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    for text in ["before", "after", "workload_A", "workload_B"] {
+        assert!(svg.contains(text), "{text} missing from the picture");
+    }
+    // Two changed cells (A -> B, B -> A), each outlined in red.
+    assert_eq!(svg.matches(r##"stroke="#FF0000""##).count(), 4, "{svg}");
+}

@@ -155,7 +155,7 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
 
     let mut changes: Vec<FlowChange> = flows
         .iter()
-        .zip(before_outcomes.iter().zip(after_outcomes))
+        .zip(before_outcomes.iter().zip(after_outcomes.iter()))
         .filter(|(_, (b, a))| b.verdict != a.verdict)
         .map(|(flow, (b, a))| FlowChange {
             src: members[flow.src].label.clone(),
@@ -165,9 +165,10 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
             probe: flow.probe,
             before: b.verdict,
             after: a.verdict,
-            reason: a.reason,
+            reason: a.reason.clone(),
         })
         .collect();
+    let matrix = matrix(&members, &flows, &before_outcomes, &after_outcomes, &changes);
     changes.sort_by(|x, y| {
         (&x.src, &x.dst, x.probe, x.src_addr, x.dst_addr)
             .cmp(&(&y.src, &y.dst, y.probe, y.src_addr, y.dst_addr))
@@ -181,7 +182,41 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         changes,
         skipped,
         timings,
+        matrix,
     })
+}
+
+/// The before/after matrix between the endpoints with a changed flow (the first
+/// [`report::MATRIX_MAX`] by label).
+fn matrix(
+    members: &[flows::Member],
+    flows: &[flows::Flow],
+    before: &[flows::Outcome],
+    after: &[flows::Outcome],
+    changes: &[FlowChange],
+) -> report::Matrix {
+    let labels: BTreeSet<&str> = changes
+        .iter()
+        .flat_map(|c| [c.src.as_str(), c.dst.as_str()])
+        .collect();
+    let labels: Vec<String> = labels
+        .into_iter()
+        .take(report::MATRIX_MAX)
+        .map(str::to_string)
+        .collect();
+    let position = |member: usize| labels.iter().position(|l| *l == members[member].label);
+    let mut cells: BTreeMap<(usize, usize), report::Cell> = BTreeMap::new();
+    for ((flow, b), a) in flows.iter().zip(before).zip(after) {
+        let (Some(row), Some(col)) = (position(flow.src), position(flow.dst)) else {
+            continue;
+        };
+        let cell = cells.entry((row, col)).or_default();
+        cell.probes += 1;
+        cell.allowed_before += usize::from(b.verdict == crate::Verdict::Allow);
+        cell.allowed_after += usize::from(a.verdict == crate::Verdict::Allow);
+        cell.changed |= b.verdict != a.verdict;
+    }
+    report::Matrix { labels, cells }
 }
 
 /// Runs the proposed command as calicoctl on `request.hostname` would, against the world's

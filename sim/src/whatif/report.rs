@@ -40,6 +40,31 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Where the time went (for benchmarks; not printed).
     pub timings: Timings,
+    /// The before/after matrix between the endpoints that have a changed flow (at most
+    /// [`MATRIX_MAX`] of them), for `-o svg`.
+    pub matrix: Matrix,
+}
+
+/// Endpoints a drawn matrix holds at most (the first by label).
+pub const MATRIX_MAX: usize = 40;
+
+/// Reachability between a few endpoints before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Matrix {
+    /// Row and column labels, sorted.
+    pub labels: Vec<String>,
+    /// `(row, column)` → the cell; a missing pair had no flow evaluated.
+    pub cells: std::collections::BTreeMap<(usize, usize), Cell>,
+}
+
+/// The probes of one source → destination pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cell {
+    pub probes: usize,
+    pub allowed_before: usize,
+    pub allowed_after: usize,
+    /// Whether any probe's verdict changed.
+    pub changed: bool,
 }
 
 /// Wall-clock time of each phase of a what-if.
