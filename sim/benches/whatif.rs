@@ -93,9 +93,11 @@ fn main() {
         let request = WhatIfRequest {
             hostname: "host0".into(),
             snapshot,
-            command: ["profile", "PROF_0", "rule", "add", "inbound", "--at=1", "deny", "icmp"]
-                .map(String::from)
-                .to_vec(),
+            command: [
+                "profile", "PROF_0", "rule", "add", "inbound", "--at=1", "deny", "icmp",
+            ]
+            .map(String::from)
+            .to_vec(),
             stdin: String::new(),
             probes: Vec::new(),
             output: WhatIfOutput::Text,

@@ -38,7 +38,10 @@ fn detail_of<'a>(details: &'a [(usize, String)], needle: &str) -> &'a str {
 
 /// The `a -> b proto: before -> after` lines of a report.
 fn flow_lines(report: &str) -> Vec<&str> {
-    report.lines().filter(|l| l.contains(": allow -> ") || l.contains(": deny -> ")).collect()
+    report
+        .lines()
+        .filter(|l| l.contains(": allow -> ") || l.contains(": deny -> "))
+        .collect()
 }
 
 #[tokio::test]
@@ -55,13 +58,17 @@ async fn the_scenario_lists_the_icmp_flows_of_the_members_with_the_new_rule() {
     );
     // The reason is the new rule: first in the profile's inbound chain, dropping ICMP.
     assert_eq!(
-        deny_icmp.matches("DROP by rule 2 of cali-pri-PROF_A_B: -A cali-pri-PROF_A_B -p icmp").count(),
+        deny_icmp
+            .matches("DROP by rule 2 of cali-pri-PROF_A_B: -A cali-pri-PROF_A_B -p icmp")
+            .count(),
         2,
         "{deny_icmp}"
     );
     assert!(!deny_icmp.contains("tcp"), "no TCP flow: {deny_icmp}");
     assert!(
-        deny_icmp.contains("2 flows evaluated (2 of 2 endpoints affected), 2 newly denied, 0 newly allowed"),
+        deny_icmp.contains(
+            "2 flows evaluated (2 of 2 endpoints affected), 2 newly denied, 0 newly allowed"
+        ),
         "{deny_icmp}"
     );
 
@@ -135,7 +142,10 @@ fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String)> {
         .prop_map(|(p, rule, tag, inbound, kind)| {
             let dir = if inbound { "inbound" } else { "outbound" };
             match kind {
-                0 => ("host1".to_string(), format!("profile {p} rule add {dir} --at=1 {rule}")),
+                0 => (
+                    "host1".to_string(),
+                    format!("profile {p} rule add {dir} --at=1 {rule}"),
+                ),
                 _ => ("host1".to_string(), format!("profile {p} tag add {tag}")),
             }
         });
@@ -194,13 +204,22 @@ async fn the_shortcut_skips_the_bystanders_flows() {
         }],
         ops: vec![],
     };
-    let req = request(snapshot(&spec).await, "host1", "profile P rule add inbound --at=1 deny icmp");
+    let req = request(
+        snapshot(&spec).await,
+        "host1",
+        "profile P rule add inbound --at=1 deny icmp",
+    );
     let full = whatif::evaluate(&req, Scope::Full).await.unwrap();
     let short = whatif::evaluate(&req, Scope::Affected).await.unwrap();
     assert_eq!(short.changes, full.changes);
     assert_eq!(short.newly_denied(), 2, "{}", short.text());
     assert_eq!((full.affected, short.affected), (4, 2));
-    assert!(short.evaluated < full.evaluated, "{} vs {}", short.evaluated, full.evaluated);
+    assert!(
+        short.evaluated < full.evaluated,
+        "{} vs {}",
+        short.evaluated,
+        full.evaluated
+    );
     assert!(short.gate(Some(FailOn::Lost)) && !short.gate(Some(FailOn::Gained)));
     let json: serde_json::Value = serde_json::from_str(&short.json()).unwrap();
     assert_eq!(json["newly_denied"], 2);

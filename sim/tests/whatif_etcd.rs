@@ -101,7 +101,10 @@ async fn what_if_reads_etcd_answers_through_the_simulator_and_writes_nothing() {
         "{stdout}{} (a stale calicoctl? `cargo build -p calico-cli --bins`)",
         text(&out.stderr)
     );
-    let flows: Vec<&str> = stdout.lines().filter(|l| l.contains(": allow -> ")).collect();
+    let flows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(": allow -> "))
+        .collect();
     assert_eq!(
         flows,
         [
@@ -118,7 +121,10 @@ async fn what_if_reads_etcd_answers_through_the_simulator_and_writes_nothing() {
         "the new rule decides: {stdout}"
     );
     assert!(!stdout.contains("tcp"), "no TCP flow: {stdout}");
-    assert!(stdout.contains("2 newly denied, 0 newly allowed"), "{stdout}");
+    assert!(
+        stdout.contains("2 newly denied, 0 newly allowed"),
+        "{stdout}"
+    );
 
     // As a CI gate: exit 3 when flows are lost, 0 when none are gained.
     let mut gate = deny_icmp.to_vec();
@@ -153,11 +159,17 @@ async fn what_if_reads_etcd_answers_through_the_simulator_and_writes_nothing() {
     for change in changes {
         let ends = [&change["source"], &change["destination"]];
         assert!(ends.contains(&&serde_json::json!("workload_B")), "{change}");
-        assert_eq!((&change["before"], &change["after"]), (&"allow".into(), &"deny".into()));
+        assert_eq!(
+            (&change["before"], &change["after"]),
+            (&"allow".into(), &"deny".into())
+        );
     }
 
     // A bad probe is a one-line error, exit 1.
-    let out = run(&etcd, &["what-if", "--probe=tcp", "--", "profile", "add", "X"]);
+    let out = run(
+        &etcd,
+        &["what-if", "--probe=tcp", "--", "profile", "add", "X"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("invalid probe \"tcp\""), "{stderr}");

@@ -75,7 +75,9 @@ impl<'a> Index<'a> {
                         .or_default()
                         .insert(id);
                 }
-                index.addrs.extend(addresses(ep).into_iter().map(|a| (a, id)));
+                index
+                    .addrs
+                    .extend(addresses(ep).into_iter().map(|a| (a, id)));
             }
             for (name, profile) in &state.profiles {
                 let Some(rules) = &profile.rules else {
@@ -141,8 +143,7 @@ impl<'a> Index<'a> {
             .take_while(|((h, _), _)| *h == host);
         let mut matched = false;
         for ((_, profile), ids) in profiles {
-            if chain == profile_inbound_chain(profile) || chain == profile_outbound_chain(profile)
-            {
+            if chain == profile_inbound_chain(profile) || chain == profile_outbound_chain(profile) {
                 out.extend(ids.iter().map(|id| (*id).clone()));
                 matched = true;
             }

@@ -42,7 +42,8 @@ impl Namespaces {
     }
 
     fn insert(&self, host: &str, workload: &str, ns: String) {
-        self.lock().insert((host.to_string(), workload.to_string()), ns);
+        self.lock()
+            .insert((host.to_string(), workload.to_string()), ns);
     }
 }
 
@@ -104,7 +105,10 @@ pub async fn build(snapshot: &[(String, String)]) -> Result<Cluster, WhatIfError
     let mut per_workload: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (id, ep) in &state.endpoints {
         if world.host(&id.host).is_err() {
-            skipped.push(format!("endpoint {}: its host is not simulated", id.endpoint));
+            skipped.push(format!(
+                "endpoint {}: its host is not simulated",
+                id.endpoint
+            ));
             continue;
         }
         let ns = match namespaces.of(id) {
@@ -269,7 +273,10 @@ mod tests {
     #[test]
     fn the_wire_prefix_holds_every_host() {
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(wire_prefix_len(&[ip("172.31.250.1"), ip("172.31.250.9")]), 24);
+        assert_eq!(
+            wire_prefix_len(&[ip("172.31.250.1"), ip("172.31.250.9")]),
+            24
+        );
         assert_eq!(wire_prefix_len(&[ip("10.0.0.1"), ip("10.0.3.1")]), 22);
         assert_eq!(wire_prefix_len(&[]), 24);
     }

@@ -123,7 +123,11 @@ pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [
 
 /// Every flow between two different endpoints of `members` with at least one end in
 /// `affected` (indices into `members`; `None`: every flow).
-pub fn flows(members: &[Member], probes: &[Vec<Probe>; 2], affected: Option<&[usize]>) -> Vec<Flow> {
+pub fn flows(
+    members: &[Member],
+    probes: &[Vec<Probe>; 2],
+    affected: Option<&[usize]>,
+) -> Vec<Flow> {
     let mut out = Vec::new();
     let mut pair = |src: usize, dst: usize| {
         for &src_addr in &members[src].addrs {

@@ -106,11 +106,9 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     let command_output = run_command(&mut world, request, &before, &namespaces).await?;
     let mut observed = settle_observing(&mut world).await?;
     let running_after = running(&world);
-    observed.whole_hosts.extend(
-        running_before
-            .symmetric_difference(&running_after)
-            .cloned(),
-    );
+    observed
+        .whole_hosts
+        .extend(running_before.symmetric_difference(&running_after).cloned());
     if let (Some(old), Ok(host)) = (command_kernel, world.host(&command_host)) {
         let now = host.dataplane().lock();
         observed.namespaces.extend(
@@ -168,7 +166,13 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
             reason: a.reason.clone(),
         })
         .collect();
-    let matrix = matrix(&members, &flows, &before_outcomes, &after_outcomes, &changes);
+    let matrix = matrix(
+        &members,
+        &flows,
+        &before_outcomes,
+        &after_outcomes,
+        &changes,
+    );
     changes.sort_by(|x, y| {
         (&x.src, &x.dst, x.probe, x.src_addr, x.dst_addr)
             .cmp(&(&y.src, &y.dst, y.probe, y.src_addr, y.dst_addr))
@@ -401,12 +405,10 @@ pub async fn run_in_process(
         ..ctl.clone()
     };
     let request = ctl::whatif::request(&ctl, &args, stdin).await?;
-    let (text, gate) = answer(&request)
-        .await
-        .map_err(|e| ctl::CtlError::WhatIf {
-            action: "what-if".into(),
-            reason: e.to_string(),
-        })?;
+    let (text, gate) = answer(&request).await.map_err(|e| ctl::CtlError::WhatIf {
+        action: "what-if".into(),
+        reason: e.to_string(),
+    })?;
     if gate {
         return Err(ctl::CtlError::WhatIfGate { report: text });
     }

@@ -134,7 +134,11 @@ impl Report {
                 c.before,
                 c.after
             );
-            let _ = writeln!(out, "    {} -> {}; after: {}", c.src_addr, c.dst_addr, c.reason);
+            let _ = writeln!(
+                out,
+                "    {} -> {}; after: {}",
+                c.src_addr, c.dst_addr, c.reason
+            );
         }
         let _ = writeln!(out, "{}", self.summary());
         out
