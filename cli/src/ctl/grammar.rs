@@ -513,7 +513,7 @@ install it with scripts/install-completion.",
 const WHAT_IF: Command = Command {
     name: "what-if",
     summary: "Show which flows a proposed command would allow or deny",
-    usage: &["what-if [--probe=<PROBE>]... [--fail-on=<KIND>] -- <COMMAND>..."],
+    usage: &["what-if [--probe=<PROBE>]... [--fail-on=<KIND>] [--] <COMMAND>..."],
     description: "Run <COMMAND> (any calicoctl command line, as this host would run it) on an
 in-memory copy of the datastore in the simulator, settle the simulated cluster
 before and after, and print every flow between endpoints whose verdict changes:

@@ -1,5 +1,5 @@
 //! `calicoctl what-if [--probe=<PROBE>]... [-o json|svg=<FILE>] [--fail-on=lost|gained|any]
-//! -- <calicoctl arguments>`: which flows a proposed command would allow or deny, answered by
+//! [--] <calicoctl arguments>`: which flows a proposed command would allow or deny, answered by
 //! the simulator from a snapshot of the live datastore. Nothing is written to the datastore.
 //!
 //! calicoctl cannot link the simulator (`calico-sim` depends on this crate), so this module
@@ -84,26 +84,26 @@ pub fn is_what_if(args: &[String]) -> bool {
     false
 }
 
-/// Parses `what-if [options] -- <command>`: the options before `--` (`--probe` may repeat,
-/// `--x=v` or `--x v`), the command after it.
+/// Parses `what-if [options] [--] <command>`: the options up to `--` or the first word that
+/// is not one (`--probe` may repeat; `--x=v` or `--x v`), the proposed command from there.
 ///
 /// # Errors
-/// An unknown option, a bad `--fail-on` or `-o` value, or no command after `--`.
+/// An unknown option, a bad `--fail-on` or `-o` value, or no proposed command.
 pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
-    let split = args.iter().position(|a| a == "--");
-    let (options, command) = match split {
-        Some(at) => (&args[..at], args[at + 1..].to_vec()),
-        None => (args, Vec::new()),
-    };
     let mut parsed = WhatIfArgs {
-        command,
+        command: Vec::new(),
         probes: Vec::new(),
         output: WhatIfOutput::Text,
         fail_on: None,
     };
-    let mut it = options.iter();
+    let mut seen_what_if = false;
+    let mut it = args.iter();
     while let Some(arg) = it.next() {
-        if arg == "what-if" {
+        if arg == "--" {
+            break;
+        }
+        if arg == "what-if" && !seen_what_if {
+            seen_what_if = true;
             continue;
         }
         let (name, inline) = match arg.split_once('=') {
@@ -119,10 +119,10 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
                     option: other.to_string(),
                 })
             }
-            other => {
-                return Err(CtlError::UnexpectedArgument {
-                    arg: format!("{other} (the proposed command goes after --)"),
-                })
+            // The proposed command starts here.
+            _ => {
+                parsed.command.push(arg.clone());
+                break;
             }
         };
         let value = match inline {
@@ -140,9 +140,10 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
             _ => parsed.output = parse_output(&value)?,
         }
     }
+    parsed.command.extend(it.cloned());
     if parsed.command.is_empty() {
         return Err(CtlError::MissingArgument {
-            what: "proposed command after -- (e.g. what-if -- profile P rule add inbound deny)",
+            what: "proposed command (e.g. what-if -- profile P rule add inbound deny)",
         });
     }
     if parsed.command.first().is_some_and(|c| c == "what-if") {
@@ -301,13 +302,22 @@ mod tests {
         assert_eq!(a.command[5], "--at=1");
         let svg = parse_args(&strings(&["what-if", "-o", "svg=m.svg", "--", "x"])).unwrap();
         assert_eq!(svg.output, WhatIfOutput::Svg("m.svg".into()));
+        // Without `--` the proposed command starts at the first word that is no option.
+        let bare = parse_args(&strings(&[
+            "what-if",
+            "--probe=udp/53",
+            "profile",
+            "P",
+            "--at=1",
+        ]));
+        assert_eq!(bare.unwrap().command, ["profile", "P", "--at=1"]);
     }
 
     #[test]
     fn bad_lines_name_what_is_wrong() {
         for (line, want) in [
-            (&["what-if", "profile", "P"][..], "after --"),
-            (&["what-if", "--"], "proposed command"),
+            (&["what-if", "--"][..], "proposed command"),
+            (&["what-if", "-o", "json"], "proposed command"),
             (&["what-if", "--fail-on=some", "--", "x"], "--fail-on"),
             (&["what-if", "-o", "yaml", "--", "x"], "yaml"),
             (&["what-if", "--frob", "--", "x"], "--frob"),
