@@ -153,7 +153,7 @@ fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
     #[test]
     fn the_shortcut_finds_what_the_full_matrix_finds(
