@@ -99,20 +99,18 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     let running_before = running(&world);
 
     let command_host = request.hostname.clone();
-    let command_kernel = world
-        .host(&command_host)
-        .ok()
-        .map(|h| h.dataplane().lock().clone());
     let command_output = run_command(&mut world, request, &before, &namespaces).await?;
     let mut observed = settle_observing(&mut world).await?;
     let running_after = running(&world);
     observed
         .whole_hosts
         .extend(running_before.symmetric_difference(&running_after).cloned());
-    if let (Some(old), Ok(host)) = (command_kernel, world.host(&command_host)) {
+    // The command's own plumbing (veths, addresses) is no agent change: compare the
+    // namespaces of its host with the kernel put aside.
+    if let (Some(old), Ok(host)) = (saved.get(&command_host), world.host(&command_host)) {
         let now = host.dataplane().lock();
         observed.namespaces.extend(
-            changed_namespaces(&old, &now)
+            changed_namespaces(old, &now)
                 .into_iter()
                 .map(|ns| (command_host.clone(), ns)),
         );
