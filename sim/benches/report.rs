@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p calico-sim --bench report -- <raw dir> <BENCHMARKS.md> <plot dir>`; the raw
 //! directory holds `meta.txt` (machine, date, commit lines), `compute.txt`, `agent.txt`,
-//! `etcd.txt`, `linux.txt`, `linux_route.txt`, `walks.txt` and `settle-<hosts>.txt`. A file that is missing or a
+//! `etcd.txt`, `linux.txt`, `linux_route.txt`, `walks.txt`, `whatif.txt` and `settle-<hosts>.txt`. A file that is missing or a
 //! line that is not found makes its row say so: the report never invents a number.
 
 use std::fmt::Write as _;
@@ -275,6 +275,17 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
         raw.secs("etcd.txt", "list x", 0),
         Some(("`etcdctl get --prefix`", raw.secs("etcd.txt", "list x", 1))),
     );
+    row(
+        &mut t,
+        "what-if, one rule added to a profile of 10 members, 1,000-host / 10,000-endpoint \
+         snapshot: build and settle the copy, change and settle, walk the affected flows after \
+         and before (target ≤ 5 s)",
+        raw.secs("whatif.txt", "what-if:", 0),
+        Some((
+            "every flow of the matrix walked instead, extrapolated from the measured walk rate",
+            raw.secs("whatif.txt", "what-if:", 4),
+        )),
+    );
     for s in settles {
         let _ = writeln!(
             t,
@@ -510,6 +521,7 @@ fn main() {
         "agent.txt",
         "etcd.txt",
         "walks.txt",
+        "whatif.txt",
     ] {
         let text = raw.text(file).unwrap_or_else(|| "not run\n".to_string());
         let _ = write!(out, "### {file}\n\n```\n{}```\n\n", text);

@@ -13,6 +13,7 @@
 //! - [`walk`]: the cross-host packet walk and its explanation.
 //! - [`scenario`]: scenario files run with calicoctl's own command code; [`demo`]: the seed, narrated.
 //! - [`linux`]: the same scenario files on network namespaces with real etcd, calico-node and BIRD.
+//! - [`whatif`]: which flows a proposed calicoctl command would change, on a copy of a snapshot.
 //!
 //! Data flow: writes to the `Store` → each host's agent (calico-node's `Agent`) → `DesiredState` →
 //! `SimDataplane::apply` → BGP carries workload routes between hosts → `World::send` walks a
@@ -30,6 +31,7 @@ pub mod probe;
 pub mod scenario;
 pub mod verdict;
 pub mod walk;
+pub mod whatif;
 pub mod world;
 
 pub use error::SimError;

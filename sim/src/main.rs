@@ -1,6 +1,6 @@
 //! `calico-sim`: run scenario files on the simulator or on real network namespaces
-//! (`--dataplane linux`), or the narrated seed demo. `probe` is the hidden traffic helper the
-//! Linux runner starts inside namespaces.
+//! (`--dataplane linux`), or the narrated seed demo; answer `calicoctl what-if` (`what-if`).
+//! `probe` is the hidden traffic helper the Linux runner starts inside namespaces.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use calico_backends::{EtcdStore, MemStore, SledStore, Store};
 use calico_sim::linux::probe::{self, Transport};
 use calico_sim::linux::{ClusterConfig, LinuxRunner};
 use calico_sim::scenario::{self, LineReport, Runner, ScenarioTarget};
+use calico_sim::whatif;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -52,6 +53,13 @@ enum Command {
         /// Keep the sled database here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Answer a `calicoctl what-if` request read as JSON on stdin (calicoctl starts this):
+    /// print the flows the proposed command would change; exit 3 when `--fail-on` matched.
+    WhatIf {
+        /// Walk every flow instead of only those the change can affect (slow; a check).
+        #[arg(long)]
+        full: bool,
     },
     /// Traffic helper of `--dataplane linux`, run inside namespaces.
     #[command(hide = true, subcommand)]
@@ -100,6 +108,12 @@ async fn main() -> ExitCode {
         }
         Command::Demo { data_dir } => demo(data_dir).await,
         Command::StoreDump => store_dump().await,
+        Command::WhatIf { full } => match what_if(full).await {
+            Ok(gate) if gate => {
+                return ExitCode::from(calico_cli::ctl::whatif::GATE_EXIT_CODE as u8);
+            }
+            other => other.map(|_| ()),
+        },
         Command::Probe(ProbeCommand::Listen { transport, port }) => {
             probe::listen(transport, port).map_err(|e| anyhow::anyhow!("listening on {port}: {e}"))
         }
@@ -204,6 +218,25 @@ async fn store_dump() -> anyhow::Result<()> {
     let store = EtcdStore::connect_from_env().await?;
     println!("{}", calico_sim::linux::predict::dump(&store).await?);
     Ok(())
+}
+
+/// Reads the request on stdin, prints the answer; `Ok(true)` when `--fail-on` matched.
+async fn what_if(full: bool) -> anyhow::Result<bool> {
+    use std::io::Read;
+    let mut body = String::new();
+    std::io::stdin()
+        .read_to_string(&mut body)
+        .map_err(|e| anyhow::anyhow!("reading the what-if request on stdin: {e}"))?;
+    let request: calico_cli::ctl::whatif::WhatIfRequest = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("reading the what-if request on stdin: {e}"))?;
+    if full {
+        let report = whatif::evaluate(&request, whatif::Scope::Full).await?;
+        print!("{}", report.text());
+        return Ok(report.gate(request.fail_on));
+    }
+    let (text, gate) = whatif::answer(&request).await?;
+    print!("{text}");
+    Ok(gate)
 }
 
 async fn demo(data_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -290,6 +290,21 @@ impl World {
         self.walk(src, dst, probe, request)
     }
 
+    /// Walks `probe` between places the caller resolved itself (what-if resolves each of
+    /// thousands of endpoints once, not once per probe), as a new flow like [`World::send`].
+    ///
+    /// # Errors
+    /// As [`World::send`], for a walk that cannot proceed.
+    pub(crate) fn walk_probe(
+        &self,
+        src: Place,
+        dst: Place,
+        probe: Probe,
+    ) -> Result<Walk, SimError> {
+        let request = probe_packet(probe, src.addr, dst.addr, self.next_probe());
+        self.walk(src, dst, probe, request)
+    }
+
     /// Sends exactly `packet` (and, if it arrives, its reply) from the place that owns its
     /// source address to the one that owns its destination: a later packet of a flow an
     /// earlier [`World::send`] opened, e.g. `send_packet(walk.request)` for more data of the

@@ -10,7 +10,8 @@
 //! hostname and data dir; the etcd variables reach it through the environment.
 //! Prints the command's output on stdout, or `Error: <message>` on stderr and exits 1; after a
 //! usage error (unknown command, subcommand or option, missing argument) the usage lines of
-//! the command follow the error. Help (`-h`, `--help`, `help <command>`),
+//! the command follow the error. `what-if --fail-on` exits 3 when the change it names occurs.
+//! Help (`-h`, `--help`, `help <command>`),
 //! `completion bash` and `version` need no datastore.
 
 use std::io::Read;
@@ -126,6 +127,13 @@ async fn main() {
     match real_main().await {
         Ok(out) => print!("{out}"),
         Err(e) => {
+            // `what-if --fail-on` matched: the report on stdout, exit 3 (a CI gate).
+            if let Some(CtlError::WhatIfGate { report }) = e.downcast_ref::<CtlError>() {
+                print!("{report}");
+                let summary = report.lines().last().unwrap_or_default();
+                eprintln!("what-if --fail-on matched: {summary}");
+                std::process::exit(calico_cli::ctl::whatif::GATE_EXIT_CODE);
+            }
             let err: &(dyn std::error::Error + 'static) = e.as_ref();
             eprintln!("Error: {}", calico_cli::ctl::message::one_line(err));
             if let Some(u) = e.downcast_ref::<UsageError>() {

@@ -90,6 +90,11 @@ pub enum CtlError {
     ResourceExists { what: String },
     #[error("resource does not exist: {what}")]
     ResourceMissing { what: String },
+    /// `what-if --fail-on` found the named kind of change; `report` is what it printed.
+    #[error("what-if --fail-on: the proposed change alters flows\n{report}")]
+    WhatIfGate { report: String },
+    #[error("{action}: {reason}")]
+    WhatIf { action: String, reason: String },
     #[error("{action} (and undoing it failed too: {undo})")]
     RollbackFailed {
         #[source]

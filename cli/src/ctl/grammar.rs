@@ -604,6 +604,39 @@ that is valid input to create, apply, replace and delete.",
     extra: RESOURCE_KINDS,
 };
 
+const WHAT_IF: Command = Command {
+    name: "what-if",
+    summary: "Show which flows a proposed command would allow or deny",
+    usage: &["what-if [--probe=<PROBE>]... [--fail-on=<KIND>] [--] <COMMAND>..."],
+    description: "Run <COMMAND> (any calicoctl command line, as this host would run it) on an
+in-memory copy of the datastore in the simulator, settle the simulated cluster
+before and after, and print every flow between endpoints whose verdict changes:
+`source -> destination proto[/port]: allow -> deny`, with the rule or missing
+route that decides it after the change, then a summary line. The datastore is
+never written. Probes: ICMP echo, every port a rule names, and --probe.
+Needs calico-sim next to calicoctl (or on PATH). -o json prints the report as
+JSON; -o svg=<FILE> also draws the before/after matrix into <FILE>.",
+    options: &[
+        valued(
+            "--probe",
+            "<PROBE>",
+            "",
+            "Also try this probe: tcp/<port>, udp/<port>, icmp[/<type>[/<code>]].\nMay repeat.",
+        ),
+        Opt {
+            name: "--fail-on",
+            value: "<KIND>",
+            choices: &["lost", "gained", "any"],
+            default: "",
+            help: "Exit 3 when a flow is newly denied (lost), newly allowed\n(gained), or either (any).",
+        },
+    ],
+    extra: "Examples:
+  calicoctl what-if -- profile PROF_A_B rule add inbound --at=1 deny icmp
+  calicoctl what-if --fail-on=lost -- container workload_B profile remove PROF_A_B
+",
+};
+
 /// Every command, in the order `calicoctl help` lists them.
 pub const COMMANDS: &[Command] = &[
     STATUS,
@@ -624,6 +657,7 @@ pub const COMMANDS: &[Command] = &[
     REPLACE,
     DELETE,
     GET,
+    WHAT_IF,
 ];
 
 /// The command named `name`.

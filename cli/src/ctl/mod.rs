@@ -33,6 +33,7 @@ mod pool;
 mod profile;
 mod resource;
 mod rule_syntax;
+pub mod whatif;
 
 use calico_backends::Datastore;
 
@@ -113,6 +114,7 @@ pub async fn run_with_input(ctl: &Ctl, args: &[String], stdin: &str) -> Result<S
             resource::run_verb(verb, &ds, &a, rest, stdin).await
         }
         "completion" => completion::run(&a, rest),
+        "what-if" => whatif::run(ctl, &args, stdin).await,
         other => Err(CtlError::UnknownCommand {
             command: other.to_string(),
         }),

@@ -189,7 +189,14 @@ impl ScenarioTarget for Runner {
                     .ctls
                     .get(host)
                     .ok_or_else(|| unmet(format!("no host {host} declared")))?;
-                let result = ctl::run_with_input(ctl, args, stdin.as_deref().unwrap_or("")).await;
+                let stdin = stdin.as_deref().unwrap_or("");
+                // calicoctl hands a what-if to the calico-sim binary; in here it is answered
+                // in this process, on a copy of the scenario's store.
+                let result = if ctl::whatif::is_what_if(args) {
+                    crate::whatif::run_in_process(ctl, args, stdin).await
+                } else {
+                    ctl::run_with_input(ctl, args, stdin).await
+                };
                 self.apply_node_requests().map_err(world_err)?;
                 let (succeeded, text) = match result {
                     Ok(out) => (true, out.trim_end().to_string()),

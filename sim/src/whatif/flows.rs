@@ -1,0 +1,231 @@
+//! The flows a what-if evaluates: every ordered pair of endpoint addresses of one family,
+//! with every probe, walked through the simulated world.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use calico_core::cluster::ClusterState;
+use calico_core::model::{EndpointId, Protocol};
+
+use super::build::{addresses, Namespaces};
+use crate::walk::Place;
+use crate::{Probe, Verdict, World};
+
+/// ICMPv6 echo request, the v6 ping.
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+/// One endpoint as the report names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: EndpointId,
+    /// The workload id, or `<host>/<workload>` when several hosts use that workload id, with
+    /// `/<endpoint id>` when one workload has several endpoints.
+    pub label: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// One probe between two endpoint addresses; `src` and `dst` index the members list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Flow {
+    pub src: usize,
+    pub src_addr: IpAddr,
+    pub dst: usize,
+    pub dst_addr: IpAddr,
+    pub probe: Probe,
+}
+
+/// What one walk found: the verdict and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+/// Every endpoint of `before` or `after`, sorted by id, labelled uniquely, with its
+/// addresses (after when it exists after, else before).
+pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
+    let mut records = BTreeMap::new();
+    for (id, ep) in before.endpoints.iter().chain(after.endpoints.iter()) {
+        records.insert((**id).clone(), addresses(ep));
+    }
+    let mut hosts_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut endpoints_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for id in records.keys() {
+        hosts_of.entry(&id.workload).or_default().insert(&id.host);
+        *endpoints_of.entry((&id.host, &id.workload)).or_default() += 1;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (id, addrs) in &records {
+        let mut label = if hosts_of[id.workload.as_str()].len() > 1 {
+            format!("{}/{}", id.host, id.workload)
+        } else {
+            id.workload.clone()
+        };
+        if endpoints_of[&(id.host.as_str(), id.workload.as_str())] > 1 {
+            label = format!("{label}/{}", id.endpoint);
+        }
+        out.push(Member {
+            id: id.clone(),
+            label,
+            addrs: addrs.clone(),
+        });
+    }
+    out
+}
+
+/// The probes for flows of one family: echo of that family, every port a profile rule of
+/// `before` or `after` names (each end of a range), and the `extra` probes that fit.
+pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [Vec<Probe>; 2] {
+    let mut ports = BTreeSet::new();
+    for state in [before, after] {
+        for profile in state.profiles.values() {
+            let Some(rules) = &profile.rules else {
+                continue;
+            };
+            for rule in rules.inbound_rules.iter().chain(&rules.outbound_rules) {
+                let Some(protocol) = rule.protocol.filter(|p| p.has_ports()) else {
+                    continue;
+                };
+                for range in &rule.dst_ports {
+                    ports.insert((protocol, range.first));
+                    ports.insert((protocol, range.last));
+                }
+            }
+        }
+    }
+    let port_probes = ports.into_iter().map(|(protocol, port)| Probe::Ports {
+        protocol,
+        src_port: crate::probe::EPHEMERAL_PORT,
+        dst_port: port,
+    });
+    let mut v4: BTreeSet<Probe> = BTreeSet::from([Probe::ping()]);
+    let mut v6: BTreeSet<Probe> = BTreeSet::from([Probe::Icmp {
+        protocol: Protocol::Icmpv6,
+        icmp_type: ICMPV6_ECHO_REQUEST,
+        icmp_code: 0,
+    }]);
+    for probe in port_probes.chain(extra.iter().copied()) {
+        match probe.protocol() {
+            Protocol::Icmp => {
+                v4.insert(probe);
+            }
+            Protocol::Icmpv6 => {
+                v6.insert(probe);
+            }
+            _ => {
+                v4.insert(probe);
+                v6.insert(probe);
+            }
+        }
+    }
+    [v4.into_iter().collect(), v6.into_iter().collect()]
+}
+
+/// Every flow between two different endpoints of `members` with at least one end in
+/// `affected` (indices into `members`; `None`: every flow).
+pub fn flows(
+    members: &[Member],
+    probes: &[Vec<Probe>; 2],
+    affected: Option<&[usize]>,
+) -> Vec<Flow> {
+    let mut out = Vec::new();
+    let mut pair = |src: usize, dst: usize| {
+        for &src_addr in &members[src].addrs {
+            let same_family = members[dst]
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == src_addr.is_ipv6());
+            for &dst_addr in same_family {
+                for &probe in &probes[usize::from(src_addr.is_ipv6())] {
+                    out.push(Flow {
+                        src,
+                        src_addr,
+                        dst,
+                        dst_addr,
+                        probe,
+                    });
+                }
+            }
+        }
+    };
+    let all: Vec<usize> = (0..members.len()).collect();
+    let Some(affected) = affected else {
+        for &src in &all {
+            for &dst in all.iter().filter(|&&d| d != src) {
+                pair(src, dst);
+            }
+        }
+        return out;
+    };
+    let is_affected: BTreeSet<usize> = affected.iter().copied().collect();
+    for &a in affected {
+        for &other in all.iter().filter(|&&o| o != a) {
+            pair(a, other);
+            // A flow between two affected endpoints is added once, from its source.
+            if !is_affected.contains(&other) {
+                pair(other, a);
+            }
+        }
+    }
+    out
+}
+
+/// Walks each flow in `world`, whose endpoints are those of `state` (namespaces from
+/// `namespaces`). A source endpoint that does not exist in `state` sends nothing (deny); a
+/// destination that does not exist is an address nobody holds.
+pub fn evaluate(
+    world: &World,
+    state: &ClusterState,
+    namespaces: &Namespaces,
+    members: &[Member],
+    flows: &[Flow],
+) -> Vec<Outcome> {
+    // Each member's host and namespace in this state, looked up once.
+    let homes: Vec<Option<(String, String)>> = members
+        .iter()
+        .map(|m| {
+            if !state.endpoints.contains_key(&m.id) {
+                return None;
+            }
+            Some((m.id.host.clone(), namespaces.of(&m.id)?))
+        })
+        .collect();
+    let place = |member: usize, addr: IpAddr| -> Option<Place> {
+        let (host, ns) = homes[member].clone()?;
+        Some(Place {
+            label: addr.to_string(),
+            host,
+            ns,
+            addr,
+        })
+    };
+    flows
+        .iter()
+        .map(|flow| {
+            let Some(src) = place(flow.src, flow.src_addr) else {
+                return Outcome {
+                    verdict: Verdict::Deny,
+                    reason: "the source endpoint does not exist".into(),
+                };
+            };
+            let dst = place(flow.dst, flow.dst_addr).unwrap_or_else(|| Place {
+                label: flow.dst_addr.to_string(),
+                host: String::new(),
+                ns: String::new(),
+                addr: flow.dst_addr,
+            });
+            match world.walk_probe(src, dst, flow.probe) {
+                Ok(walk) => Outcome {
+                    verdict: walk.verdict,
+                    reason: walk
+                        .deciding
+                        .unwrap_or_else(|| "no rule on the way decided".into()),
+                },
+                Err(err) => Outcome {
+                    verdict: Verdict::Deny,
+                    reason: format!("the walk failed: {err}"),
+                },
+            }
+        })
+        .collect()
+}
