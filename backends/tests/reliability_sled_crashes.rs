@@ -95,7 +95,10 @@ async fn a_hundred_sigkills_lose_no_acknowledged_write() {
                 (format!("value-{i}").as_bytes(), rev),
                 "round {round}: {key}"
             );
-            assert!(at >= rev, "round {round}: revision {at} is behind ack {rev}");
+            assert!(
+                at >= rev,
+                "round {round}: revision {at} is behind ack {rev}"
+            );
         }
         // Writes after the last ack may have survived; the next run overwrites them.
         start = start.max(found.len() as u64);
