@@ -73,21 +73,24 @@ pub(crate) async fn peer_cmd(
         }
         ["show", more @ ..] => {
             no_more(more)?;
-            a.allow(&["ipv4", "ipv6"])?;
+            a.allow(&["ipv4", "ipv6", "strict"])?;
             let version = match (a.flag("ipv4"), a.flag("ipv6")) {
                 (true, false) => Some(IpVersion::V4),
                 (false, true) => Some(IpVersion::V6),
                 _ => None,
             };
-            let peers = ds.list_bgp_peers(host, version).await?;
+            let (peers, broken) =
+                super::lenient(a, ds.list_bgp_peers_lenient(host, version).await?)?;
             if a.json()? {
-                return Ok(output::json(&peers));
+                let mut items: Vec<_> = peers.iter().map(|p| json!(p)).collect();
+                items.extend(output::broken_json(&broken));
+                return Ok(output::json(&items));
             }
             let mut t = Table::new(&["Peer address", "AS Num"]);
             for p in peers {
                 t.row(vec![p.ip.to_string(), p.as_num.to_string()]);
             }
-            Ok(t.render())
+            Ok(t.render() + &output::broken_records(&broken))
         }
         _ => Err(CtlError::MissingArgument {
             what: "peer subcommand: add <PEER_IP> as <AS_NUM> | remove <PEER_IP> | show",
