@@ -47,7 +47,7 @@ expect workload_B -> workload_A tcp/80 allow
 async fn run(runner: &mut Runner, text: &str) {
     let lines = scenario::parse(text).unwrap();
     let mut seen = Vec::new();
-    if let Err(e) = runner.run(&lines, |r| seen.push(r.line.clone())).await {
+    if let Err(e) = runner.run(&lines, |r| seen.push(r.line)).await {
         panic!("{e}\nafter: {seen:#?}");
     }
 }
