@@ -256,9 +256,14 @@ async fn etcd_cluster_leader_kills_lose_no_acknowledged_write() {
     let store = reliability_support::etcd_store(cluster.endpoints()).await;
     seed_two_hosts(store.as_ref()).await;
     drop(store);
+    // The agents list the leader first, so they watch on it and the first kill breaks
+    // their watches: they must resume on another member.
+    let first_leader = cluster.wait_leader().await;
+    let mut agent_endpoints = cluster.endpoints();
+    agent_endpoints.rotate_left(first_leader);
     let agents = [
         RunningAgent::start(
-            cluster.endpoints(),
+            agent_endpoints.clone(),
             "host1",
             "172.31.250.1",
             "A",
@@ -266,7 +271,7 @@ async fn etcd_cluster_leader_kills_lose_no_acknowledged_write() {
         )
         .await,
         RunningAgent::start(
-            cluster.endpoints(),
+            agent_endpoints.clone(),
             "host2",
             "172.31.250.2",
             "B",
@@ -348,6 +353,13 @@ async fn etcd_cluster_leader_kills_lose_no_acknowledged_write() {
             agent.host
         );
         interruptions.push(agent.etcd.watch_interruptions());
+        if killed[0] == first_leader {
+            assert!(
+                agent.etcd.watch_interruptions() >= 1,
+                "{}'s watch was on the killed member yet never resumed",
+                agent.host
+            );
+        }
     }
     println!(
         "etcd cluster: {WRITES} calicoctl writes, leaders killed {killed:?}, {} acknowledged, \
