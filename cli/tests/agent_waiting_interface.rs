@@ -4,6 +4,7 @@
 //! programmed at a later step once the interface appears. MemStore + SimDataplane, stepped.
 
 mod agent_support;
+mod calicoctl_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -83,4 +84,48 @@ async fn the_agent_reports_the_waiting_interface_and_programs_it_once_it_appears
 
     // Settled: nothing more to do.
     assert!(!agent.poll_once().await.unwrap().changed());
+}
+
+/// `calicoctl status` on host1 (same store), as text.
+async fn calicoctl_status(store: Arc<MemStore>) -> String {
+    let store: Arc<dyn calico_backends::Store> = store;
+    let host = calicoctl_support::Host::new(store, HOST);
+    host.ok("status").await
+}
+
+#[tokio::test(start_paused = true)]
+async fn calicoctl_status_lists_the_waiting_interface_until_it_appears() {
+    let (store, sim) = seeded().await;
+    let agent = agent(store.clone(), sim.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut agent = agent;
+        agent
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    // The paused clock runs the loop until it idles on its timers.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let text = calicoctl_status(store.clone()).await;
+    assert!(
+        text.contains("Waiting interfaces") && text.contains(&iface("X")),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.contains(&iface("X")))
+        .unwrap_or_default();
+    assert!(row.contains("epX") && row.contains('X'), "{text}");
+    assert!(!text.contains(&iface("A")), "{text}");
+
+    // The veth appears: the agent programs it and rewrites its record at once (the
+    // reporting interval is 30 s; the next tick is far away).
+    plumb(&sim, "X", "192.168.1.9").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let text = calicoctl_status(store.clone()).await;
+    assert!(!text.contains("Waiting interfaces"), "{text}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
 }

@@ -77,7 +77,7 @@ fn usage_errors_print_the_command_usage_on_stderr_and_exit_one() {
     assert!(err.starts_with("Error: "), "{err}");
     assert!(
         err.contains("\nUsage:\n  calicoctl node [--ip=<IP>]")
-            && err.contains("  calicoctl node bgp peer show [--ipv4 | --ipv6]\n"),
+            && err.contains("  calicoctl node bgp peer show [--ipv4 | --ipv6] [--strict]\n"),
         "{err}"
     );
     assert_eq!(text(&out.stdout), "");

@@ -320,6 +320,20 @@ impl World {
         self.walk(src, dst, probe_of(&packet), packet)
     }
 
+    /// Sends `packet` from the namespace of `from` (a workload, host or external machine),
+    /// whatever source address it carries: a forged one, as a hostile workload would send
+    /// it. Its reply goes to whoever owns the forged address, so the verdict is `Deny` even
+    /// when the request got through; whether it did is in the request legs.
+    ///
+    /// # Errors
+    /// When `from` is no place holding an address, or the destination names nothing.
+    pub fn send_from(&self, from: &str, packet: Packet) -> Result<Walk, SimError> {
+        let mut src = self.resolve(from, Some(packet.dst))?;
+        src.addr = packet.src;
+        let dst = self.resolve_destination(&packet.dst.to_string(), Some(packet.src))?;
+        self.walk(src, dst, probe_of(&packet), packet)
+    }
+
     /// Walks `request` from `src` and, if it reaches `dst`, its reply back.
     fn walk(
         &self,

@@ -1,6 +1,8 @@
 //! Anti-spoofing on real hosts: a workload sending with another workload's source IP, or
 //! with a forged MAC, is dropped before it reaches anyone, while the same workload sending
 //! as itself gets through. Arrivals are counted by rules in the destination's namespace.
+//! Then, with DefaultEndpointToHostAction DROP on the sending host, its workloads reach no
+//! host port while they still reach each other.
 
 mod linux_common;
 
@@ -26,6 +28,18 @@ host1$ calicoctl container workload_C profile set PROF_A_B
 expect workload_C -> workload_B icmp allow
 ";
 
+/// What must hold once host1's DefaultEndpointToHostAction is DROP (DNS and DHCP to the
+/// host stay open, as Felix leaves them); the simulator's twin is in
+/// `reliability_isolation.rs`.
+const HOST_DROP: &str = "\
+expect workload_A -> host1 tcp/22 deny
+expect workload_A -> host1 udp/8053 deny
+expect workload_A -> host1 icmp deny
+expect workload_C -> host1 tcp/8179 deny
+expect workload_A -> workload_B icmp allow
+expect workload_B -> workload_A tcp/80 allow
+";
+
 fn ping(ns: &str, args: &[&str]) -> bool {
     let mut full = vec!["-c1", "-W1"];
     full.extend_from_slice(args);
@@ -33,8 +47,10 @@ fn ping(ns: &str, args: &[&str]) -> bool {
 }
 
 #[tokio::test]
-async fn spoofed_source_ip_or_mac_is_dropped() {
-    let Some(config) = linux_common::setup("spoofed_source_ip_or_mac_is_dropped") else {
+async fn spoofed_source_ip_or_mac_is_dropped_and_host_ports_closed() {
+    let Some(config) =
+        linux_common::setup("spoofed_source_ip_or_mac_is_dropped_and_host_ports_closed")
+    else {
         return;
     };
     let mut runner = LinuxRunner::new(config).unwrap();
@@ -92,4 +108,26 @@ async fn spoofed_source_ip_or_mac_is_dropped() {
         "C with its own MAC again must reach B"
     );
     assert!(packets(b, "INPUT", "192.168.1.3") > arrived);
+
+    // Workload to host: with host1's DefaultEndpointToHostAction DROP, no host port is
+    // reachable from its workloads while they still reach each other. calicoctl writes no
+    // per-host Felix config: set it in etcd as an operator would, from host1.
+    linux_common::run_text(&mut runner, "expect workload_A -> host1 tcp/22 allow\n").await;
+    let cluster = runner.cluster();
+    let h1 = cluster.host_netns("host1").unwrap();
+    let (ok, out) = exec(
+        h1,
+        "env",
+        &[
+            "ETCDCTL_API=3",
+            "etcdctl",
+            "--endpoints",
+            &cluster.etcd_endpoint(),
+            "put",
+            "/calico/v1/host/host1/config/DefaultEndpointToHostAction",
+            "DROP",
+        ],
+    );
+    assert!(ok, "etcdctl put: {out}");
+    linux_common::run_text(&mut runner, HOST_DROP).await;
 }

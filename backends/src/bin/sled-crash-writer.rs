@@ -1,9 +1,10 @@
 //! Test helper for `tests/sled_crash.rs`: opens a `SledStore` and writes keys
-//! `/crash/<i>` = `value-<i>` for `i` in `0..count`, printing `ack <i> <revision>` after each
+//! `/crash/<i>` = `value-<i>` for `i` in `start..start + count`, printing `ack <i> <revision>` after each
 //! write returned (and so was flushed). The test kills it mid-stream and checks every
 //! acknowledged key survived.
 //!
-//! Usage: `sled-crash-writer <db-path> <count>`.
+//! Usage: `sled-crash-writer <db-path> <count> [<start>]` (`start` defaults to 0; the
+//! repeated-crash test resumes each run where the last acknowledged one stopped).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,7 +16,11 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(path), Some(count)) = (args.get(1), args.get(2).and_then(|c| c.parse::<u64>().ok()))
     else {
-        eprintln!("usage: sled-crash-writer <db-path> <count>");
+        eprintln!("usage: sled-crash-writer <db-path> <count> [<start>]");
+        return ExitCode::from(2);
+    };
+    let Some(start) = args.get(3).map_or(Some(0), |s| s.parse::<u64>().ok()) else {
+        eprintln!("usage: sled-crash-writer <db-path> <count> [<start>]");
         return ExitCode::from(2);
     };
     let store = match SledStore::open(path) {
@@ -26,7 +31,7 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    for i in 0..count {
+    for i in start..start.saturating_add(count) {
         let revision = match store
             .put(&format!("/crash/{i:08}"), format!("value-{i}").into_bytes())
             .await

@@ -10,7 +10,7 @@ use calico_core::model::{
     AsNumber, BgpLogLevel, BgpPeer, NodeMesh, DEFAULT_AS, GLOBAL_CONFIG_DEFAULTS,
 };
 
-use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, TxnPlan};
+use super::{retry_on_conflict, unexpected, Datastore, DatastoreError, Listing, TxnPlan};
 
 /// One host as registered under `/calico/bgp/v1/host/<host>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -206,12 +206,23 @@ impl Datastore {
         host: Option<&str>,
         version: Option<IpVersion>,
     ) -> Result<Vec<BgpPeer>, DatastoreError> {
+        self.list_bgp_peers_lenient(host, version).await?.strict()
+    }
+
+    /// As [`list_bgp_peers`](Self::list_bgp_peers), with the undecodable peer records
+    /// beside them.
+    pub async fn list_bgp_peers_lenient(
+        &self,
+        host: Option<&str>,
+        version: Option<IpVersion>,
+    ) -> Result<Listing<Vec<BgpPeer>>, DatastoreError> {
         let prefix = match host {
             None => format!("{BGP_V1}global/peer_v"),
             Some(h) => format!("{BGP_V1}host/{h}/peer_v"),
         };
+        let listing = self.list_lenient(&prefix).await?;
         let mut peers = Vec::new();
-        for (key, item) in self.list(&prefix).await? {
+        for (key, item) in listing.items {
             match item.value {
                 Value::Peer(peer) => {
                     if version.is_none_or(|v| v == IpVersion::of_addr(&peer.ip)) {
@@ -222,7 +233,10 @@ impl Datastore {
             }
         }
         peers.sort_by_key(|p| p.ip);
-        Ok(peers)
+        Ok(Listing {
+            items: peers,
+            broken: listing.broken,
+        })
     }
 
     /// Whether the node-to-node mesh is on (on when unset).

@@ -62,7 +62,12 @@ pub(crate) fn store_error(endpoints: &str, requested: Revision, err: EtcdError) 
     }
     let reason = match &err {
         EtcdError::GRpcStatus(status) => {
-            let mut reason = format!("{:?}: {}", status.code(), status.message());
+            // `StoreError::Unavailable` already says "unavailable": name other codes only.
+            let mut reason = if status.code() == tonic::Code::Unavailable {
+                status.message().to_string()
+            } else {
+                format!("{:?}: {}", status.code(), status.message())
+            };
             // A transport failure's status says only "transport error"; the cause below it
             // says why (e.g. etcd refusing our client certificate during the TLS handshake).
             if let Some(cause) = root_cause(status).map(|c| c.to_string()) {
@@ -77,6 +82,27 @@ pub(crate) fn store_error(endpoints: &str, requested: Revision, err: EtcdError) 
     StoreError::Unavailable {
         endpoint: endpoints.to_string(),
         reason,
+    }
+}
+
+/// Whether `err` says the connection to the member could not be made (so the request was
+/// never sent and may be retried on another member, even a write).
+pub(crate) fn is_connect_failure(err: &EtcdError) -> bool {
+    match err {
+        EtcdError::TransportError(_) => true,
+        EtcdError::GRpcStatus(status) if status.code() == tonic::Code::Unavailable => {
+            let cause = root_cause(status)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            // tonic's connector: "tcp connect error: connection refused", "connection
+            // reset", a connect timeout; etcd's own refusals ("leader changed", "no
+            // leader") do not mention the connection.
+            [status.message(), cause.as_str()].iter().any(|text| {
+                let text = text.to_lowercase();
+                text.contains("connect error") || text.contains("connection refused")
+            })
+        }
+        _ => false,
     }
 }
 

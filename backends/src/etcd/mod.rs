@@ -10,13 +10,20 @@
 //! failure can say what it found. Every request is bounded by the request timeout, so an
 //! unreachable etcd gives `Unavailable` instead of a hang; etcd-client reconnects its channel
 //! by itself, so calls succeed again once etcd is back.
+//!
+//! Several endpoints (a cluster) get one client each, and requests go to one member at a
+//! time: etcd-client's own balanced channel spreads requests over every endpoint, dead ones
+//! included, so with one member down a third of all requests failed with "connection
+//! refused". A request whose connection to its member cannot be made (nothing was sent, so
+//! retrying even a write is safe) moves the store to the next member and is retried there;
+//! any other failure (a timeout, "leader changed") is returned as it is.
 
 mod config;
 mod convert;
 mod watch;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +36,7 @@ use etcd_client::{
 pub use config::{EtcdConfig, EtcdConfigError, TlsFiles, DEFAULT_ENDPOINT};
 
 use crate::{Compare, KeyValue, Revision, Store, StoreError, TxnOp, WatchStream};
-use convert::{key_value, prefix_range, store_error};
+use convert::{is_connect_failure, key_value, prefix_range, store_error};
 
 /// Keys per range request in `list`: 1,000 endpoint-sized values stay far below etcd's
 /// ~4 MiB response cap and the client's decoding limit.
@@ -50,7 +57,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A `Store` on an etcd v3 cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// One client per configured endpoint, in the configured order.
+    clients: Arc<Vec<Client>>,
+    /// The index in `clients` of the member requests go to now (shared by clones).
+    current: Arc<AtomicUsize>,
     config: EtcdConfig,
     endpoints: String,
     /// Watches that lost their etcd stream and had to be re-opened, since connect.
@@ -86,30 +96,31 @@ impl EtcdStore {
         if let Some(tls) = tls {
             options = options.with_tls(tls);
         }
-        let connecting = Client::connect(&config.endpoints, Some(options));
-        let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(store_error(&endpoints, 0, e)),
-            Err(_) => return Err(timed_out(&endpoints, "connecting", config.connect_timeout)),
-        };
+        let mut clients = Vec::new();
+        for endpoint in &config.endpoints {
+            let connecting = Client::connect([endpoint], Some(options.clone()));
+            match tokio::time::timeout(config.connect_timeout, connecting).await {
+                Ok(Ok(client)) => clients.push(client),
+                Ok(Err(e)) => return Err(store_error(&endpoints, 0, e)),
+                Err(_) => return Err(timed_out(&endpoints, "connecting", config.connect_timeout)),
+            }
+        }
+        let timeout = config.connect_timeout;
         let store = EtcdStore {
-            client,
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
             config,
             endpoints,
             watch_interruptions: Arc::new(AtomicU64::new(0)),
         };
-        // The channel connects lazily: one cheap read proves etcd is there.
-        let mut kv = store.kv();
-        let probe = kv.get("/", Some(GetOptions::new().with_count_only()));
-        match tokio::time::timeout(store.config.connect_timeout, probe).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(store_error(&store.endpoints, 0, e)),
-            Err(_) => Err(timed_out(
-                &store.endpoints,
-                "connecting",
-                store.config.connect_timeout,
-            )),
-        }
+        // The channels connect lazily: one cheap read proves etcd is there (on the first
+        // member that answers).
+        store
+            .call_within("connecting", timeout, |mut kv| async move {
+                kv.get("/", Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
+        Ok(store)
     }
 
     /// Connects with [`EtcdConfig::from_env`].
@@ -137,50 +148,96 @@ impl EtcdStore {
         self.watch_interruptions.load(Ordering::Relaxed)
     }
 
-    /// The underlying etcd-client, for what the `Store` trait does not cover (compaction in
-    /// tests, maintenance).
+    /// The etcd-client of the member requests go to now, for what the `Store` trait does
+    /// not cover (compaction in tests, maintenance).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.clients[self.current_index()]
     }
 
-    fn kv(&self) -> KvClient {
-        self.client
+    fn current_index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.clients.len()
+    }
+
+    /// Moves requests on from member `failed` to the next one, unless another request
+    /// already did.
+    fn fail_over(&self, failed: usize) {
+        let next = (failed + 1) % self.clients.len();
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && next != failed
+        {
+            tracing::warn!(
+                from = %self.config.endpoints[failed],
+                to = %self.config.endpoints[next],
+                "etcd member unreachable; using the next endpoint"
+            );
+        }
+    }
+
+    fn kv_at(&self, index: usize) -> KvClient {
+        self.clients[index]
             .kv_client()
             .max_decoding_message_size(MAX_DECODING_BYTES)
     }
 
+    fn kv(&self) -> KvClient {
+        self.kv_at(self.current_index())
+    }
+
     /// Runs one request under the request timeout, mapping its errors.
-    async fn call<T>(
+    async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, StoreError>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_within(what, self.config.request_timeout, request)
+            .await
+    }
+
+    /// Runs `request` on the current member within `timeout`; when its connection cannot be
+    /// made, moves to the next member and tries again, once per member.
+    async fn call_within<T, F, Fut>(
         &self,
         what: &str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.config.request_timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(store_error(&self.endpoints, 0, e)),
-            Err(_) => Err(timed_out(
-                &self.endpoints,
-                what,
-                self.config.request_timeout,
-            )),
+        timeout: Duration,
+        mut request: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempts = self.clients.len();
+        loop {
+            let index = self.current_index();
+            attempts -= 1;
+            match tokio::time::timeout(timeout, request(self.kv_at(index))).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if attempts > 0 && is_connect_failure(&e) => self.fail_over(index),
+                Ok(Err(e)) => return Err(store_error(&self.endpoints, 0, e)),
+                Err(_) => return Err(timed_out(&self.endpoints, what, timeout)),
+            }
         }
     }
 
     async fn run_txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
-        self.call(what, self.kv().txn(txn)).await
+        self.call(what, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
     }
 
     /// The store's current revision (a count-only read of nothing in particular).
     pub(crate) async fn current_revision(&self, prefix: &str) -> Result<Revision, StoreError> {
         let (start, end) = prefix_range(prefix);
+        let options = GetOptions::new().with_range(end).with_count_only();
         let response = self
-            .call(
-                "reading the current revision",
-                self.kv().get(
-                    start,
-                    Some(GetOptions::new().with_range(end).with_count_only()),
-                ),
-            )
+            .call("reading the current revision", |mut kv| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
             .await?;
         Ok(header_revision(response.header()))
     }
@@ -248,7 +305,12 @@ fn last_op_per_key(ops: Vec<TxnOp>) -> Vec<TxnOp> {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let response = self.call("reading a key", self.kv().get(key, None)).await?;
+        let response = self
+            .call(
+                "reading a key",
+                |mut kv| async move { kv.get(key, None).await },
+            )
+            .await?;
         response.kvs().first().map(key_value).transpose()
     }
 
@@ -256,7 +318,6 @@ impl Store for EtcdStore {
         let (mut start, end) = prefix_range(prefix);
         let mut items = Vec::new();
         let mut revision = 0;
-        let mut kv = self.kv();
         loop {
             let mut options = GetOptions::new()
                 .with_range(end.clone())
@@ -264,17 +325,22 @@ impl Store for EtcdStore {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let response = kv.get(start.clone(), Some(options));
-            let response = match tokio::time::timeout(self.config.request_timeout, response).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => return Err(store_error(&self.endpoints, revision, e)),
-                Err(_) => {
-                    return Err(timed_out(
-                        &self.endpoints,
-                        "listing",
-                        self.config.request_timeout,
-                    ))
+            let page = self
+                .call("listing", |mut kv| {
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { kv.get(start, Some(options)).await }
+                })
+                .await;
+            let response = match page {
+                Ok(response) => response,
+                // A compacted page names the revision the listing was pinned to.
+                Err(StoreError::Compacted { .. }) => {
+                    return Err(StoreError::Compacted {
+                        requested: revision,
+                        oldest: revision,
+                    })
                 }
+                Err(e) => return Err(e),
             };
             if revision == 0 {
                 revision = header_revision(response.header());
@@ -326,7 +392,10 @@ impl Store for EtcdStore {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         let response = self
-            .call("writing a key", self.kv().put(key, value, None))
+            .call("writing a key", |mut kv| {
+                let value = value.clone();
+                async move { kv.put(key, value, None).await }
+            })
             .await?;
         Ok(header_revision(response.header()))
     }
@@ -334,10 +403,9 @@ impl Store for EtcdStore {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
         let Some(expected) = expected else {
             let response = self
-                .call(
-                    "deleting a key",
-                    self.kv().delete(key, None::<DeleteOptions>),
-                )
+                .call("deleting a key", |mut kv| async move {
+                    kv.delete(key, None::<DeleteOptions>).await
+                })
                 .await?;
             if response.deleted() == 0 {
                 return Err(StoreError::NotFound {

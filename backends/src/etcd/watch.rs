@@ -113,7 +113,7 @@ async fn oldest_revision(store: &EtcdStore, prefix: &str, from: Revision) -> Opt
         .with_start_revision(from);
     let find = async {
         let mut stream = store
-            .client
+            .client()
             .watch_client()
             .watch(start, Some(options))
             .await
@@ -158,7 +158,8 @@ impl WatchTask {
         let options = WatchOptions::new()
             .with_range(end)
             .with_start_revision(self.next);
-        let mut client = self.store.client.watch_client();
+        let member = self.store.current_index();
+        let mut client = self.store.clients[member].watch_client();
         let timeout = self.store.config.request_timeout;
         let endpoints = &self.store.endpoints;
         let opened = async {
@@ -179,10 +180,15 @@ impl WatchTask {
                 Err(e) => Err(store_error(endpoints, self.next, e)),
             }
         };
-        match tokio::time::timeout(timeout, opened).await {
+        let result = match tokio::time::timeout(timeout, opened).await {
             Ok(result) => result,
             Err(_) => Err(super::timed_out(endpoints, "opening a watch", timeout)),
+        };
+        // A member that cannot take the watch (dead, or cut off): resume on the next one.
+        if let Err(StoreError::Unavailable { .. }) = &result {
+            self.store.fail_over(member);
         }
+        result
     }
 
     fn refusal(&self, response: &WatchResponse) -> StoreError {

@@ -119,6 +119,8 @@ pub struct Agent<D: Dataplane> {
     /// Interfaces the last apply found missing (endpoints whose veth is not there yet or any
     /// more): applied again at every step until they appear.
     waiting: BTreeSet<String>,
+    /// `waiting` changed since the last status report: `run` reports at once.
+    status_due: bool,
     metrics: Arc<Metrics>,
     status: StatusReporter,
 }
@@ -147,6 +149,7 @@ impl<D: Dataplane> Agent<D> {
             revision: 0,
             dirty: false,
             waiting: BTreeSet::new(),
+            status_due: false,
             metrics: Arc::new(Metrics::default()),
             status: StatusReporter::new(),
         }
@@ -298,9 +301,11 @@ impl<D: Dataplane> Agent<D> {
     /// The datastore write failed.
     pub async fn report_status(&mut self) -> Result<(), AgentError> {
         self.status
-            .report(self.store.as_ref(), &self.hostname)
+            .report(self.store.as_ref(), &self.hostname, &self.waiting)
             .await
-            .map_err(|e| store_error(&format!("reporting status of host {}", self.hostname), e))
+            .map_err(|e| store_error(&format!("reporting status of host {}", self.hostname), e))?;
+        self.status_due = false;
+        Ok(())
     }
 
     /// One batch: `first` (already received by `run`) plus everything ready now.
@@ -450,6 +455,7 @@ impl<D: Dataplane> Agent<D> {
             tracing::info!(host = %self.hostname, %iface, "interface no longer waited for");
         }
         self.metrics.set_waiting_interfaces(now.len());
+        self.status_due |= self.waiting != now;
         self.waiting = now;
     }
 }

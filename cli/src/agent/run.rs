@@ -79,6 +79,14 @@ impl<D: Dataplane> Agent<D> {
                 () = tokio::time::sleep(WAITING_RETRY), if waiting => self.poll_once().await,
                 }
             };
+            // A changed set of waiting interfaces is reported at once (`calicoctl status`
+            // shows it), unless status reports are disabled.
+            let result = match result {
+                Ok(_) if self.status_due && status.is_some() => {
+                    self.report_status().await.map(|()| StepOutcome::default())
+                }
+                other => other,
+            };
             match result {
                 Ok(_) => backoff.reset(),
                 Err(e) => {

@@ -1,7 +1,10 @@
 //! Felix-style liveness reports (reference 1.9): every `ReportingIntervalSecs` the agent
 //! writes `{"time", "uptime", "first_update"}` to `/calico/felix/v1/host/<host>/status` and
-//! `.../last_reported_status`. An interval of 0 disables them.
+//! `.../last_reported_status`. An interval of 0 disables them. The record also lists the
+//! interfaces the agent is waiting for (`"waiting_interfaces"`: endpoints whose veth does not
+//! exist), which `calicoctl status` shows; it is rewritten as soon as that list changes.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use calico_backends::{Store, StoreError};
@@ -26,12 +29,19 @@ impl StatusReporter {
         }
     }
 
-    /// Writes both records with the current wall time and the agent's uptime.
-    pub(crate) async fn report(&mut self, store: &dyn Store, host: &str) -> Result<(), StoreError> {
+    /// Writes both records with the current wall time, the agent's uptime and the
+    /// interfaces it waits for.
+    pub(crate) async fn report(
+        &mut self,
+        store: &dyn Store,
+        host: &str,
+        waiting: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
         let value = status_json(
             SystemTime::now(),
             self.started.elapsed().as_secs_f64(),
             self.first,
+            waiting,
         );
         let dir = format!("/calico/felix/v1/host/{host}");
         store
@@ -63,11 +73,17 @@ pub(crate) fn reporting_interval(
 }
 
 /// The JSON of one status record.
-pub(crate) fn status_json(now: SystemTime, uptime: f64, first_update: bool) -> String {
+pub(crate) fn status_json(
+    now: SystemTime,
+    uptime: f64,
+    first_update: bool,
+    waiting: &BTreeSet<String>,
+) -> String {
     serde_json::json!({
         "time": iso8601(now),
         "uptime": uptime,
         "first_update": first_update,
+        "waiting_interfaces": waiting,
     })
     .to_string()
 }
@@ -123,11 +139,17 @@ mod tests {
 
     #[test]
     fn status_json_has_the_felix_fields() {
-        let v: serde_json::Value =
-            serde_json::from_str(&status_json(at(86_400), 1.5, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status_json(
+            at(86_400),
+            1.5,
+            true,
+            &BTreeSet::from(["caliX".to_owned()]),
+        ))
+        .unwrap();
         assert_eq!(v["time"], "1970-01-02T00:00:00Z");
         assert_eq!(v["uptime"], 1.5);
         assert_eq!(v["first_update"], true);
+        assert_eq!(v["waiting_interfaces"], serde_json::json!(["caliX"]));
     }
 
     #[test]

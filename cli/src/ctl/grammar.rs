@@ -107,7 +107,7 @@ const NODE: Command = Command {
         "node show",
         "node bgp peer add <PEER_IP> as <AS_NUM>",
         "node bgp peer remove <PEER_IP>",
-        "node bgp peer show [--ipv4 | --ipv6]",
+        "node bgp peer show [--ipv4 | --ipv6] [--strict]",
     ],
     description: "Start the calico-node agent on this host (policy, and BGP through BIRD), register
 this host and its addresses in the datastore, stop or remove the node, and
@@ -402,7 +402,7 @@ const BGP: Command = Command {
     usage: &[
         "bgp peer add <PEER_IP> as <AS_NUM>",
         "bgp peer remove <PEER_IP>",
-        "bgp peer show [--ipv4 | --ipv6]",
+        "bgp peer show [--ipv4 | --ipv6] [--strict]",
         "bgp node-mesh [on|off]",
         "bgp default-node-as [<AS_NUM>]",
     ],

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use calico_backends::{retry_on_conflict, Datastore, EndpointFilter, TxnOp, TxnPlan, Versioned};
 use calico_core::codec::{decode, Value};
 use calico_core::keys::{IpVersion, Key, FELIX_V1, IPAM_V2};
+use calico_core::model::EndpointId;
 use calico_core::model::{AllocationBlock, AsNumber, BgpPeer};
 use serde_json::json;
 
@@ -72,21 +73,24 @@ pub(crate) async fn peer_cmd(
         }
         ["show", more @ ..] => {
             no_more(more)?;
-            a.allow(&["ipv4", "ipv6"])?;
+            a.allow(&["ipv4", "ipv6", "strict"])?;
             let version = match (a.flag("ipv4"), a.flag("ipv6")) {
                 (true, false) => Some(IpVersion::V4),
                 (false, true) => Some(IpVersion::V6),
                 _ => None,
             };
-            let peers = ds.list_bgp_peers(host, version).await?;
+            let (peers, broken) =
+                super::lenient(a, ds.list_bgp_peers_lenient(host, version).await?)?;
             if a.json()? {
-                return Ok(output::json(&peers));
+                let mut items: Vec<_> = peers.iter().map(|p| json!(p)).collect();
+                items.extend(output::broken_json(&broken));
+                return Ok(output::json(&items));
             }
             let mut t = Table::new(&["Peer address", "AS Num"]);
             for p in peers {
                 t.row(vec![p.ip.to_string(), p.as_num.to_string()]);
             }
-            Ok(t.render())
+            Ok(t.render() + &output::broken_records(&broken))
         }
         _ => Err(CtlError::MissingArgument {
             what: "peer subcommand: add <PEER_IP> as <AS_NUM> | remove <PEER_IP> | show",
@@ -494,6 +498,48 @@ pub(crate) async fn status(ctl: &Ctl, a: &Args, rest: &[&str]) -> Result<String,
     status_text(ctl, a.json()?).await
 }
 
+/// The interfaces calico-node last reported waiting for (endpoints whose veth does not exist
+/// yet or any more), each with the workload of its endpoint on this host when one names it.
+/// From the agent's status record, so it is as fresh as the agent's last report (it
+/// rewrites the record whenever the list changes).
+async fn waiting_interfaces(ctl: &Ctl) -> Result<Vec<(String, Option<EndpointId>)>, String> {
+    let key = format!("{FELIX_V1}host/{}/status", ctl.hostname);
+    let record = ctl
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?;
+    let Some(record) = record else {
+        return Ok(Vec::new());
+    };
+    let ifaces: Vec<String> = serde_json::from_slice::<serde_json::Value>(&record.value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get("waiting_interfaces")?.clone()).ok())
+        .unwrap_or_default();
+    if ifaces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = EndpointFilter {
+        host: Some(ctl.hostname.clone()),
+        ..EndpointFilter::default()
+    };
+    let endpoints = Datastore::new(ctl.store.clone())
+        .list_endpoints_lenient(&filter)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Ok(ifaces
+        .into_iter()
+        .map(|iface| {
+            let id = endpoints
+                .iter()
+                .find(|(_, ep)| ep.value.name == iface)
+                .map(|(id, _)| id.clone());
+            (iface, id)
+        })
+        .collect())
+}
+
 /// `calicoctl status` (reference 2.3): whether the agent runs, its version, then BIRD's BGP
 /// sessions in one table per family ("IPv4 BGP status", "IPv6 BGP status") as the
 /// original printed them from BIRD and BIRD6.
@@ -512,8 +558,17 @@ pub(crate) async fn status_text(ctl: &Ctl, json: bool) -> Result<String, CtlErro
                        "state": p.state, "since": p.since, "info": p.info})
             })
             .collect();
+        let waiting = match waiting_interfaces(ctl).await {
+            Ok(rows) => json!(rows
+                .iter()
+                .map(|(iface, id)| json!({"interface": iface, "workload": id.as_ref().map(|i| &i.workload),
+                                          "endpoint": id.as_ref().map(|i| &i.endpoint)}))
+                .collect::<Vec<_>>()),
+            Err(e) => json!({ "error": e }),
+        };
         return Ok(output::json(&json!({
             "running": st.running, "detail": st.detail, "version": version, "bgp_peers": peers,
+            "waiting_interfaces": waiting,
         })));
     }
     let mut out = format!(
@@ -553,6 +608,20 @@ pub(crate) async fn status_text(ctl: &Ctl, json: bool) -> Result<String, CtlErro
             ]);
         }
         out.push_str(&t.render());
+    }
+    match waiting_interfaces(ctl).await {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            out.push_str("\nWaiting interfaces (endpoints programmed once they appear)\n");
+            let mut t = Table::new(&["Interface", "Workload", "Endpoint"]);
+            for (iface, id) in rows {
+                let (workload, endpoint) =
+                    id.map_or((String::new(), String::new()), |i| (i.workload, i.endpoint));
+                t.row(vec![iface, workload, endpoint]);
+            }
+            out.push_str(&t.render());
+        }
+        Err(e) => out.push_str(&format!("\nWaiting interfaces unknown ({e})\n")),
     }
     Ok(out)
 }

@@ -219,6 +219,11 @@ impl Host {
         run(&self.ctl, &words(line)).await
     }
 
+    /// [`try_run`](Self::try_run) of an owned line (for futures collected before running).
+    pub async fn try_run_owned(&self, line: String) -> Result<String, CtlError> {
+        self.try_run(&line).await
+    }
+
     pub async fn ok(&self, line: &str) -> String {
         match self.try_run(line).await {
             Ok(out) => out,
