@@ -607,7 +607,10 @@ that is valid input to create, apply, replace and delete.",
 const WHAT_IF: Command = Command {
     name: "what-if",
     summary: "Show which flows a proposed command would allow or deny",
-    usage: &["what-if [--probe=<PROBE>]... [--fail-on=<KIND>] [--] <COMMAND>..."],
+    usage: &[
+        "what-if [--probe=<PROBE>]... [--fail-on=<KIND>] [--] <COMMAND>...",
+        "what-if [--probe=<PROBE>]... [--fail-on=<KIND>] -f <FILENAME>",
+    ],
     description: "Run <COMMAND> (any calicoctl command line, as this host would run it) on an
 in-memory copy of the datastore in the simulator, settle the simulated cluster
 before and after, and print every flow between endpoints whose verdict changes:
@@ -615,8 +618,10 @@ before and after, and print every flow between endpoints whose verdict changes:
 route that decides it after the change, then a summary line. The datastore is
 never written. Probes: ICMP echo, every port a rule names, and --probe.
 Needs calico-sim next to calicoctl (or on PATH). -o json prints the report as
-JSON; -o svg=<FILE> also draws the before/after matrix into <FILE>.",
+JSON; -o svg=<FILE> also draws the before/after matrix into <FILE>. With -f,
+the proposed change is `apply -f <FILENAME>` of a resource file.",
     options: &[
+        FILENAME,
         valued(
             "--probe",
             "<PROBE>",

@@ -1,5 +1,5 @@
 //! `calicoctl what-if [--probe=<PROBE>]... [-o json|svg=<FILE>] [--fail-on=lost|gained|any]
-//! [--] <calicoctl arguments>`: which flows a proposed command would allow or deny, answered by
+//! [--] <calicoctl arguments>` (or `-f <FILE>`, proposing `apply -f <FILE>`): which flows a proposed command would allow or deny, answered by
 //! the simulator from a snapshot of the live datastore. Nothing is written to the datastore.
 //!
 //! calicoctl cannot link the simulator (`calico-sim` depends on this crate), so this module
@@ -66,6 +66,8 @@ pub struct WhatIfRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhatIfArgs {
     pub command: Vec<String>,
+    /// `-f <FILE>`: the proposed change is `apply` of this resource file (`-` is stdin).
+    pub filename: Option<String>,
     pub probes: Vec<String>,
     pub output: WhatIfOutput,
     pub fail_on: Option<FailOn>,
@@ -92,6 +94,7 @@ pub fn is_what_if(args: &[String]) -> bool {
 pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
     let mut parsed = WhatIfArgs {
         command: Vec::new(),
+        filename: None,
         probes: Vec::new(),
         output: WhatIfOutput::Text,
         fail_on: None,
@@ -114,6 +117,7 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
             "-o" | "--output" => "output",
             "--probe" => "probe",
             "--fail-on" => "fail-on",
+            "-f" | "--filename" => "filename",
             other if other.starts_with('-') => {
                 return Err(CtlError::UnknownOption {
                     option: other.to_string(),
@@ -137,10 +141,22 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
         match name {
             "probe" => parsed.probes.push(value),
             "fail-on" => parsed.fail_on = Some(parse_fail_on(&value)?),
+            "filename" => parsed.filename = Some(value),
             _ => parsed.output = parse_output(&value)?,
         }
     }
     parsed.command.extend(it.cloned());
+    if parsed.filename.is_some() {
+        if !parsed.command.is_empty() {
+            return Err(CtlError::BadArgument {
+                what: "proposed command",
+                value: parsed.command.join(" "),
+                reason: "give either -f <FILE> or a command, not both".into(),
+            });
+        }
+        // The file is read by calicoctl and handed over as the command's stdin.
+        parsed.command = ["apply", "-f", "-"].map(String::from).to_vec();
+    }
     if parsed.command.is_empty() {
         return Err(CtlError::MissingArgument {
             what: "proposed command (e.g. what-if -- profile P rule add inbound deny)",
@@ -190,6 +206,14 @@ fn parse_output(value: &str) -> Result<WhatIfOutput, CtlError> {
 /// Bad options; the datastore failing to list.
 pub async fn request(ctl: &Ctl, args: &[String], stdin: &str) -> Result<WhatIfRequest, CtlError> {
     let parsed = parse_args(args)?;
+    let stdin = match parsed.filename.as_deref() {
+        None | Some("-") => stdin.to_string(),
+        Some(file) => std::fs::read_to_string(file).map_err(|e| CtlError::BadArgument {
+            what: "file",
+            value: file.to_string(),
+            reason: e.to_string(),
+        })?,
+    };
     let (kvs, _) = ctl
         .store
         .list(SNAPSHOT_PREFIX)
@@ -203,7 +227,7 @@ pub async fn request(ctl: &Ctl, args: &[String], stdin: &str) -> Result<WhatIfRe
         hostname: ctl.hostname.clone(),
         snapshot,
         command: parsed.command,
-        stdin: stdin.to_string(),
+        stdin,
         probes: parsed.probes,
         output: parsed.output,
         fail_on: parsed.fail_on,
@@ -311,6 +335,10 @@ mod tests {
             "--at=1",
         ]));
         assert_eq!(bare.unwrap().command, ["profile", "P", "--at=1"]);
+        // `-f FILE` proposes applying that resource file.
+        let file = parse_args(&strings(&["what-if", "-f", "policy.yaml"])).unwrap();
+        assert_eq!(file.filename.as_deref(), Some("policy.yaml"));
+        assert_eq!(file.command, ["apply", "-f", "-"]);
     }
 
     #[test]
@@ -323,6 +351,10 @@ mod tests {
             (&["what-if", "--frob", "--", "x"], "--frob"),
             (&["what-if", "--probe"], "probe"),
             (&["what-if", "--", "what-if", "--", "x"], "another what-if"),
+            (
+                &["what-if", "-f", "p.yaml", "--", "profile", "add", "X"],
+                "not both",
+            ),
         ] {
             let err = parse_args(&strings(line)).unwrap_err();
             assert!(err.to_string().contains(want), "{line:?}: {err}");
