@@ -157,7 +157,7 @@ async fn corrupt_record_is_reported_not_panicked() {
         store.put("/good", b"v".to_vec()).await.unwrap();
     }
     {
-        let db = sled::open(&path).unwrap();
+        let db = open_raw(&path);
         db.open_tree("kv")
             .unwrap()
             .insert("/bad", &[1u8, 2, 3][..])
@@ -179,4 +179,20 @@ async fn corrupt_record_is_reported_not_panicked() {
         store.get("/good").await.unwrap().map(|kv| kv.value),
         Some(b"v".to_vec())
     );
+}
+
+/// Opens the database with sled itself, past the moment the dropped store still holds its
+/// file lock (sled's flusher thread lets go of it shortly after the last handle drops).
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("sled still locked ({e}); retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("sled::open {}: {e}", path.display()),
+        }
+    }
 }
