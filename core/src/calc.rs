@@ -7,7 +7,9 @@
 //!   gains or loses; the chains of profiles that become used or unused;
 //! - a profile's rules: its chains (if used) and the sets of tags it starts or stops referencing;
 //! - a profile's tags: the membership of the tags gained or lost, for the endpoints using it;
-//! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls.
+//! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls;
+//! - the overlay (tunnel devices and routes) on anything global, and on any endpoint change
+//!   while an overlay pool exists (remote endpoints' borrowed addresses are routed through it).
 //!
 //! Invariant (checked by the property tests): after any sequence of updates,
 //! `desired() == compute(state(), host)`.
@@ -25,7 +27,8 @@ use crate::compute::names::{
     to_wl_chain,
 };
 use crate::compute::{
-    compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
+    compute, dispatch, filter_table, ipsets, overlay, profile, GlobalParts, HostConfig, FAMILIES,
+    NAT_V4,
 };
 use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, Route, TableId};
 use crate::iptables::{Chain, IpFamily};
@@ -61,6 +64,8 @@ pub struct Delta {
     pub bird_v4: Option<Option<BirdConfig>>,
     /// `Some(new)` when the v6 BIRD config changed.
     pub bird_v6: Option<Option<BirdConfig>>,
+    /// Whether the overlay (tunnel devices, routes, ARP and FDB entries) changed.
+    pub overlay: bool,
     /// Records that failed to decode, by raw key: each now counts as absent (Felix's rule),
     /// which the caller should say out loud. Not a change of the desired state, so not
     /// counted by [`Delta::len`].
@@ -84,6 +89,7 @@ impl Delta {
             + self.sysctls.len()
             + usize::from(self.bird_v4.is_some())
             + usize::from(self.bird_v6.is_some())
+            + usize::from(self.overlay)
     }
 }
 
@@ -97,6 +103,8 @@ struct Dirty {
     profiles: BTreeSet<String>,
     tags: BTreeSet<String>,
     global: bool,
+    /// Some endpoint changed: the overlay's routes may change.
+    endpoints: bool,
     invalid: BTreeMap<String, ModelError>,
 }
 
@@ -227,6 +235,7 @@ impl Calculator {
         // `from_iter` sorts (one pass over the listing's nearly sorted order) and builds the
         // tree bottom-up.
         self.state.endpoints = endpoints.into_iter().collect();
+        self.dirty.endpoints = true;
         let mut remote_by_profile: BTreeMap<&str, Vec<Arc<EndpointId>>> = BTreeMap::new();
         let mut local = Vec::new();
         for (id, ep) in &self.state.endpoints {
@@ -356,6 +365,7 @@ impl Calculator {
             .as_ref()
             .is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
         if !same {
+            self.dirty.endpoints = true;
             self.endpoint_changed(&id, old.as_deref(), Some(&ep));
         }
     }
@@ -363,6 +373,7 @@ impl Calculator {
     /// Forgets an endpoint and un-indexes it.
     fn remove_endpoint(&mut self, id: &EndpointId) {
         if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
+            self.dirty.endpoints = true;
             self.endpoint_changed(&id, Some(&old), None);
         }
     }
@@ -491,6 +502,14 @@ impl Calculator {
         }
         if dirty.global {
             self.rebuild_global(&mut delta);
+        }
+        if dirty.global || (dirty.endpoints && overlay::any_overlay_pool(&self.state)) {
+            let cfg = HostConfig::resolve(&self.state, &self.host);
+            let new = overlay::overlay(&self.state, &self.host, &cfg);
+            if new != self.desired.overlay {
+                self.desired.overlay = new;
+                delta.overlay = true;
+            }
         }
         delta
     }
@@ -684,6 +703,7 @@ fn host_record_of(key: &Key) -> Option<&str> {
     match key {
         Key::HostConfig { host, .. }
         | Key::BirdIp { host }
+        | Key::HostVtep { host }
         | Key::HostIp { host, .. }
         | Key::HostAsNum { host }
         | Key::HostBgpLogLevel { host }

@@ -13,6 +13,7 @@
 //!   to typed chains (the renderer's inverse, for both dataplanes).
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
+//! - [`tunnel`]: the overlay (VXLAN, IPIP) devices, routes, ARP and FDB entries.
 //! - [`shared`]: decoded endpoints shared by the calculators of one process (the simulator).
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
@@ -32,5 +33,6 @@ pub mod parse;
 pub mod plan;
 pub mod render;
 pub mod shared;
+pub mod tunnel;
 
 pub use error::ModelError;

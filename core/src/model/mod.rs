@@ -8,6 +8,7 @@ mod mac;
 mod pool;
 mod rule;
 mod status;
+mod vtep;
 
 pub use bgp::{AsNumber, BgpLogLevel, BgpPeer, NodeMesh, DEFAULT_AS};
 pub use endpoint::{EndpointId, EndpointState, WorkloadEndpoint};
@@ -16,6 +17,7 @@ pub use mac::MacAddr;
 pub use pool::IpPool;
 pub use rule::{insert_position, Action, PortRange, Protocol, Rule, Rules};
 pub use status::FelixStatus;
+pub use vtep::{Vtep, VXLAN_DEVICE, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI};
 
 /// Global Felix config defaults `calicoctl node` writes when absent (reference 1.7).
 pub const GLOBAL_CONFIG_DEFAULTS: &[(&str, &str)] = &[
