@@ -392,6 +392,7 @@ impl Dataplane for LinuxDataplane {
             sysctls,
             bird_v4,
             bird_v6,
+            overlay: Default::default(),
         })
     }
 }
