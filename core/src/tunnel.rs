@@ -153,3 +153,76 @@ pub fn changes(desired: &Overlay, observed: &Overlay) -> Vec<Change> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay() -> Overlay {
+        let dev = "vxlan.calico".to_string();
+        let mac = MacAddr([0x66, 0, 0, 0, 0, 2]);
+        let peer: IpAddr = "10.77.0.64".parse().unwrap();
+        Overlay {
+            devices: [(
+                dev.clone(),
+                TunnelDevice {
+                    name: dev.clone(),
+                    kind: TunnelKind::Vxlan {
+                        vni: 4096,
+                        port: 4789,
+                        mac: MacAddr([0x66, 0, 0, 0, 0, 1]),
+                    },
+                    mtu: 1450,
+                    addr: Some(Ipv4Addr::new(10, 77, 0, 0)),
+                },
+            )]
+            .into(),
+            routes: [TunnelRoute {
+                dst: "10.77.0.64/26".parse().unwrap(),
+                via: peer,
+                dev: dev.clone(),
+            }]
+            .into(),
+            neighbours: [Neighbour {
+                ip: peer,
+                mac,
+                dev: dev.clone(),
+            }]
+            .into(),
+            fdb: [FdbEntry {
+                mac,
+                dst: "172.31.250.2".parse().unwrap(),
+                dev,
+            }]
+            .into(),
+        }
+    }
+
+    fn steps(changes: &[Change]) -> Vec<String> {
+        changes.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn devices_come_first_and_go_last() {
+        let empty = Overlay::default();
+        assert_eq!(
+            steps(&changes(&overlay(), &empty)),
+            [
+                "set tunnel vxlan.calico vxlan id 4096 dstport 4789 address 66:00:00:00:00:01 mtu 1450 addr 10.77.0.0/32",
+                "add fdb 66:00:00:00:00:02 dst 172.31.250.2 dev vxlan.calico",
+                "add neighbour 10.77.0.64 lladdr 66:00:00:00:00:02 dev vxlan.calico",
+                "add route 10.77.0.64/26 via 10.77.0.64 dev vxlan.calico onlink",
+            ]
+        );
+        assert_eq!(
+            steps(&changes(&empty, &overlay())),
+            [
+                "del route 10.77.0.64/26 via 10.77.0.64 dev vxlan.calico onlink",
+                "del neighbour 10.77.0.64 dev vxlan.calico",
+                "del fdb 66:00:00:00:00:02 dst 172.31.250.2 dev vxlan.calico",
+                "delete tunnel vxlan.calico",
+            ]
+        );
+        assert!(changes(&overlay(), &overlay()).is_empty());
+    }
+}

@@ -168,3 +168,78 @@ fn destinations(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calc::Calculator;
+    use crate::compute::compute;
+
+    const SETUP: [(&str, &str); 6] = [
+        (
+            "/calico/v1/ipam/v4/pool/10.77.0.0-16",
+            r#"{"cidr": "10.77.0.0/16", "vxlan": true}"#,
+        ),
+        ("/calico/v1/host/h1/bird_ip", "172.31.250.1"),
+        ("/calico/v1/host/h2/bird_ip", "172.31.250.2"),
+        (
+            "/calico/v1/host/h1/vtep",
+            r#"{"ip": "10.77.0.0", "mac": "66:00:00:00:00:01"}"#,
+        ),
+        (
+            "/calico/v1/host/h2/vtep",
+            r#"{"ip": "10.77.0.64", "mac": "66:00:00:00:00:02"}"#,
+        ),
+        ("/calico/ipam/v2/host/h2/ipv4/block/10.77.0.64-26", ""),
+    ];
+    const REMOTE_EP: &str = "/calico/v1/host/h2/workload/docker/w/endpoint/e";
+
+    fn endpoint(ip: &str) -> String {
+        format!(
+            r#"{{"state":"active","name":"cali1","mac":"ee:ee:ee:ee:ee:01","profile_ids":[],"ipv4_nets":["{ip}/32"]}}"#
+        )
+    }
+
+    fn routes(calc: &Calculator) -> Vec<String> {
+        calc.desired()
+            .overlay
+            .routes
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_remote_endpoint_outside_its_hosts_blocks_gets_its_own_tunnel_route() {
+        let mut calc = Calculator::new("h1");
+        for (k, v) in SETUP {
+            calc.apply(k, Some(v.as_bytes()));
+        }
+        assert_eq!(
+            routes(&calc),
+            ["10.77.0.64/26 via 10.77.0.64 dev vxlan.calico onlink"]
+        );
+        // Borrowed (outside h2's block): a /32 of its own, added and removed incrementally.
+        let delta = calc.apply(REMOTE_EP, Some(endpoint("10.77.5.5").as_bytes()));
+        assert!(delta.overlay);
+        assert_eq!(
+            routes(&calc),
+            [
+                "10.77.0.64/26 via 10.77.0.64 dev vxlan.calico onlink",
+                "10.77.5.5/32 via 10.77.0.64 dev vxlan.calico onlink"
+            ]
+        );
+        assert_eq!(calc.desired(), &compute(calc.state(), "h1"));
+        // Inside its block: the block route covers it.
+        calc.apply(REMOTE_EP, Some(endpoint("10.77.0.65").as_bytes()));
+        assert_eq!(routes(&calc).len(), 1);
+        assert_eq!(calc.desired(), &compute(calc.state(), "h1"));
+        let d = &calc.desired().overlay;
+        assert_eq!(d.fdb.len(), 1);
+        assert_eq!(d.neighbours.len(), 1);
+        assert_eq!(
+            d.devices["vxlan.calico"].addr,
+            Some(Ipv4Addr::new(10, 77, 0, 0))
+        );
+    }
+}
