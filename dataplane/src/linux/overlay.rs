@@ -104,9 +104,10 @@ pub struct Tunnels {
     runner: Runner,
     /// Devices this process set up (`tunl0` counts as ours only then).
     set_up: BTreeSet<String>,
-    /// Whether an apply looked for devices an earlier run left (once is enough: after that,
-    /// only this process makes them).
-    looked_for_leftovers: bool,
+    /// Whether the last `observe` found devices of ours this process did not set up (left by
+    /// an earlier run): an apply that wants none must then still remove them. Without it an
+    /// apply wanting no overlay starts no process at all.
+    leftovers: bool,
     /// Why IPIP cannot work here, once found out (said once).
     ipip_unavailable: Option<String>,
     status_file: PathBuf,
@@ -117,7 +118,7 @@ impl Tunnels {
         Tunnels {
             runner,
             set_up: BTreeSet::new(),
-            looked_for_leftovers: false,
+            leftovers: false,
             ipip_unavailable: None,
             status_file: run_dir.join(STATUS_FILE),
         }
@@ -132,7 +133,7 @@ impl Tunnels {
     ///
     /// # Errors
     /// When `ip` or `bridge` fail or print something that is not their JSON.
-    pub fn observe(&self) -> Result<Overlay, DataplaneError> {
+    pub fn observe(&mut self) -> Result<Overlay, DataplaneError> {
         let mut out = Overlay::default();
         let text = self
             .runner
@@ -148,6 +149,7 @@ impl Tunnels {
                 out.devices.insert(dev.name.clone(), dev);
             }
         }
+        self.leftovers = out.devices.keys().any(|d| !self.set_up.contains(d));
         if out.devices.is_empty() {
             // Routes, ARP and FDB entries of ours all hang off our devices.
             return Ok(out);
@@ -219,14 +221,8 @@ impl Tunnels {
         changes: &mut Vec<Change>,
         waiting: &mut BTreeSet<String>,
     ) -> Result<(), DataplaneError> {
-        if want.devices.is_empty() && self.set_up.is_empty() {
-            if self.looked_for_leftovers {
-                return Ok(());
-            }
-            self.looked_for_leftovers = true;
-            if !self.any_owned_device()? {
-                return Ok(());
-            }
+        if want.devices.is_empty() && self.set_up.is_empty() && !self.leftovers {
+            return Ok(());
         }
         let have = self.observe()?;
         let mut first_error = None;
@@ -253,18 +249,6 @@ impl Tunnels {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-
-    fn any_owned_device(&self) -> Result<bool, DataplaneError> {
-        let text = self
-            .runner
-            .run("listing links", "ip", &["-j", "link", "show"], None)?;
-        let links: Vec<serde_json::Value> = json("ip -j link show output", &text)?;
-        Ok(links.iter().any(|l| {
-            l.get("ifname")
-                .and_then(|n| n.as_str())
-                .is_some_and(|n| OWNED_NAMES.contains(&n))
-        }))
     }
 
     /// Runs one step; `Ok(false)` when its device cannot exist on this kernel.
