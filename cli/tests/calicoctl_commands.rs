@@ -351,3 +351,56 @@ async fn container_endpoint_profile_and_ipam_commands() {
         .await
         .contains("not currently assigned"));
 }
+
+#[tokio::test]
+async fn overlay_pools_give_every_host_a_tunnel_address() {
+    let store = store();
+    let h1 = Host::new(store.clone(), "host1");
+    let h2 = Host::new(store.clone(), "host2");
+    let h3 = Host::new(store.clone(), "host3");
+    h1.ok("node --ip=172.31.250.1").await;
+    h2.ok("node --ip=172.31.250.2").await;
+    let added = h1.ok("pool add 10.9.0.0/16 --vxlan").await;
+    assert!(
+        added.contains("Assigned vxlan.calico address") && added.contains("to host2"),
+        "{added}"
+    );
+    let vtep = |host: &'static str| {
+        let store = store.clone();
+        async move {
+            let raw = value(&store, &format!("/calico/v1/host/{host}/vtep"))
+                .await
+                .unwrap_or_else(|| panic!("{host} has no VTEP"));
+            serde_json::from_str::<serde_json::Value>(&raw).unwrap()
+        }
+    };
+    let (v1, v2) = (vtep("host1").await, vtep("host2").await);
+    let ip1: std::net::Ipv4Addr = v1["ip"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ip1.octets()[..2], [10, 9], "{v1}");
+    assert_ne!(v1["ip"], v2["ip"]);
+    assert_ne!(v1["mac"], v2["mac"]);
+    // A host registered later gets its own; adding the pool again changes nobody's.
+    h3.ok("node --ip=172.31.250.3").await;
+    assert!(vtep("host3").await["ip"].is_string());
+    h1.ok("pool add 10.9.0.0/16 --vxlan").await;
+    assert_eq!(vtep("host1").await, v1);
+    assert!(h1.ok("pool show").await.contains("vxlan"));
+
+    h1.ok("pool add 10.8.0.0/16 --ipip").await;
+    for host in ["host1", "host2", "host3"] {
+        let addr = value(
+            &store,
+            &format!("/calico/v1/host/{host}/config/IpInIpTunnelAddr"),
+        )
+        .await
+        .unwrap_or_else(|| panic!("{host} has no IpInIpTunnelAddr"));
+        assert!(addr.starts_with("10.8."), "{host}: {addr}");
+    }
+    h1.fails(&["pool", "add", "fd00:9::/64", "--vxlan"], "fd00:9::/64")
+        .await;
+    h1.fails(
+        &["pool", "add", "10.7.0.0/16", "--vxlan", "--ipip"],
+        "10.7.0.0/16",
+    )
+    .await;
+}

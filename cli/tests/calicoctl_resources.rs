@@ -117,8 +117,13 @@ async fn every_kind_round_trips_through_get() {
   spec: {bgp: {ipv4Address: 172.31.250.1/24, asNumber: 64512}}
 ";
     let out = h.with_input("apply -f -", file).await.unwrap();
-    assert_eq!(out, "Successfully applied 6 resource(s)\n");
+    // The IPIP pool gives the registered host its tunnel address, as `pool add --ipip` does.
+    assert_eq!(
+        out,
+        "Successfully applied 6 resource(s)\nAssigned tunl0 address 10.1.0.0 to host1\n"
+    );
     let expect = [
+        ("/calico/v1/host/host1/config/IpInIpTunnelAddr", "10.1.0.0"),
         (
             "/calico/v1/policy/profile/web/labels",
             r#"{"tier":"front"}"#,
@@ -272,4 +277,29 @@ async fn container_label_add_and_remove_edit_the_endpoint() {
     // The label is a selector's input: a policy applied by file now selects nothing here.
     let yaml = h.ok("get workloadEndpoint -o yaml").await;
     assert!(!yaml.contains("labels"), "{yaml}");
+}
+
+#[tokio::test]
+async fn a_vxlan_pool_round_trips_and_refuses_ipip_beside_it() {
+    let store = store();
+    let h = Host::new(store.clone(), "host1");
+    let pool = "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.2.0.0/16}\nspec: {vxlan: {enabled: true}}\n";
+    h.with_input("apply -f -", pool).await.unwrap();
+    let stored = value(&store, "/calico/v1/ipam/v4/pool/10.2.0.0-16").await;
+    assert!(
+        stored
+            .as_deref()
+            .is_some_and(|v| v.contains(r#""vxlan":true"#)),
+        "{stored:?}"
+    );
+    let yaml = h.ok("get ippool -o yaml").await;
+    assert!(
+        yaml.contains("vxlan:") && yaml.contains("enabled: true"),
+        "{yaml}"
+    );
+    let both = "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.3.0.0/16}\nspec: {vxlan: {enabled: true}, ipip: {enabled: true}}\n";
+    let before = dump(&store).await;
+    let err = h.with_input("apply -f -", both).await.unwrap_err();
+    assert!(err.to_string().contains("spec.vxlan"), "{err}");
+    assert_eq!(dump(&store).await, before, "nothing written");
 }

@@ -15,7 +15,9 @@
 //!   endpoints it applied to or now matches;
 //! - a host endpoint: the members of the referenced selectors it matches; on this host, its
 //!   chains (all host endpoint chains are rebuilt: a host has few) and `cali-INPUT`;
-//! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls.
+//! - anything global (config, pools, hosts, BGP): the global chains, NAT, BIRD and host sysctls;
+//! - the overlay (tunnel devices and routes) on anything global, and on any endpoint change
+//!   while an overlay pool exists (remote endpoints' borrowed addresses are routed through it).
 //!
 //! Invariant (checked by the property tests): after any sequence of updates,
 //! `desired() == compute(state(), host)`.
@@ -37,7 +39,8 @@ use crate::compute::names::{
 use crate::compute::policy::{self, EndpointPolicies};
 use crate::compute::profile::SelectorRefs;
 use crate::compute::{
-    compute, dispatch, filter_table, ipsets, profile, GlobalParts, HostConfig, FAMILIES, NAT_V4,
+    compute, dispatch, filter_table, ipsets, overlay, profile, GlobalParts, HostConfig, FAMILIES,
+    NAT_V4,
 };
 use crate::desired::{BirdConfig, DesiredState, IpSet, Neighbour, ProxyNeighbour, Route, TableId};
 use crate::iptables::{Chain, IpFamily};
@@ -80,6 +83,8 @@ pub struct Delta {
     pub bird_v4: Option<Option<BirdConfig>>,
     /// `Some(new)` when the v6 BIRD config changed.
     pub bird_v6: Option<Option<BirdConfig>>,
+    /// Whether the overlay (tunnel devices, routes, ARP and FDB entries) changed.
+    pub overlay: bool,
     /// Records that failed to decode, by raw key: each now counts as absent (Felix's rule),
     /// which the caller should say out loud. Not a change of the desired state, so not
     /// counted by [`Delta::len`].
@@ -105,6 +110,7 @@ impl Delta {
             + self.sysctls.len()
             + usize::from(self.bird_v4.is_some())
             + usize::from(self.bird_v6.is_some())
+            + usize::from(self.overlay)
     }
 }
 
@@ -124,6 +130,8 @@ struct Dirty {
     /// This host's host endpoint chains may change.
     host_endpoints: bool,
     global: bool,
+    /// Some endpoint changed: the overlay's routes may change.
+    endpoints: bool,
     invalid: BTreeMap<String, ModelError>,
 }
 
@@ -286,6 +294,7 @@ impl Calculator {
         // `from_iter` sorts (one pass over the listing's nearly sorted order) and builds the
         // tree bottom-up.
         self.state.endpoints = endpoints.into_iter().collect();
+        self.dirty.endpoints = true;
         let mut remote_by_profile: BTreeMap<&str, Vec<Arc<EndpointId>>> = BTreeMap::new();
         let mut local = Vec::new();
         for (id, ep) in &self.state.endpoints {
@@ -451,6 +460,7 @@ impl Calculator {
             .as_ref()
             .is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
         if !same {
+            self.dirty.endpoints = true;
             self.endpoint_changed(&id, old.as_deref(), Some(&ep));
         }
     }
@@ -458,6 +468,7 @@ impl Calculator {
     /// Forgets an endpoint and un-indexes it.
     fn remove_endpoint(&mut self, id: &EndpointId) {
         if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
+            self.dirty.endpoints = true;
             self.endpoint_changed(&id, Some(&old), None);
         }
     }
@@ -725,6 +736,14 @@ impl Calculator {
         }
         if dirty.global {
             self.rebuild_global(&mut delta);
+        }
+        if dirty.global || (dirty.endpoints && overlay::any_overlay_pool(&self.state)) {
+            let cfg = HostConfig::resolve(&self.state, &self.host);
+            let new = overlay::overlay(&self.state, &self.host, &cfg);
+            if new != self.desired.overlay {
+                self.desired.overlay = new;
+                delta.overlay = true;
+            }
         }
         delta
     }
@@ -1060,6 +1079,7 @@ fn host_record_of(key: &Key) -> Option<&str> {
     match key {
         Key::HostConfig { host, .. }
         | Key::BirdIp { host }
+        | Key::HostVtep { host }
         | Key::HostIp { host, .. }
         | Key::HostAsNum { host }
         | Key::HostBgpLogLevel { host }

@@ -11,7 +11,7 @@ use crate::codec::{decode, Value};
 use crate::keys::{IpVersion, Key};
 use crate::model::{
     AsNumber, BgpLogLevel, BgpPeer, EndpointId, HostEndpoint, HostEndpointId, IpPool, LabelMap,
-    Policy, Rules, WorkloadEndpoint, DEFAULT_AS,
+    Policy, Rules, Vtep, WorkloadEndpoint, DEFAULT_AS,
 };
 use crate::ModelError;
 
@@ -29,6 +29,8 @@ pub struct ProfileState {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HostState {
     pub bird_ip: Option<Ipv4Addr>,
+    /// The host's VXLAN tunnel endpoint (`/calico/v1/host/<h>/vtep`).
+    pub vtep: Option<Vtep>,
     pub ip_v4: Option<Ipv4Addr>,
     pub ip_v6: Option<Ipv6Addr>,
     pub as_num: Option<AsNumber>,
@@ -237,6 +239,12 @@ impl ClusterState {
             (Key::BirdIp { host }, v) => self.update_host(host, |h| {
                 h.bird_ip = match v {
                     Some(Value::BirdIp(ip)) => Some(ip),
+                    _ => None,
+                }
+            }),
+            (Key::HostVtep { host }, v) => self.update_host(host, |h| {
+                h.vtep = match v {
+                    Some(Value::Vtep(vtep)) => Some(vtep),
                     _ => None,
                 }
             }),

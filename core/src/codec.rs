@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use crate::keys::Key;
 use crate::model::{
     validate_labels, AllocationBlock, AsNumber, BgpLogLevel, BgpPeer, FelixStatus, HostEndpoint,
-    IpPool, IpamHandle, LabelMap, NodeMesh, Policy, Rules, WorkloadEndpoint,
+    IpPool, IpamHandle, LabelMap, NodeMesh, Policy, Rules, Vtep, WorkloadEndpoint,
 };
 use crate::names::validate_name;
 use crate::ModelError;
@@ -20,6 +20,7 @@ pub enum Value {
     /// A raw Felix config string (global or per host, including `marker`).
     Config(String),
     BirdIp(Ipv4Addr),
+    Vtep(Vtep),
     Endpoint(WorkloadEndpoint),
     Tags(Vec<String>),
     Rules(Rules),
@@ -70,6 +71,11 @@ pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
         }
         Key::BirdIp { .. } => {
             Value::BirdIp(text(key, bytes)?.parse().map_err(|e| decode_err(key, e))?)
+        }
+        Key::HostVtep { .. } => {
+            let vtep: Vtep = json(key, bytes)?;
+            vtep.validate().map_err(invalid)?;
+            Value::Vtep(vtep)
         }
         Key::Endpoint(_) => Value::Endpoint(json(key, bytes)?),
         Key::ProfileTags { .. } => {
@@ -157,6 +163,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
         Value::Ready(b) => b.to_string().into_bytes(),
         Value::Config(s) => s.clone().into_bytes(),
         Value::BirdIp(ip) => ip.to_string().into_bytes(),
+        Value::Vtep(vtep) => to_json(vtep),
         Value::Endpoint(ep) => to_json(ep),
         Value::Tags(tags) => to_json(tags),
         Value::Rules(rules) => to_json(rules),

@@ -97,8 +97,9 @@ pub struct BirdConfig {
     pub peers: BTreeSet<BirdPeer>,
     /// Only prefixes inside these pools are exported to peers.
     pub export_pools: BTreeSet<IpNet>,
-    /// Pools whose routes go through the IPIP tunnel.
-    pub ipip_pools: BTreeSet<IpNet>,
+    /// Pools whose cross-host routes go through a tunnel (IPIP or VXLAN): the agent programs
+    /// those routes, so BIRD's kernel protocol must not install its own for them.
+    pub overlay_pools: BTreeSet<IpNet>,
     /// IPAM blocks affine to this host (reference 4.4): each is a static blackhole route in
     /// BIRD, exported to peers as the one route for the block, while the more specific routes
     /// inside it (this host's workload /32s) are not exported. Routes of borrowed addresses
@@ -121,4 +122,6 @@ pub struct DesiredState {
     pub bird_v4: Option<BirdConfig>,
     /// BIRD6; `None` when the host has no IPv6 BGP address.
     pub bird_v6: Option<BirdConfig>,
+    /// Tunnel devices and what goes through them (VXLAN and IPIP pools).
+    pub overlay: crate::tunnel::Overlay,
 }

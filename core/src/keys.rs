@@ -62,6 +62,9 @@ pub enum Key {
     HostConfig { host: String, name: String },
     /// `/calico/v1/host/<host>/bird_ip`: the host's IPv4, for Felix.
     BirdIp { host: String },
+    /// `/calico/v1/host/<host>/vtep`: the host's VXLAN tunnel endpoint (our extension, see
+    /// [`crate::model::Vtep`]).
+    HostVtep { host: String },
     /// `/calico/v1/host/<host>/workload/<orch>/<workload>/endpoint/<id>`.
     Endpoint(EndpointId),
     /// `/calico/v1/policy/profile/<name>/tags`.
@@ -159,6 +162,7 @@ impl Key {
                 name: name("config name", n)?,
             },
             ["", "calico", "v1", "host", h, "bird_ip"] => Key::BirdIp { host: host(h)? },
+            ["", "calico", "v1", "host", h, "vtep"] => Key::HostVtep { host: host(h)? },
             ["", "calico", "v1", "host", h, "workload", o, w, "endpoint", e] => {
                 Key::Endpoint(EndpointId {
                     host: host(h)?,
@@ -286,6 +290,7 @@ impl fmt::Display for Key {
             Key::GlobalConfig { name } => write!(f, "{V1}config/{name}"),
             Key::HostConfig { host, name } => write!(f, "{V1}host/{host}/config/{name}"),
             Key::BirdIp { host } => write!(f, "{V1}host/{host}/bird_ip"),
+            Key::HostVtep { host } => write!(f, "{V1}host/{host}/vtep"),
             Key::Endpoint(id) => write!(
                 f,
                 "{V1}host/{}/workload/{}/{}/endpoint/{}",
@@ -358,6 +363,7 @@ mod tests {
             "/calico/v1/config/InterfacePrefix",
             "/calico/v1/host/host1/config/marker",
             "/calico/v1/host/host1/bird_ip",
+            "/calico/v1/host/host1/vtep",
             "/calico/v1/host/host1/workload/docker/abc/endpoint/0123456789abcdef",
             "/calico/v1/policy/profile/PROF_A_B/tags",
             "/calico/v1/policy/profile/PROF_A_B/rules",

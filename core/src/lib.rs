@@ -14,6 +14,7 @@
 //! - [`selector`]: label selectors: parser, evaluator, canonical form and ipset id.
 //! - [`calc`]: the incremental calculator (one update in, a `Delta` out).
 //! - [`plan`]: the ordered steps from an observed to a desired state.
+//! - [`tunnel`]: the overlay (VXLAN, IPIP) devices, routes, ARP and FDB entries.
 //! - [`shared`]: decoded endpoints shared by the calculators of one process (the simulator).
 //!
 //! Data flow: raw key/values → `ClusterState::apply` → compute(state, host) → `DesiredState`
@@ -34,5 +35,6 @@ pub mod plan;
 pub mod render;
 pub mod selector;
 pub mod shared;
+pub mod tunnel;
 
 pub use error::ModelError;

@@ -62,6 +62,19 @@ pub enum Change {
         v6: bool,
         config: Option<BirdConfig>,
     },
+    /// Create or update a tunnel device (its kind, MTU and only IPv4 address), and set it up.
+    SetTunnel(crate::tunnel::TunnelDevice),
+    /// Delete a tunnel device (and so everything through it).
+    DeleteTunnel {
+        name: String,
+    },
+    AddTunnelRoute(crate::tunnel::TunnelRoute),
+    DelTunnelRoute(crate::tunnel::TunnelRoute),
+    /// A permanent ARP entry for a remote VTEP on a tunnel device.
+    AddTunnelNeighbour(Neighbour),
+    DelTunnelNeighbour(Neighbour),
+    AddFdb(crate::tunnel::FdbEntry),
+    DelFdb(crate::tunnel::FdbEntry),
     /// Start the BIRD of a family that should run with the config it has but does not run
     /// (a repair: [`plan`] never emits it; a written config implies the start).
     StartBird {
@@ -147,6 +160,16 @@ impl fmt::Display for Change {
                 }
             }
             Change::StartBird { v6 } => f.write_str(if *v6 { "start bird6" } else { "start bird" }),
+            Change::SetTunnel(d) => write!(f, "set tunnel {d}"),
+            Change::DeleteTunnel { name } => write!(f, "delete tunnel {name}"),
+            Change::AddTunnelRoute(r) => write!(f, "add route {r}"),
+            Change::DelTunnelRoute(r) => write!(f, "del route {r}"),
+            Change::AddTunnelNeighbour(n) => {
+                write!(f, "add neighbour {} lladdr {} dev {}", n.ip, n.mac, n.dev)
+            }
+            Change::DelTunnelNeighbour(n) => write!(f, "del neighbour {} dev {}", n.ip, n.dev),
+            Change::AddFdb(e) => write!(f, "add fdb {e}"),
+            Change::DelFdb(e) => write!(f, "del fdb {e}"),
         }
     }
 }
@@ -273,6 +296,7 @@ pub fn plan(desired: &DesiredState, observed: &DesiredState) -> Plan {
             .cloned()
             .map(Change::AddProxyNeighbour),
     );
+    changes.extend(crate::tunnel::changes(&desired.overlay, &observed.overlay));
     if desired.bird_v4 != observed.bird_v4 {
         changes.push(Change::WriteBirdConfig {
             v6: false,

@@ -117,6 +117,23 @@ fn render_case(case: &Case) -> String {
         let _ = writeln!(sysctls, "{k}={v}");
     }
     section("sysctls", sysctls);
+    if !desired.overlay.is_empty() {
+        let o = &desired.overlay;
+        let mut text = String::new();
+        for d in o.devices.values() {
+            let _ = writeln!(text, "device {d}");
+        }
+        for e in &o.fdb {
+            let _ = writeln!(text, "fdb {e}");
+        }
+        for n in &o.neighbours {
+            let _ = writeln!(text, "neigh {} lladdr {} dev {}", n.ip, n.mac, n.dev);
+        }
+        for r in &o.routes {
+            let _ = writeln!(text, "{r}");
+        }
+        section("overlay", text);
+    }
     if let Some(cfg) = &desired.bird_v4 {
         section("bird v4", render_bird(cfg, false));
     }

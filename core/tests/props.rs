@@ -237,15 +237,17 @@ fn global_update() -> impl Strategy<Value = Update> {
     let pool = (
         pick(&["192.168.0.0/16", "10.0.0.0/8", "fd00::/8"]),
         any::<bool>(),
-        any::<bool>(),
+        0..3u8,
         any::<bool>(),
     )
-        .prop_map(|(cidr, masq, ipip, present)| {
+        .prop_map(|(cidr, masq, tunnel, present)| {
             let v = if cidr.contains(':') { "6" } else { "4" };
             let key = format!("/calico/v1/ipam/v{v}/pool/{}", cidr.replace('/', "-"));
             let mut pool = json!({"cidr": cidr, "masquerade": masq});
-            if ipip && v == "4" {
-                pool["ipip"] = json!("tunl0");
+            match tunnel {
+                1 if v == "4" => pool["ipip"] = json!("tunl0"),
+                2 if v == "4" => pool["vxlan"] = json!(true),
+                _ => {}
             }
             (key, present.then(|| pool.to_string().into_bytes()))
         });
@@ -272,7 +274,7 @@ fn global_update() -> impl Strategy<Value = Update> {
             )
         });
     let bgp =
-        (pick(&HOSTS), 0..6u8, 1..4u8, any::<bool>()).prop_map(|(host, field, n, present)| {
+        (pick(&HOSTS), 0..8u8, 1..4u8, any::<bool>()).prop_map(|(host, field, n, present)| {
             let (key, value) = match field {
                 0 => (
                     format!("/calico/bgp/v1/host/{host}/ip_addr_v4"),
@@ -293,6 +295,17 @@ fn global_update() -> impl Strategy<Value = Update> {
                 4 => (
                     format!("/calico/v1/host/{host}/bird_ip"),
                     format!("172.31.250.{n}"),
+                ),
+                5 => (
+                    format!("/calico/v1/host/{host}/vtep"),
+                    format!("{{\"ip\": \"192.168.9.{n}\", \"mac\": \"66:00:00:00:00:0{n}\"}}"),
+                ),
+                6 => (
+                    format!(
+                        "/calico/ipam/v2/host/{host}/ipv4/block/192.168.0.{}-26",
+                        (n - 1) * 64
+                    ),
+                    String::new(),
                 ),
                 _ => (
                     format!("/calico/bgp/v1/global/peer_v4/10.9.9.{n}"),

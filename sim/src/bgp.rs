@@ -7,7 +7,8 @@
 //! per IPAM block affine to it (`BirdConfig::blocks`). What it advertises to every established
 //! peer is filtered as its `calico_pools` filter does: a block route is accepted, anything more
 //! specific inside one of its blocks is rejected (block aggregation, reference 4.4), and the
-//! rest only inside an export pool. The peer installs `dst via <advertiser>` (proto bird); the
+//! rest only inside an export pool. The peer installs `dst via <advertiser>` (proto bird),
+//! except inside its overlay pools (its kernel filter rejects those: the agent tunnels them); the
 //! host's own BIRD writes its blocks into its kernel as `blackhole <block> proto bird`
 //! ([`blackholes`]), so unused addresses of a block are dropped there instead of being sent
 //! back out. Only locally originated routes are advertised: iBGP does not pass routes
@@ -247,7 +248,10 @@ impl BgpFabric {
                         continue;
                     };
                     for dst in advertised(other, theirs) {
-                        if local.contains(&dst) {
+                        // `calico_ipip` keeps BGP routes of overlay pools out of the kernel:
+                        // the agent routes those through its tunnel.
+                        let overlay = config.overlay_pools.iter().any(|p| p.contains(&dst));
+                        if local.contains(&dst) || overlay {
                             continue;
                         }
                         let via = theirs.source_address;
@@ -345,7 +349,7 @@ mod tests {
                 })
                 .collect(),
             export_pools: ["192.168.0.0/16".parse().unwrap()].into(),
-            ipip_pools: BTreeSet::new(),
+            overlay_pools: BTreeSet::new(),
             blocks: BTreeSet::new(),
             loglevel: None,
         }

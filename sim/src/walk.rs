@@ -153,6 +153,7 @@ pub fn probe_packet(probe: Probe, src: IpAddr, dst: IpAddr, seq: u64) -> Packet 
         dst,
         protocol: probe.protocol(),
         l4,
+        inner: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod hosts;
 mod ipam;
 mod pools;
 mod profiles;
+mod tunnels;
 
 use std::future::Future;
 use std::sync::Arc;

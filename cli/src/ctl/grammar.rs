@@ -373,9 +373,9 @@ const POOL: Command = Command {
     name: "pool",
     summary: "Configure ip-pools",
     usage: &[
-        "pool add <CIDRS>... [--ipip] [--nat-outgoing]",
+        "pool add <CIDRS>... [--ipip | --vxlan] [--nat-outgoing]",
         "pool remove <CIDRS>...",
-        "pool range add <START_IP> <END_IP> [--ipip] [--nat-outgoing]",
+        "pool range add <START_IP> <END_IP> [--ipip | --vxlan] [--nat-outgoing]",
         "pool show [--ipv4 | --ipv6] [--strict]",
     ],
     description: "Configure IP Pools: the address ranges workloads are assigned from and BGP
@@ -384,6 +384,10 @@ announces.",
         flag(
             "--ipip",
             "Use IP-over-IP encapsulation across hosts (IPv4 only).",
+        ),
+        flag(
+            "--vxlan",
+            "Use VXLAN encapsulation across hosts (vxlan.calico; IPv4 only; not with --ipip).",
         ),
         flag(
             "--nat-outgoing",

@@ -214,6 +214,15 @@ impl NodeControl for LinuxNode {
 
     async fn status(&self) -> anyhow::Result<NodeStatus> {
         let mut status = self.process.status().await?;
+        // What the agent said about overlays it cannot program (IPIP on a kernel without it).
+        let overlay = self
+            .bird_run_dir
+            .join(calico_dataplane::linux::OVERLAY_STATUS_FILE);
+        if let Ok(note) = std::fs::read_to_string(overlay) {
+            if status.running && !note.trim().is_empty() {
+                status.detail = format!("{}; {}", status.detail, note.trim());
+            }
+        }
         match self.bgp_peers() {
             Ok(peers) => status.bgp_peers = peers,
             Err(e) => status.detail = format!("{}; BGP status unavailable: {e}", status.detail),

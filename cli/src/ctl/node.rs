@@ -225,6 +225,12 @@ async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> 
     }
     ds.ensure_global_config().await?;
     ds.register_host(&ctl.hostname, ip, ip6, as_num).await?;
+    for (dev, addr) in ds.ensure_tunnel_addrs(&ctl.hostname).await? {
+        out.push_str(&format!(
+            "Assigned {dev} address {addr} to {}\n",
+            ctl.hostname
+        ));
+    }
     let opts = NodeStartOptions {
         hostname: ctl.hostname.clone(),
         ip,

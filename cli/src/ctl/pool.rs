@@ -15,20 +15,21 @@ use super::{no_more, Args, CtlError};
 pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<String, CtlError> {
     match rest {
         ["add", cidrs @ ..] if !cidrs.is_empty() => {
-            a.allow(&["ipip", "nat-outgoing"])?;
+            a.allow(&["ipip", "vxlan", "nat-outgoing"])?;
             let pools = cidrs
                 .iter()
                 .map(|c| make_pool(a, parse_as("pool CIDR", c)?))
                 .collect::<Result<Vec<_>, _>>()?;
             ds.put_pools(&pools).await?;
-            Ok(pools
+            let added: String = pools
                 .iter()
                 .map(|p| format!("Added pool {}\n", p.cidr))
-                .collect())
+                .collect();
+            Ok(added + &tunnel_addrs(ds, &pools).await?)
         }
         ["range", "add", start, end, more @ ..] => {
             no_more(more)?;
-            a.allow(&["ipip", "nat-outgoing"])?;
+            a.allow(&["ipip", "vxlan", "nat-outgoing"])?;
             let start: IpAddr = parse_as("range start", start)?;
             let end: IpAddr = parse_as("range end", end)?;
             let cidrs = range_cidrs(start, end)?;
@@ -50,10 +51,11 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
                 .map(|c| make_pool(a, c))
                 .collect::<Result<Vec<_>, _>>()?;
             ds.put_pools(&pools).await?;
-            Ok(pools
+            let added: String = pools
                 .iter()
                 .map(|p| format!("Added pool {}\n", p.cidr))
-                .collect())
+                .collect();
+            Ok(added + &tunnel_addrs(ds, &pools).await?)
         }
         ["remove", cidrs @ ..] if !cidrs.is_empty() => {
             a.allow(&[])?;
@@ -99,7 +101,7 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
             if a.json()? {
                 let mut items: Vec<_> = all
                     .iter()
-                    .map(|p| json!({"cidr": p.cidr, "ipip": p.ipip.is_some(), "nat_outgoing": p.masquerade, "disabled": p.disabled}))
+                    .map(|p| json!({"cidr": p.cidr, "ipip": p.ipip.is_some(), "vxlan": p.vxlan, "nat_outgoing": p.masquerade, "disabled": p.disabled}))
                     .collect();
                 items.extend(output::broken_json(&broken));
                 return Ok(output::json(&items));
@@ -112,8 +114,44 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
     }
 }
 
+/// After adding overlay pools: every registered host gets its tunnel address, as each
+/// calico-node's `allocate-ipip-addr` did when the pools changed (a host registered later
+/// gets its own at `calicoctl node`).
+pub(crate) async fn tunnel_addrs(ds: &Datastore, pools: &[IpPool]) -> Result<String, CtlError> {
+    if !pools.iter().any(IpPool::is_overlay) {
+        return Ok(String::new());
+    }
+    let mut out = String::new();
+    for host in ds.list_hosts().await? {
+        for (dev, ip) in ds.ensure_tunnel_addrs(&host.hostname).await? {
+            out.push_str(&format!(
+                "Assigned {dev} address {ip} to {}\n",
+                host.hostname
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn make_pool(a: &Args, cidr: IpNet) -> Result<IpPool, CtlError> {
     let mut pool = IpPool::new(cidr);
+    if a.flag("vxlan") {
+        let reason = if matches!(cidr, IpNet::V6(_)) {
+            Some("--vxlan is only supported on IPv4 pools")
+        } else if a.flag("ipip") {
+            Some("--ipip and --vxlan exclude each other")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(CtlError::BadArgument {
+                what: "pool",
+                value: cidr.to_string(),
+                reason: reason.into(),
+            });
+        }
+        pool.vxlan = true;
+    }
     if a.flag("ipip") {
         if matches!(cidr, IpNet::V6(_)) {
             return Err(CtlError::BadArgument {
@@ -132,6 +170,9 @@ fn options(p: &IpPool) -> String {
     let mut o = Vec::new();
     if p.ipip.is_some() {
         o.push("ipip");
+    }
+    if p.vxlan {
+        o.push("vxlan");
     }
     if p.masquerade {
         o.push("nat-outgoing");

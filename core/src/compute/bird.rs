@@ -71,14 +71,14 @@ fn config(
         .values()
         .filter(|p| IpVersion::of(&p.cidr) == version && !p.disabled);
     let export_pools: BTreeSet<IpNet> = pools.clone().map(|p| p.cidr).collect();
-    let ipip_pools = pools.filter(|p| p.ipip.is_some()).map(|p| p.cidr).collect();
+    let overlay_pools = pools.filter(|p| p.is_overlay()).map(|p| p.cidr).collect();
     BirdConfig {
         router_id,
         source_address: source,
         local_as: state.host_as(host),
         peers,
         export_pools,
-        ipip_pools,
+        overlay_pools,
         blocks: me
             .blocks
             .iter()

@@ -13,6 +13,7 @@
 //! - [`ipsets`]: tag sets and their members.
 //! - [`nat`]: NAT-outgoing (`cali-POSTROUTING`) and the IPIP host set.
 //! - [`bird`]: the BGP configuration of BIRD and BIRD6.
+//! - [`overlay`]: VXLAN and IPIP tunnel devices and the routes through them.
 //!
 //! Every piece is a function of a small part of the state, so the incremental
 //! [`crate::calc::Calculator`] can rebuild exactly the pieces an update touches and must agree
@@ -27,6 +28,7 @@ pub mod host_endpoint;
 pub mod ipsets;
 pub mod names;
 pub mod nat;
+pub mod overlay;
 pub mod policy;
 pub mod profile;
 
@@ -207,6 +209,7 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
     desired.sysctls.extend(global.sysctls.clone());
     desired.bird_v4 = global.bird_v4;
     desired.bird_v6 = global.bird_v6;
+    desired.overlay = overlay::overlay(state, host, &cfg);
     desired
 }
 

@@ -11,6 +11,7 @@ mod policy;
 mod pool;
 mod rule;
 mod status;
+mod vtep;
 
 pub use bgp::{AsNumber, BgpLogLevel, BgpPeer, NodeMesh, DEFAULT_AS};
 pub use endpoint::{EndpointId, EndpointState, WorkloadEndpoint};
@@ -22,6 +23,7 @@ pub use policy::{policy_order, validate_policy_name, Order, Policy, PolicyType, 
 pub use pool::IpPool;
 pub use rule::{insert_position, Action, PortRange, Protocol, Rule, Rules};
 pub use status::FelixStatus;
+pub use vtep::{Vtep, VXLAN_DEVICE, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI};
 
 /// Global Felix config defaults `calicoctl node` writes when absent (reference 1.7).
 pub const GLOBAL_CONFIG_DEFAULTS: &[(&str, &str)] = &[

@@ -8,12 +8,16 @@ use crate::ModelError;
 ///
 /// JSON as libcalico wrote it: `{"cidr": "192.168.0.0/16"}`, plus `"ipip": "tunl0"` and
 /// `"masquerade": true` only when set, and `"ipam": false` / `"disabled": true` only when they
-/// differ from the defaults.
+/// differ from the defaults. Our extension (Calico v3's `vxlanMode`): `"vxlan": true` when
+/// cross-host traffic of the pool goes through `vxlan.calico`; only written when set, so
+/// pools without it read and write exactly as the original's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpPool {
     pub cidr: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vxlan: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub masquerade: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -46,13 +50,21 @@ impl IpPool {
         IpPool {
             cidr: cidr.trunc(),
             ipip: None,
+            vxlan: false,
             masquerade: false,
             ipam: true,
             disabled: false,
         }
     }
 
-    /// Checks the invariants the original enforced (IPIP is IPv4-only) and that the pool
+    /// Whether cross-host traffic of this pool is tunnelled (IPIP or VXLAN), so BIRD must not
+    /// install plain routes for it.
+    pub fn is_overlay(&self) -> bool {
+        self.ipip.is_some() || self.vxlan
+    }
+
+    /// Checks the invariants the original enforced (IPIP is IPv4-only; VXLAN likewise, and
+    /// not both on one pool) and that the pool
     /// overlaps no range a workload must never be given or routed: loopback, link-local,
     /// multicast (so `0.0.0.0/0` and `::/0` are refused, naming the range they cover).
     pub fn validate(&self) -> Result<(), ModelError> {
@@ -72,6 +84,20 @@ impl IpPool {
                 "ipip",
                 self.cidr,
                 "IPIP is only supported on IPv4 pools",
+            ));
+        }
+        if self.vxlan && matches!(self.cidr, IpNet::V6(_)) {
+            return Err(ModelError::field(
+                "vxlan",
+                self.cidr,
+                "VXLAN is only supported on IPv4 pools",
+            ));
+        }
+        if self.vxlan && self.ipip.is_some() {
+            return Err(ModelError::field(
+                "vxlan",
+                self.cidr,
+                "a pool is either IPIP or VXLAN, not both",
             ));
         }
         if let Some(dev) = &self.ipip {

@@ -644,6 +644,8 @@ fn parse_iface(text: &str, line: usize) -> Result<String, ParseError> {
 fn parse_protocol(text: &str, line: usize) -> Result<Protocol, ParseError> {
     match text {
         "ipv6-icmp" => Ok(Protocol::Icmpv6),
+        // iptables-save names protocols from /etc/protocols: IPIP (4) is `ipencap`.
+        "ipencap" => Ok(Protocol::Number(4)),
         other => other
             .parse()
             .map_err(|_| err(line, format!("unknown protocol {other}"))),
@@ -802,6 +804,7 @@ mod tests {
             ("sctp", Protocol::Sctp),
             ("udplite", Protocol::Udplite),
             ("47", Protocol::Number(47)),
+            ("ipencap", Protocol::Number(4)),
         ] {
             let rule = one_rule(&format!("-p {text} -j DROP"));
             assert_eq!(

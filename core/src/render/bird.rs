@@ -14,9 +14,12 @@
 //! routes are in BIRD's table too (for `gateway recursive`) and would otherwise come back as
 //! `proto bird` duplicates of the host's own link routes.
 //!
-//! Stock BIRD 2 has no `krt_tunnel` (that was calico-bird's patch), so `calico_ipip` only
-//! lists the IPIP pools in comments; the dataplane owns IPIP routes. BIRD6 uses the same
-//! kernel filter (the original's `export all` had the same duplicate-link-route problem).
+//! Stock BIRD 2 has no `krt_tunnel` (that was calico-bird's patch), so the agent programs the
+//! routes of overlay pools (IPIP and VXLAN) itself from the datastore (`crate::tunnel`), and
+//! `calico_ipip` keeps BIRD from installing a competing plain route for them: BGP routes
+//! inside an overlay pool are not written to the kernel (they are still exchanged, so peers
+//! and `birdc` see them). BIRD6 uses the same kernel filter (the original's `export all` had
+//! the same duplicate-link-route problem).
 
 use std::fmt::Write as _;
 
@@ -52,8 +55,11 @@ pub fn render_bird(cfg: &BirdConfig, v6: bool) -> String {
     let _ = writeln!(out, "  reject;\n}}\n");
 
     let _ = writeln!(out, "filter calico_ipip {{");
-    for pool in &cfg.ipip_pools {
-        let _ = writeln!(out, "  # ipip pool {pool}: tunnelled by the dataplane");
+    for pool in &cfg.overlay_pools {
+        let _ = writeln!(
+            out,
+            "  if ( source = RTS_BGP && net ~ [ {pool}+ ] ) then reject; # overlay pool: the agent routes it through its tunnel"
+        );
     }
     let _ = writeln!(
         out,

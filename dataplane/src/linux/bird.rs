@@ -306,6 +306,11 @@ impl BirdManager {
         }
     }
 
+    /// The directory of BIRD's files (also where the agent leaves its status notes).
+    pub fn run_dir(&self) -> &Path {
+        &self.v4.dir
+    }
+
     /// BIRD logs to `<log_dir>/bird.log` and `<log_dir>/bird6.log` (`bird -D`) instead of
     /// syslog; applies to daemons this manager starts.
     #[must_use]

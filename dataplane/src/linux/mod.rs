@@ -29,6 +29,7 @@ pub mod bird;
 pub mod cmd;
 pub mod ipset;
 pub mod iptables;
+pub mod overlay;
 pub mod plumbing;
 pub mod proxy_ndp;
 pub mod route;
@@ -43,6 +44,7 @@ use calico_core::iptables::IpFamily;
 
 pub use bird::{BgpProtocol, BirdManager};
 pub use cmd::{CommandLog, Invocation, Runner};
+pub use overlay::{RTPROT_CALICO_OVERLAY, STATUS_FILE as OVERLAY_STATUS_FILE};
 pub use plumbing::LinuxPlumbing;
 pub use route::RTPROT_CALICO;
 pub use sysctl::{SysctlWrite, Sysctls};
@@ -61,6 +63,8 @@ pub struct LinuxDataplane {
     owned_proxies: BTreeSet<ProxyNeighbour>,
     /// Sysctls we set; `observe` reports these.
     owned_sysctls: BTreeSet<String>,
+    /// Tunnel devices and what goes through them.
+    tunnels: overlay::Tunnels,
     /// Netlink write requests sent so far (see [`LinuxDataplane::netlink_writes`]).
     netlink_writes: u64,
     /// Our iptables and ipsets as of the last kernel read plus what we wrote since; `None`
@@ -93,8 +97,10 @@ impl LinuxDataplane {
 
     /// A dataplane whose BIRD daemons `bird` manages (log dir, policy-only mode).
     pub fn with_bird(bird: BirdManager) -> Self {
+        let runner = Runner::default();
         LinuxDataplane {
-            runner: Runner::default(),
+            tunnels: overlay::Tunnels::new(runner.clone(), bird.run_dir().to_path_buf()),
+            runner,
             bird,
             sysctls: Sysctls::default(),
             owned_neighbours: BTreeSet::new(),
@@ -114,6 +120,11 @@ impl LinuxDataplane {
     /// sent; unchanged by an apply that found nothing to change.
     pub fn netlink_writes(&self) -> u64 {
         self.netlink_writes
+    }
+
+    /// Why IPIP does not work on this kernel, once an apply found out.
+    pub fn ipip_unavailable(&self) -> Option<&str> {
+        self.tunnels.ipip_unavailable()
     }
 
     /// BGP sessions as `birdc show protocols` reports them, for `calicoctl status`.
@@ -366,6 +377,14 @@ impl Dataplane for LinuxDataplane {
             first_error.get_or_insert(e);
         }
 
+        // Tunnel devices and what goes through them.
+        if let Err(e) = self
+            .tunnels
+            .apply(&desired.overlay, &mut changes, &mut waiting)
+        {
+            first_error.get_or_insert(e);
+        }
+
         // 5. Sysctls.
         self.apply_sysctls(desired, &mut changes, &mut waiting, &mut first_error);
 
@@ -416,6 +435,7 @@ impl Dataplane for LinuxDataplane {
             sysctls,
             bird_v4,
             bird_v6,
+            overlay: self.tunnels.observe()?,
         })
     }
 }

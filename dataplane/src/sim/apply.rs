@@ -259,6 +259,11 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
         .sysctls
         .retain(|key| desired.sysctls.contains_key(key));
 
+    // Tunnel devices and what goes through them.
+    if let Err(e) = super::tunnel::apply_overlay(k, &desired.overlay, &mut changes) {
+        first_error.get_or_insert(e);
+    }
+
     // 7. BIRD.
     if k.bird_v4 != desired.bird_v4 {
         k.bird_v4 = desired.bird_v4.clone();
@@ -526,6 +531,7 @@ fn observe_state(k: &Kernel) -> DesiredState {
         .iter()
         .filter_map(|n| k.ipsets.get(n).map(|s| (n.clone(), s.clone())))
         .collect();
+    let tunnels = super::tunnel::tunnel_devices(k);
     let (routes, neighbours) = match k.ns(ROOT_NS) {
         Ok(space) => (
             space
@@ -542,7 +548,7 @@ fn observe_state(k: &Kernel) -> DesiredState {
             space
                 .neighbours
                 .iter()
-                .filter(|(_, e)| e.permanent)
+                .filter(|((_, dev), e)| e.permanent && !tunnels.contains(dev.as_str()))
                 .map(|((ip, dev), e)| Neighbour {
                     ip: *ip,
                     mac: e.mac,
@@ -567,6 +573,7 @@ fn observe_state(k: &Kernel) -> DesiredState {
         sysctls,
         bird_v4: k.bird_v4.clone(),
         bird_v6: k.bird_v6.clone(),
+        overlay: super::tunnel::observe_overlay(k),
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use calico_core::desired::{BirdConfig, IpSet, Neighbour, TableId};
 use calico_core::model::MacAddr;
+use calico_core::tunnel::TunnelDevice;
 use ipnet::IpNet;
 
 use super::conntrack::Conntrack;
@@ -26,6 +27,8 @@ pub enum LinkKind {
     Veth {
         peer: u64,
     },
+    /// A tunnel device (`vxlan.calico`, `tunl0`); what it is lives in [`Kernel::tunnels`].
+    Tunnel,
 }
 
 /// One network device.
@@ -84,6 +87,10 @@ pub struct Kernel {
     pub owned: Owned,
     pub bird_v4: Option<BirdConfig>,
     pub bird_v6: Option<BirdConfig>,
+    /// Tunnel devices of the root namespace by name, as last set (see `super::tunnel`).
+    pub tunnels: BTreeMap<String, TunnelDevice>,
+    /// VXLAN forwarding entries: (device, remote MAC) → remote host address.
+    pub fdb: BTreeMap<(String, MacAddr), IpAddr>,
 }
 
 /// A sysctl key split into its per-interface form: `net.<section>.<iface>.<param>`.
@@ -130,6 +137,8 @@ impl Kernel {
             owned: Owned::default(),
             bird_v4: None,
             bird_v6: None,
+            tunnels: BTreeMap::new(),
+            fdb: BTreeMap::new(),
         };
         for (key, value) in [
             ("net.ipv4.ip_forward", "0"),
@@ -165,7 +174,13 @@ impl Kernel {
         }
     }
 
-    fn new_link(&mut self, ns: &str, name: &str, kind: LinkKind, mac: Option<MacAddr>) -> u64 {
+    pub(crate) fn new_link(
+        &mut self,
+        ns: &str,
+        name: &str,
+        kind: LinkKind,
+        mac: Option<MacAddr>,
+    ) -> u64 {
         let id = self.next_link;
         self.next_link += 1;
         let mac = mac.unwrap_or_else(|| derive_mac(&self.host, id));

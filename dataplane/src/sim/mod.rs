@@ -22,6 +22,7 @@ mod plumbing;
 mod proxy_ndp;
 pub mod route;
 pub mod trace;
+mod tunnel;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,7 +36,7 @@ use ipnet::IpNet;
 
 pub use kernel::{Kernel, Link, LinkKind, ROOT_NS};
 pub use netfilter::eval::{DecidedBy, Decision, RuleRef, Verdict};
-pub use packet::{Packet, L4};
+pub use packet::{Inner, Packet, L4};
 pub use route::{KernelRoute, RouteProto};
 pub use trace::{Hop, HostOutcome, NeighSource};
 

@@ -27,6 +27,40 @@ pub struct Packet {
     pub dst: IpAddr,
     pub protocol: Protocol,
     pub l4: L4,
+    /// The packet a tunnel carries inside this one (VXLAN's UDP payload, IPIP's), or `None`.
+    pub inner: Option<Inner>,
+}
+
+/// The headers of a tunnelled packet (one level: tunnels in tunnels are not modelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inner {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: Protocol,
+    pub l4: L4,
+}
+
+impl Inner {
+    /// The headers of `packet`, to carry inside an outer packet.
+    pub fn of(packet: &Packet) -> Self {
+        Inner {
+            src: packet.src,
+            dst: packet.dst,
+            protocol: packet.protocol,
+            l4: packet.l4,
+        }
+    }
+
+    /// The carried packet, as it leaves the tunnel.
+    pub fn packet(&self) -> Packet {
+        Packet {
+            src: self.src,
+            dst: self.dst,
+            protocol: self.protocol,
+            l4: self.l4,
+            inner: None,
+        }
+    }
 }
 
 impl Packet {
@@ -40,6 +74,7 @@ impl Packet {
                 src: src_port,
                 dst: dst_port,
             },
+            inner: None,
         }
     }
 
@@ -68,6 +103,7 @@ impl Packet {
                 code: 0,
                 id,
             },
+            inner: None,
         }
     }
 
@@ -104,6 +140,7 @@ impl Packet {
             dst: self.src,
             protocol: self.protocol,
             l4,
+            inner: None,
         }
     }
 
@@ -119,6 +156,16 @@ impl Packet {
 
 impl fmt::Display for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_headers(f)?;
+        match &self.inner {
+            Some(inner) => write!(f, " carrying [{}]", inner.packet()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Packet {
+    fn fmt_headers(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.l4 {
             L4::Ports { src, dst } => write!(
                 f,

@@ -18,6 +18,9 @@ pub enum RouteProto {
     Calico,
     /// Learned over BGP.
     Bird,
+    /// Ours too: routes through a tunnel device (`via <gw> dev vxlan.calico onlink`); kept
+    /// apart from [`RouteProto::Calico`] as the Linux dataplane keeps them apart.
+    Overlay,
 }
 
 impl fmt::Display for RouteProto {
@@ -27,6 +30,7 @@ impl fmt::Display for RouteProto {
             RouteProto::Static => "static",
             RouteProto::Calico => "calico",
             RouteProto::Bird => "bird",
+            RouteProto::Overlay => "calico-overlay",
         })
     }
 }

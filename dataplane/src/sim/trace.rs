@@ -75,6 +75,8 @@ pub enum Hop {
     Netfilter(Decision),
     /// An address was rewritten (masquerade, or its reverse on a reply).
     Nat { detail: String },
+    /// A tunnel device wrapped the packet in an outer header, or took it out of one.
+    Tunnel { detail: String },
     /// The walk ended here; the outcome says how.
     End { detail: String },
 }
@@ -151,6 +153,7 @@ impl fmt::Display for Hop {
             }
             Hop::Netfilter(decision) => write!(f, "{decision}"),
             Hop::Nat { detail } => write!(f, "nat: {detail}"),
+            Hop::Tunnel { detail } => write!(f, "tunnel: {detail}"),
             Hop::End { detail } => f.write_str(detail),
         }
     }

@@ -90,6 +90,9 @@ impl Walk<'_> {
     }
 
     fn deliver(mut self, ns: &str, iface: &str, packet: Packet) -> HostOutcome {
+        if ns == ROOT_NS && packet.inner.is_some() {
+            return self.tunnel_in(packet);
+        }
         self.trace.push(Hop::Local {
             ns: ns.to_string(),
             dst: packet.dst,
@@ -103,6 +106,32 @@ impl Walk<'_> {
             iface: iface.to_string(),
             packet,
             trace: self.trace,
+        }
+    }
+
+    /// Out of a tunnel device: the packet, wrapped in an outer host→host packet, leaves the
+    /// host like one the host sends (OUTPUT, POSTROUTING, the wire).
+    fn tunnel_out(mut self, dev: &str, next_hop: IpAddr, packet: Packet) -> HostOutcome {
+        match super::tunnel::encapsulate(self.k, dev, next_hop, &packet) {
+            Ok((outer, detail)) => {
+                self.trace.push(Hop::Tunnel { detail });
+                self.host_output(outer)
+            }
+            Err(reason) => self.drop(reason),
+        }
+    }
+
+    /// A tunnel packet for this host (past INPUT): the tunnel device takes the inner packet
+    /// out, and it arrives on that device like any other.
+    fn tunnel_in(mut self, outer: Packet) -> HostOutcome {
+        match super::tunnel::decapsulate(self.k, &outer) {
+            Ok((dev, inner)) => {
+                self.trace.push(Hop::Tunnel {
+                    detail: format!("decapsulated by {dev}"),
+                });
+                self.ingress(ROOT_NS, &dev, MacAddr([0; 6]), inner, 0)
+            }
+            Err(reason) => self.drop(reason),
         }
     }
 
@@ -149,6 +178,7 @@ impl Walk<'_> {
                 }
             }
             LinkKind::Loopback => self.drop(format!("{} routed to lo but not local", packet.dst)),
+            LinkKind::Tunnel => self.tunnel_out(dev, next_hop, packet),
             LinkKind::Veth { .. } => {
                 let Some(peer) = self.k.peer(&link).cloned() else {
                     return self.drop(format!("veth {dev} has no peer"));

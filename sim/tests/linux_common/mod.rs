@@ -103,3 +103,28 @@ pub fn packets(ns: &str, chain: &str, needle: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no rule with {needle} in {chain} of {ns}:\n{text}"))
 }
+
+/// `Ok` when this kernel can make an IPIP tunnel (`ip tunnel add tunl0 mode ipip` in a
+/// scratch namespace), else why not (`CONFIG_NET_IPIP` unset: "No such device").
+pub fn ipip_supported() -> Result<(), String> {
+    let ns = format!("calirs-ipip-probe-{}", std::process::id());
+    let run = |args: &[&str]| Command::new("ip").args(args).output();
+    let made = run(&["netns", "add", &ns]).map_err(|e| format!("ip netns add: {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "ip netns add {ns}: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    let added = run(&["-n", &ns, "tunnel", "add", "tunl0", "mode", "ipip"]);
+    let exists = run(&["-n", &ns, "link", "show", "tunl0"]).is_ok_and(|o| o.status.success());
+    let _ = run(&["netns", "del", &ns]);
+    match added {
+        Ok(o) if o.status.success() || exists => Ok(()),
+        Ok(o) => Err(format!(
+            "`ip tunnel add tunl0 mode ipip` fails: {} (kernel without CONFIG_NET_IPIP)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("ip tunnel add: {e}")),
+    }
+}

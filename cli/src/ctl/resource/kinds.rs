@@ -156,11 +156,21 @@ pub struct Ipip {
     pub mode: String,
 }
 
+/// Our extension, shaped like `ipip`: cross-host traffic of the pool goes through VXLAN.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vxlan {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip: Option<Ipip>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<Vxlan>,
     #[serde(default, rename = "nat-outgoing")]
     pub nat_outgoing: bool,
     #[serde(default)]
@@ -289,6 +299,21 @@ fn value_of<T: serde::de::DeserializeOwned>(value: Yaml) -> Result<T, serde_norw
 }
 
 impl Resource {
+    /// The pool an `ipPool` resource writes (`None` for other kinds).
+    pub fn pool(&self) -> Option<IpPool> {
+        if !matches!(self, Resource::IpPool(_)) {
+            return None;
+        }
+        self.writes()
+            .ok()?
+            .puts
+            .into_iter()
+            .find_map(|(_, v)| match v {
+                Value::Pool(p) => Some(p),
+                _ => None,
+            })
+    }
+
     /// The kind, as files spell it, when `kind` and `apiVersion` name one we know.
     ///
     /// # Errors
@@ -513,11 +538,16 @@ impl Resource {
                 let pool = IpPool {
                     cidr,
                     ipip: ipip.then(|| "tunl0".to_string()),
+                    vxlan: r.spec.vxlan.as_ref().is_some_and(|v| v.enabled),
                     masquerade: r.spec.nat_outgoing,
                     ipam: !r.spec.disabled,
                     disabled: r.spec.disabled,
                 };
-                pool.validate().map_err(err("metadata.cidr"))?;
+                pool.validate().map_err(err(if pool.vxlan {
+                    "spec.vxlan"
+                } else {
+                    "metadata.cidr"
+                }))?;
                 let mut writes = Writes::one(Key::Pool { cidr }, Value::Pool(pool));
                 if ipip {
                     // As libcalico-go did: an IPIP pool turns IPIP on for Felix (never off).
@@ -705,6 +735,7 @@ pub fn pool_resource(pool: &IpPool) -> Resource {
                 enabled: true,
                 mode: String::new(),
             }),
+            vxlan: pool.vxlan.then_some(Vxlan { enabled: true }),
             nat_outgoing: pool.masquerade,
             disabled: pool.disabled,
         },

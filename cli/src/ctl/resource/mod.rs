@@ -163,7 +163,13 @@ pub async fn run_verb(
         done += 1;
     }
     ds.commit(plan).await?;
-    Ok(success(verb, &resources, done))
+    let mut out = success(verb, &resources, done);
+    if verb != Verb::Delete {
+        // Overlay pools give every host its tunnel address, as `pool add` does.
+        let pools: Vec<_> = resources.iter().filter_map(Resource::pool).collect();
+        out.push_str(&super::pool::tunnel_addrs(ds, &pools).await?);
+    }
+    Ok(out)
 }
 
 fn add_writes(plan: &mut TxnPlan, writes: &Writes) {
