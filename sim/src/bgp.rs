@@ -225,6 +225,17 @@ impl BgpFabric {
     /// The routes every host should hold from BGP: host → destination → next hop.
     pub fn learned(&self, speakers: &[Speaker<'_>]) -> BTreeMap<String, LearnedRoutes> {
         let index = AddressIndex::new(speakers);
+        // What each speaker advertises does not depend on who listens: filtered once per
+        // speaker instead of once per session (a full mesh has N² of them).
+        let adverts = [0, 1].map(|family: usize| {
+            index.by_address[family]
+                .iter()
+                .filter_map(|(addr, s)| {
+                    let config = s.bird[family]?;
+                    Some((*addr, advertised(s, config).collect::<Vec<_>>()))
+                })
+                .collect::<BTreeMap<IpAddr, Vec<IpNet>>>()
+        });
         let mut out: BTreeMap<String, LearnedRoutes> = BTreeMap::new();
         for me in speakers {
             let routes = out.entry(me.host.to_string()).or_default();
@@ -240,17 +251,15 @@ impl BgpFabric {
                     if state != SessionState::Established {
                         continue;
                     }
-                    let Some(other) = index.by_address[family].get(&peer.ip) else {
+                    // Established: the peer runs a BIRD of this family at `peer.ip`.
+                    let Some(advertised) = adverts[family].get(&peer.ip) else {
                         continue;
                     };
-                    let Some(theirs) = other.bird[family] else {
-                        continue;
-                    };
-                    for dst in advertised(other, theirs) {
+                    for &dst in advertised {
                         if local.contains(&dst) {
                             continue;
                         }
-                        let via = theirs.source_address;
+                        let via = peer.ip;
                         routes
                             .entry(dst)
                             .and_modify(|cur| *cur = (*cur).min(via))
