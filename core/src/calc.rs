@@ -447,8 +447,19 @@ impl Calculator {
     /// the map it already has, if any) instead of one tree insertion per address.
     fn add_members_bulk(&mut self, endpoints: &[Arc<WorkloadEndpoint>]) {
         let mut by_tag: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        // Neighbouring endpoints mostly carry the same profiles: their tags are looked up
+        // once per run of equal profile lists and state.
+        let mut last: Option<(&WorkloadEndpoint, Vec<&str>)> = None;
         for ep in endpoints {
-            for tag in ipsets::endpoint_tags(&self.state, ep) {
+            let same = last.as_ref().is_some_and(|(prev, _)| {
+                prev.state == ep.state && prev.profile_ids == ep.profile_ids
+            });
+            if !same {
+                let tags = ipsets::endpoint_tags(&self.state, ep).into_iter().collect();
+                last = Some((ep, tags));
+            }
+            let Some((_, tags)) = &last else { continue };
+            for &tag in tags {
                 let nets = match by_tag.get_mut(tag) {
                     Some(nets) => nets,
                     None => by_tag.entry(tag.to_string()).or_default(),

@@ -152,20 +152,27 @@ pub fn created_whole(set: &IpSet) -> Result<IpSet, DataplaneError> {
     if !valid_set_name(&set.name) {
         return Err(refuse(format!("bad set name {}", set.name)));
     }
-    let mut members = BTreeSet::new();
-    for member in &set.members {
-        // As the text renders it (`render_member`) and the parser reads it back.
-        let member = member.trunc();
-        if family_of(&member) != set.family {
-            return Err(refuse(format!(
-                "{member} is of the wrong family for set {}",
-                set.name
-            )));
-        }
-        if !members.insert(member) {
-            return Err(refuse(format!("{member} is already in set {}", set.name)));
-        }
+    // As the text renders each member (`render_member`) and the parser reads it back.
+    let truncated: Vec<IpNet> = set.members.iter().map(IpNet::trunc).collect();
+    if let Some(member) = truncated.iter().find(|m| family_of(m) != set.family) {
+        return Err(refuse(format!(
+            "{member} is of the wrong family for set {}",
+            set.name
+        )));
     }
+    // Members come sorted and truncating rarely reorders them: then the set is built from
+    // the sorted run at once, else one insertion each (which also finds a member twice).
+    let members = if truncated.windows(2).all(|w| w[0] < w[1]) {
+        truncated.into_iter().collect()
+    } else {
+        let mut members = BTreeSet::new();
+        for member in truncated {
+            if !members.insert(member) {
+                return Err(refuse(format!("{member} is already in set {}", set.name)));
+            }
+        }
+        members
+    };
     Ok(IpSet {
         name: set.name.clone(),
         family: set.family,
