@@ -273,12 +273,24 @@ impl Calculator {
     /// tree insertion per endpoint, which dominates a simulated cluster's start.
     pub fn load_listing(&mut self, listing: &SharedListing) -> Delta {
         let bulk = self.state.endpoints.is_empty();
+        // Into a state without hosts, the listing's host records land as the host table the
+        // listing built from them once (the same `ClusterState` code over the same records),
+        // instead of one copy-on-write per record and per loader.
+        let shared_hosts = self.state.hosts.is_empty();
+        if shared_hosts && !listing.hosts().is_empty() {
+            self.state.hosts = listing.hosts().clone();
+            self.dirty.global = true;
+        }
         let mut decoded = Vec::new();
         for record in listing.records() {
             match &record.endpoint {
                 Some((id, ep)) if bulk => decoded.push((Arc::clone(id), Arc::clone(ep))),
                 Some((id, ep)) => self.set_endpoint(Arc::clone(id), Arc::clone(ep)),
-                None => self.ingest(&record.key, Some(&record.value)),
+                None => match &record.decoded {
+                    Some((key, Ok(_))) if shared_hosts && host_record_of(key).is_some() => {}
+                    Some((key, decoded)) => self.ingest_decoded(&record.key, key, decoded.clone()),
+                    None => self.ingest(&record.key, Some(&record.value)),
+                },
             }
         }
         if bulk {
@@ -322,9 +334,7 @@ impl Calculator {
             .filter(|(id, _)| id.host != self.host)
             .map(|(_, ep)| Arc::clone(ep))
             .collect();
-        for ep in remote {
-            self.adjust_members(&ep, true);
-        }
+        self.add_members_bulk(&remote);
         for (id, ep) in local {
             self.endpoint_changed(&id, None, Some(&ep));
         }
@@ -370,6 +380,29 @@ impl Calculator {
                     }
                 }
             }
+            _ => {
+                let decoded = if ClusterState::depends_on(&key) {
+                    value.map(|bytes| decode(&key, bytes)).transpose()
+                } else {
+                    Ok(None)
+                };
+                self.ingest_decoded(raw_key, &key, decoded);
+            }
+        }
+    }
+
+    /// [`Calculator::ingest`] of a record other than an endpoint, its key parsed and its value
+    /// decoded (`Ok(None)` = deleted).
+    fn ingest_decoded(
+        &mut self,
+        raw_key: &str,
+        key: &Key,
+        decoded: Result<Option<Value>, ModelError>,
+    ) {
+        match key {
+            // Endpoints take the shared-record path of `ingest` (a listing carries them
+            // decoded), never this one.
+            Key::Endpoint(_) => {}
             Key::ProfileTags { profile } | Key::ProfileLabels { profile } => {
                 // Both feed the labels selectors see, and tags the tag sets.
                 let users: Vec<Arc<EndpointId>> = self
@@ -380,7 +413,7 @@ impl Calculator {
                 let heps = self.host_endpoints_with_profile(profile);
                 self.adjust_members_of(&users, false);
                 self.adjust_host_endpoints(&heps, false);
-                let applied = self.state.apply(raw_key, value);
+                let applied = self.state.apply_decoded(key.clone(), decoded);
                 self.note_invalid(raw_key, applied);
                 self.adjust_members_of(&users, true);
                 self.adjust_host_endpoints(&heps, true);
@@ -391,7 +424,7 @@ impl Calculator {
             }
             Key::Policy { name } => {
                 let old = self.state.policies.get(name).cloned();
-                let applied = self.state.apply(raw_key, value);
+                let applied = self.state.apply_decoded(key.clone(), decoded);
                 self.note_invalid(raw_key, applied);
                 let new = self.state.policies.get(name).cloned();
                 self.dirty.policies.insert(name.clone());
@@ -407,7 +440,7 @@ impl Calculator {
             Key::HostEndpoint(id) => {
                 let old = self.state.host_endpoints.get(id).cloned();
                 self.adjust_host_endpoint_members(old.as_ref(), false);
-                let applied = self.state.apply(raw_key, value);
+                let applied = self.state.apply_decoded(key.clone(), decoded);
                 self.note_invalid(raw_key, applied);
                 let new = self.state.host_endpoints.get(id).cloned();
                 self.adjust_host_endpoint_members(new.as_ref(), true);
@@ -418,17 +451,17 @@ impl Calculator {
                 }
             }
             Key::ProfileRules { profile } => {
-                let applied = self.state.apply(raw_key, value);
+                let applied = self.state.apply_decoded(key.clone(), decoded);
                 self.note_invalid(raw_key, applied);
                 self.dirty.profiles.insert(profile.clone());
             }
             _ => {
-                if ClusterState::depends_on(&key) {
-                    let applied = self.state.apply(raw_key, value);
+                if ClusterState::depends_on(key) {
+                    let applied = self.state.apply_decoded(key.clone(), decoded);
                     self.note_invalid(raw_key, applied);
                     self.dirty.global = true;
                     if self.shared.is_some() {
-                        if let Some(host) = host_record_of(&key) {
+                        if let Some(host) = host_record_of(key) {
                             self.dirty.hosts.insert(host.to_string());
                         }
                     }
@@ -624,6 +657,56 @@ impl Calculator {
             if !self.dirty.tags.contains(tag) {
                 self.dirty.tags.insert(tag.to_string());
             }
+        }
+    }
+
+    /// [`Calculator::adjust_members`] adding many endpoints at once: each tag's addresses are
+    /// gathered, sorted and counted, and the tag's map built from that sorted run (merged into
+    /// the map it already has, if any) instead of one tree insertion per address.
+    fn add_members_bulk(&mut self, endpoints: &[Arc<WorkloadEndpoint>]) {
+        let mut by_tag: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        // Neighbouring endpoints mostly carry the same profiles: their tags are looked up
+        // once per run of equal profile lists and state.
+        let mut last: Option<(&WorkloadEndpoint, Vec<&str>)> = None;
+        for ep in endpoints {
+            let same = last.as_ref().is_some_and(|(prev, _)| {
+                prev.state == ep.state && prev.profile_ids == ep.profile_ids
+            });
+            if !same {
+                let tags = ipsets::endpoint_tags(&self.state, ep).into_iter().collect();
+                last = Some((ep, tags));
+            }
+            let Some((_, tags)) = &last else { continue };
+            for &tag in tags {
+                let nets = match by_tag.get_mut(tag) {
+                    Some(nets) => nets,
+                    None => by_tag.entry(tag.to_string()).or_default(),
+                };
+                nets.extend(ep.nets());
+            }
+        }
+        for (tag, mut nets) in by_tag {
+            nets.sort_unstable();
+            let mut counted: Vec<(IpNet, usize)> = Vec::with_capacity(nets.len());
+            for net in nets {
+                match counted.last_mut() {
+                    Some((last, count)) if *last == net => *count += 1,
+                    _ => counted.push((net, 1)),
+                }
+            }
+            match self.tag_members.get_mut(&tag) {
+                Some(counts) => {
+                    for (net, count) in counted {
+                        *counts.entry(net).or_default() += count;
+                    }
+                }
+                None if !counted.is_empty() => {
+                    self.tag_members
+                        .insert(tag.clone(), counted.into_iter().collect());
+                }
+                None => {}
+            }
+            self.dirty.tags.insert(tag);
         }
     }
 
@@ -1075,7 +1158,7 @@ impl Calculator {
 }
 
 /// The host whose [`crate::cluster::HostState`] a key is part of.
-fn host_record_of(key: &Key) -> Option<&str> {
+pub(crate) fn host_record_of(key: &Key) -> Option<&str> {
     match key {
         Key::HostConfig { host, .. }
         | Key::BirdIp { host }
@@ -1290,11 +1373,22 @@ mod tests {
             ),
             (
                 "/calico/v1/host/h2/workload/docker/w2/endpoint/e2".into(),
-                ep("calie2", "192.168.1.2"),
+                br#"{"state":"active","name":"calie2","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["A"],"ipv4_nets":["192.168.1.2/32"],"labels":{"role":"web"}}"#.to_vec(),
             ),
             (
                 "/calico/v1/host/h2/workload/docker/w3/endpoint/e3".into(),
                 b"{not json".to_vec(),
+            ),
+            // The same address as e1 (counted twice in the tag's members), a host record that
+            // does not decode, and a block affinity.
+            (
+                "/calico/v1/host/h2/workload/docker/w4/endpoint/e4".into(),
+                ep("calie4", "192.168.1.1"),
+            ),
+            ("/calico/v1/host/h2/bird_ip".into(), b"not an ip".to_vec()),
+            (
+                "/calico/ipam/v2/host/h2/ipv4/block/192.168.1.0-26".into(),
+                Vec::new(),
             ),
             (
                 "/calico/v1/policy/profile/A/rules".into(),
@@ -1305,6 +1399,12 @@ mod tests {
                 "/calico/v1/policy/profile/A/tags".into(),
                 br#"["A"]"#.to_vec(),
             ),
+            // A rule selector a remote endpoint matches: the bulk load must count it in.
+            (
+                "/calico/v1/policy/tier/default/policy/p".into(),
+                br#"{"order":10,"selector":"all()","inbound_rules":[{"action":"allow","src_selector":"role == 'web'"}],"outbound_rules":[]}"#
+                    .to_vec(),
+            ),
         ];
         let listing = SharedListing::new(kvs.clone(), &shared);
         assert_eq!(listing.len(), kvs.len());
@@ -1314,7 +1414,12 @@ mod tests {
             .iter()
             .filter(|r| r.endpoint.is_some())
             .count();
-        assert_eq!(decoded, 2, "the invalid endpoint is left raw");
+        assert_eq!(decoded, 3, "the invalid endpoint is left raw");
+        assert_eq!(
+            listing.hosts().keys().collect::<Vec<_>>(),
+            ["h1", "h2"],
+            "h1's bird_ip, h2's block"
+        );
         for host in ["h1", "h2"] {
             let mut loaded = Calculator::with_shared(host, shared.clone());
             let delta = loaded.load_listing(&listing);
@@ -1324,9 +1429,38 @@ mod tests {
             assert_eq!(loaded.state(), batched.state());
             assert_eq!(loaded.desired(), batched.desired());
             assert_eq!(loaded.desired(), &compute(loaded.state(), host));
-            assert_eq!(loaded.state().endpoints.len(), 2);
+            assert_eq!(loaded.state().endpoints.len(), 3);
+            assert_eq!(loaded.state().hosts["h2"].blocks.len(), 1);
             let set = &loaded.desired().ipsets[&tag_set_name("A", IpFamily::V4)];
             assert_eq!(set.members.len(), 2);
+            let web = loaded
+                .desired()
+                .ipsets
+                .iter()
+                .find(|(name, _)| name.starts_with("cali4-s:"))
+                .map(|(_, set)| {
+                    set.members
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                });
+            assert_eq!(
+                web,
+                Some(vec!["192.168.1.2/32".to_string()]),
+                "selector members"
+            );
+            assert!(
+                Arc::ptr_eq(&loaded.state().hosts["h1"], &listing.hosts()["h1"]),
+                "the host table is the listing's"
+            );
+            let invalid: Vec<&String> = delta.invalid.keys().collect();
+            assert_eq!(
+                invalid,
+                [
+                    "/calico/v1/host/h2/bird_ip",
+                    "/calico/v1/host/h2/workload/docker/w3/endpoint/e3"
+                ]
+            );
             let (id, ep) = listing
                 .records()
                 .iter()

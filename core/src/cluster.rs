@@ -126,7 +126,21 @@ impl ClusterState {
         if !Self::depends_on(&key) {
             return Applied::Ignored;
         }
-        let decoded = match value.map(|bytes| decode(&key, bytes)).transpose() {
+        let decoded = value.map(|bytes| decode(&key, bytes)).transpose();
+        self.apply_decoded(key, decoded)
+    }
+
+    /// [`ClusterState::apply`] of a key already parsed and a value already decoded (`Ok(None)`
+    /// = deleted, `Err` = undecodable), as a [`crate::shared::SharedListing`] carries them.
+    pub fn apply_decoded(
+        &mut self,
+        key: Key,
+        decoded: Result<Option<Value>, ModelError>,
+    ) -> Applied {
+        if !Self::depends_on(&key) {
+            return Applied::Ignored;
+        }
+        let decoded = match decoded {
             Ok(v) => v,
             Err(err) => {
                 self.set(&key, None);

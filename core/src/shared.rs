@@ -15,12 +15,13 @@
 //! Entries hold weak references: a record lives as long as some calculator holds it. Dead
 //! entries are swept now and then, so churn does not grow the table without bound.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::cluster::HostState;
+use crate::calc::host_record_of;
+use crate::cluster::{ClusterState, HostState};
 use crate::codec::{decode, Value};
 use crate::keys::Key;
 use crate::model::{EndpointId, WorkloadEndpoint};
@@ -176,9 +177,13 @@ const PROFILE_PREFIX: &str = "/calico/v1/policy/profile/";
 pub struct ListedRecord {
     pub key: String,
     pub value: Vec<u8>,
-    /// The decoded endpoint when `key` is an endpoint's and `value` decodes; anything else
-    /// (other records, invalid endpoints) is taken from the raw bytes by each loader.
+    /// The decoded endpoint when `key` is an endpoint's and `value` decodes; invalid
+    /// endpoints are taken from the raw bytes by each loader.
     pub endpoint: Option<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>,
+    /// Any other record the cluster state depends on, parsed and decoded once for every
+    /// loader (a listing holds several records per host, which every host takes: parsing
+    /// them per loader grows with the square of the cluster).
+    pub decoded: Option<(Key, Result<Option<Value>, ModelError>)>,
 }
 
 /// A datastore listing decoded once and loaded by many calculators (the simulator's agents
@@ -189,6 +194,9 @@ pub struct SharedListing {
     /// Profile records first: a profile's tags arriving after its endpoints would make the
     /// loader re-index every one of them.
     records: Vec<ListedRecord>,
+    /// The host table the listing's decodable host records make (interned through the
+    /// [`SharedDecodes`]), which a loader holding no hosts takes whole.
+    hosts: BTreeMap<String, Arc<HostState>>,
 }
 
 impl SharedListing {
@@ -197,19 +205,46 @@ impl SharedListing {
         let (mut records, rest): (Vec<_>, Vec<_>) = kvs
             .into_iter()
             .map(|(key, value)| {
-                let endpoint = Key::parse(&key).ok().and_then(|parsed| match &parsed {
-                    Key::Endpoint(id) => shared.endpoint(&key, &parsed, id, &value).ok(),
-                    _ => None,
-                });
+                let (endpoint, decoded) = match Key::parse(&key) {
+                    Ok(parsed) => match &parsed {
+                        Key::Endpoint(id) => {
+                            (shared.endpoint(&key, &parsed, id, &value).ok(), None)
+                        }
+                        _ if ClusterState::depends_on(&parsed) => {
+                            let decoded = decode(&parsed, &value).map(Some);
+                            (None, Some((parsed, decoded)))
+                        }
+                        _ => (None, None),
+                    },
+                    Err(_) => (None, None),
+                };
                 ListedRecord {
                     key,
                     value,
                     endpoint,
+                    decoded,
                 }
             })
             .partition(|r| r.key.starts_with(PROFILE_PREFIX));
         records.extend(rest);
-        SharedListing { records }
+        let mut state = ClusterState::default();
+        for record in &records {
+            if let Some((key, Ok(value))) = &record.decoded {
+                if host_record_of(key).is_some() {
+                    state.apply_decoded(key.clone(), Ok(value.clone()));
+                }
+            }
+        }
+        let mut hosts = state.hosts;
+        for (name, record) in &mut hosts {
+            shared.intern_host(name, record);
+        }
+        SharedListing { records, hosts }
+    }
+
+    /// The host records of the listing (those that decode), as [`ClusterState::hosts`].
+    pub fn hosts(&self) -> &BTreeMap<String, Arc<HostState>> {
+        &self.hosts
     }
 
     /// The records, profiles first.

@@ -19,7 +19,7 @@
 //! This module is pure: the world hands it each host's view ([`Speaker`]) and applies the
 //! learned routes it computes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -38,6 +38,9 @@ pub struct Speaker<'a> {
     /// Routes the kernel holds that BIRD may originate (not those BIRD itself learned).
     pub exports: &'a [IpNet],
 }
+
+/// Meshes with at least this many speakers work out their routes on several threads.
+const PARALLEL_SPEAKERS: usize = 64;
 
 /// A route one host should hold because a peer advertised it.
 pub type LearnedRoutes = BTreeMap<IpNet, IpAddr>;
@@ -226,44 +229,79 @@ impl BgpFabric {
     /// The routes every host should hold from BGP: host → destination → next hop.
     pub fn learned(&self, speakers: &[Speaker<'_>]) -> BTreeMap<String, LearnedRoutes> {
         let index = AddressIndex::new(speakers);
-        let mut out: BTreeMap<String, LearnedRoutes> = BTreeMap::new();
-        for me in speakers {
-            let routes = out.entry(me.host.to_string()).or_default();
-            if !me.running {
-                continue;
-            }
-            let mut local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
-            local.extend(blackholes(me));
-            for (family, config) in me.bird.iter().enumerate() {
-                let Some(config) = config else { continue };
-                for peer in &config.peers {
-                    let state = self.session(&index, me, family, config, peer.ip, peer.as_num.0);
-                    if state != SessionState::Established {
+        // What each speaker advertises does not depend on who listens: filtered once per
+        // speaker instead of once per session (a full mesh has N² of them).
+        let adverts = [0, 1].map(|family: usize| {
+            index.by_address[family]
+                .iter()
+                .filter_map(|(addr, s)| {
+                    let config = s.bird[family]?;
+                    Some((*addr, advertised(s, config).collect::<Vec<_>>()))
+                })
+                .collect::<BTreeMap<IpAddr, Vec<IpNet>>>()
+        });
+        let learn = |me: &Speaker<'_>| (me.host.to_string(), self.learned_by(&index, &adverts, me));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if speakers.len() < PARALLEL_SPEAKERS || threads < 2 {
+            return speakers.iter().map(learn).collect();
+        }
+        // Each host's routes depend only on the shared, read-only index: large meshes (N²
+        // sessions) are worked out on every core.
+        let chunk = speakers.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = speakers
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(learn).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    }
+
+    /// The routes `me` learns from its established peers (none while it is stopped).
+    fn learned_by(
+        &self,
+        index: &AddressIndex<'_, '_>,
+        adverts: &[BTreeMap<IpAddr, Vec<IpNet>>; 2],
+        me: &Speaker<'_>,
+    ) -> LearnedRoutes {
+        let mut routes = LearnedRoutes::new();
+        if !me.running {
+            return routes;
+        }
+        let mut local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
+        local.extend(blackholes(me));
+        for (family, config) in me.bird.iter().enumerate() {
+            let Some(config) = config else { continue };
+            for peer in &config.peers {
+                let state = self.session(index, me, family, config, peer.ip, peer.as_num.0);
+                if state != SessionState::Established {
+                    continue;
+                }
+                // Established: the peer runs a BIRD of this family at `peer.ip`.
+                let Some(advertised) = adverts[family].get(&peer.ip) else {
+                    continue;
+                };
+                for &dst in advertised {
+                    if local.contains(&dst) {
                         continue;
                     }
-                    let Some(other) = index.by_address[family].get(&peer.ip) else {
+                    // `calico_ipip` keeps BGP routes of overlay pools out of the kernel: the
+                    // agent routes those through its tunnel.
+                    if config.overlay_pools.iter().any(|p| p.contains(&dst)) {
                         continue;
-                    };
-                    let Some(theirs) = other.bird[family] else {
-                        continue;
-                    };
-                    for dst in advertised(other, theirs) {
-                        // `calico_ipip` keeps BGP routes of overlay pools out of the kernel:
-                        // the agent routes those through its tunnel.
-                        let overlay = config.overlay_pools.iter().any(|p| p.contains(&dst));
-                        if local.contains(&dst) || overlay {
-                            continue;
-                        }
-                        let via = theirs.source_address;
-                        routes
-                            .entry(dst)
-                            .and_modify(|cur| *cur = (*cur).min(via))
-                            .or_insert(via);
                     }
+                    let via = peer.ip;
+                    routes
+                        .entry(dst)
+                        .and_modify(|cur| *cur = (*cur).min(via))
+                        .or_insert(via);
                 }
             }
         }
-        out
+        routes
     }
 }
 
@@ -297,14 +335,16 @@ fn advertised<'s>(
 /// Speakers by the source address of their v4 and v6 BIRD, and who peers with whom, so a
 /// session's reciprocity is one lookup instead of a scan of the other side's peers.
 struct AddressIndex<'s, 'a> {
-    by_address: [BTreeMap<IpAddr, &'s Speaker<'a>>; 2],
+    /// Hashed rather than ordered: looked up twice per session, N² times in a full mesh, and
+    /// never iterated in an order that matters.
+    by_address: [HashMap<IpAddr, &'s Speaker<'a>>; 2],
     /// (source address of the speaker `by_address` names, peer address, peer AS).
-    peerings: [BTreeSet<(IpAddr, IpAddr, AsNumber)>; 2],
+    peerings: [HashSet<(IpAddr, IpAddr, AsNumber)>; 2],
 }
 
 impl<'s, 'a> AddressIndex<'s, 'a> {
     fn new(speakers: &'s [Speaker<'a>]) -> Self {
-        let mut by_address = [BTreeMap::new(), BTreeMap::new()];
+        let mut by_address = [HashMap::new(), HashMap::new()];
         for s in speakers {
             for (family, config) in s.bird.iter().enumerate() {
                 if let Some(config) = config {

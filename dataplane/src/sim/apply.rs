@@ -20,7 +20,7 @@ use calico_core::render::iptables::{hook_rule, render_chain, render_rule};
 use calico_core::parse::iptables::{is_builtin, parse_restore_noflush, parse_rule_args};
 use calico_core::plan::Change;
 
-use super::ipset::{parse_ipset_restore, restore, IpSetCommand};
+use super::ipset::{created_whole, parse_ipset_restore, restore, IpSetCommand};
 use super::kernel::{split_iface_sysctl, Kernel, Link, NeighEntry, ROOT_NS};
 use super::netfilter::table_label;
 use super::route::{KernelRoute, RouteProto};
@@ -289,7 +289,9 @@ fn apply_state(k: &mut Kernel, desired: &DesiredState) -> Result<ApplyReport, Da
 /// Brings the kernel's sets to `desired.ipsets` through `ipset restore` text holding only the
 /// sets that differ: a missing set (or one of another type) is created and filled whole, an
 /// existing one gets `add`/`del` lines for the members that differ, an equal one nothing.
-/// The text is built from the core renderer's lines and parsed like any restore input.
+/// The text is built from the core renderer's lines and parsed like any restore input,
+/// except for sets that do not exist yet: those are built as those lines would build them
+/// ([`created_whole`]), with the same checks, and land only if the whole restore does.
 fn restore_ipsets(
     k: &mut Kernel,
     desired: &DesiredState,
@@ -297,8 +299,13 @@ fn restore_ipsets(
 ) -> Result<(), DataplaneError> {
     let mut text = String::new();
     let mut changed = Vec::new();
+    let mut created = Vec::new();
     for (name, set) in &desired.ipsets {
         match k.ipsets.get(name) {
+            None => {
+                created.push(created_whole(set)?);
+                changed.push(Change::CreateIpSet(set.clone()));
+            }
             Some(old) if old == set => continue,
             Some(old) if old.kind == set.kind && old.family == set.family => {
                 for member in set.members.difference(&old.members) {
@@ -311,22 +318,22 @@ fn restore_ipsets(
                 }
                 changed.push(Change::UpdateIpSet(set.clone()));
             }
-            old => {
+            // Of another type: the restore refuses to re-create it, as the kernel would.
+            Some(_) => {
                 let _ = writeln!(text, "{}", create_line(set));
                 let _ = writeln!(text, "flush {name}");
                 for member in &set.members {
                     let _ = writeln!(text, "add {name} {}", render_member(set.kind, member));
                 }
-                changed.push(if old.is_some() {
-                    Change::UpdateIpSet(set.clone())
-                } else {
-                    Change::CreateIpSet(set.clone())
-                });
+                changed.push(Change::UpdateIpSet(set.clone()));
             }
         }
     }
     if !text.is_empty() {
         restore(&mut k.ipsets, &parse_ipset_restore(&text)?)?;
+    }
+    for set in created {
+        k.ipsets.insert(set.name.clone(), set);
     }
     changes.extend(changed);
     for name in desired.ipsets.keys() {

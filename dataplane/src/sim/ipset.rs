@@ -72,11 +72,7 @@ pub fn parse_ipset_restore(text: &str) -> Result<Vec<(usize, IpSetCommand)>, Dat
         let exist = words.len() != before;
         let name = |i: usize| -> Result<String, DataplaneError> {
             let n = words.get(i).ok_or_else(|| err(line, "missing set name"))?;
-            let ok = !n.is_empty()
-                && n.len() <= 31
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
-            if ok {
+            if valid_set_name(n) {
                 Ok(n.to_string())
             } else {
                 Err(err(line, format!("bad set name {n}")))
@@ -130,6 +126,59 @@ pub fn parse_ipset_restore(text: &str) -> Result<Vec<(usize, IpSetCommand)>, Dat
         out.push((line, command));
     }
     Ok(out)
+}
+
+/// What the kernel accepts as a set name.
+fn valid_set_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 31
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
+}
+
+/// The set that `create <name> <kind> family <family> -exist`, `flush <name>` and one
+/// `add <name> <member>` line per member leave behind when `name` does not exist yet: what
+/// [`restore`] makes of those lines, without writing and parsing them (a simulated host's
+/// first apply creates tag sets holding the whole cluster's addresses).
+///
+/// # Errors
+/// What the restore would refuse: a bad set name, a member of the other family, a member
+/// given twice (two nets equal once truncated).
+pub fn created_whole(set: &IpSet) -> Result<IpSet, DataplaneError> {
+    let refuse = |reason: String| DataplaneError::Kernel {
+        operation: format!("ipset restore creating set {}", set.name),
+        reason,
+    };
+    if !valid_set_name(&set.name) {
+        return Err(refuse(format!("bad set name {}", set.name)));
+    }
+    // As the text renders each member (`render_member`) and the parser reads it back.
+    let truncated: Vec<IpNet> = set.members.iter().map(IpNet::trunc).collect();
+    if let Some(member) = truncated.iter().find(|m| family_of(m) != set.family) {
+        return Err(refuse(format!(
+            "{member} is of the wrong family for set {}",
+            set.name
+        )));
+    }
+    // Members come sorted and truncating rarely reorders them: then the set is built from
+    // the sorted run at once, else one insertion each (which also finds a member twice).
+    let members = if truncated.windows(2).all(|w| w[0] < w[1]) {
+        truncated.into_iter().collect()
+    } else {
+        let mut members = BTreeSet::new();
+        for member in truncated {
+            if !members.insert(member) {
+                return Err(refuse(format!("{member} is already in set {}", set.name)));
+            }
+        }
+        members
+    };
+    Ok(IpSet {
+        name: set.name.clone(),
+        family: set.family,
+        kind: set.kind,
+        members,
+    })
 }
 
 fn parse_create(
@@ -334,6 +383,70 @@ mod tests {
             .collect();
         assert_eq!(members, ["10.0.0.2/32", "10.0.0.3/32"]);
         assert_eq!(sets.len(), 1);
+    }
+
+    fn set(name: &str, kind: IpSetKind, family: IpFamily, members: &[&str]) -> IpSet {
+        IpSet {
+            name: name.to_string(),
+            family,
+            kind,
+            members: members.iter().map(|m| m.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_set_created_whole_is_what_its_restore_lines_make_and_refused_alike() {
+        let good = [
+            set(
+                "s-ip",
+                IpSetKind::HashIp,
+                IpFamily::V4,
+                &["10.0.0.1/32", "10.0.0.2/32"],
+            ),
+            set(
+                "s-net",
+                IpSetKind::HashNet,
+                IpFamily::V6,
+                &["fd00::1/64", "fd01::/64"],
+            ),
+        ];
+        for wanted in good {
+            let text = calico_core::render::ipset::render_ipsets(&BTreeMap::from([(
+                wanted.name.clone(),
+                wanted.clone(),
+            )]));
+            let mut sets = BTreeMap::new();
+            run(&mut sets, &text).unwrap();
+            assert_eq!(created_whole(&wanted).unwrap(), sets[&wanted.name]);
+        }
+        let refused = [
+            (
+                set("s", IpSetKind::HashIp, IpFamily::V4, &["fd00::1/128"]),
+                "wrong family",
+            ),
+            (
+                set(
+                    "s",
+                    IpSetKind::HashNet,
+                    IpFamily::V4,
+                    &["10.0.0.1/24", "10.0.0.2/24"],
+                ),
+                "already in set s",
+            ),
+            (
+                set(
+                    "a-name-longer-than-31-characters",
+                    IpSetKind::HashIp,
+                    IpFamily::V4,
+                    &[],
+                ),
+                "bad set name",
+            ),
+        ];
+        for (bad, reason) in refused {
+            let e = created_whole(&bad).unwrap_err().to_string();
+            assert!(e.contains(reason), "{e}");
+        }
     }
 
     #[test]
