@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::cmd::Runner;
+use super::route::json;
 use crate::{Change, DataplaneError};
 
 /// `proto` of the routes through our tunnels (next to Felix's 80 for workload routes).
@@ -82,20 +83,6 @@ struct NeighJson {
 struct FdbJson {
     mac: String,
     dst: Option<IpAddr>,
-}
-
-fn json<'a, T: Deserialize<'a>>(
-    what: &'static str,
-    text: &'a str,
-) -> Result<Vec<T>, DataplaneError> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_str(text).map_err(|e| DataplaneError::Parse {
-        what,
-        line: e.line(),
-        reason: e.to_string(),
-    })
 }
 
 /// The overlay part of the Linux dataplane.

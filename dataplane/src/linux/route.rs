@@ -42,7 +42,8 @@ struct LinkJson {
     address: Option<String>,
 }
 
-fn json<'a, T: Deserialize<'a>>(
+/// `ip -json` output as a list (`ip` prints nothing at all for an empty one).
+pub(super) fn json<'a, T: Deserialize<'a>>(
     what: &'static str,
     text: &'a str,
 ) -> Result<Vec<T>, DataplaneError> {
