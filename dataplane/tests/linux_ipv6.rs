@@ -95,8 +95,11 @@ fn desired(macs: &[String]) -> DesiredState {
     compute(&state, HOST)
 }
 
+/// Whether `from` gets an echo reply from `to` within three one-second tries: the first
+/// echo waits for neighbour discovery, and the kernel delays proxy-NDP answers by up to
+/// `proxy_delay` (0.8 s by default), so one try of one second sometimes fell short.
 fn ping6(from: &str, to: &str) -> bool {
-    succeeds("ip", &["netns", "exec", from, "ping", "-c1", "-W1", to])
+    (0..3).any(|_| succeeds("ip", &["netns", "exec", from, "ping", "-c1", "-W1", to]))
 }
 
 /// Our proxy entries as `ip -6 neigh show proxy` lists them.
