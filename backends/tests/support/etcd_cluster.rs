@@ -9,10 +9,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "etcd_process.rs"]
+mod etcd_process;
+use etcd_process::free_ports;
 
 /// How long a member may take to answer after starting.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
@@ -36,20 +39,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `n` members and waits until each answers a read.
     pub async fn start(n: usize) -> Option<EtcdCluster> {
-        let binary = match find_binary() {
-            Some(binary) => binary,
-            None if std::env::var_os("CI").is_some() => {
-                panic!(
-                    "etcd binary not found; CI must run the etcd tests (apt install etcd-server)"
-                )
-            }
-            None => {
-                eprintln!(
-                    "skipping: install etcd-server (no etcd binary in PATH or /usr/bin/etcd)"
-                );
-                return None;
-            }
-        };
+        let binary = etcd_process::binary_or_skip()?;
         let ports = free_ports(2 * n);
         let members = (0..n)
             .map(|i| Member {
@@ -200,26 +190,17 @@ impl EtcdCluster {
 
     async fn wait_healthy(&mut self, i: usize) {
         let endpoint = self.endpoint(i);
-        let deadline = Instant::now() + HEALTHY_WITHIN;
-        loop {
-            if let Some(child) = self.members[i].child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "etcd {endpoint} exited with {status} while starting:\n{}",
-                        tail(&self.log_path(i))
-                    );
-                }
-            }
-            if answers(&endpoint).await {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "etcd at {endpoint} not healthy within {HEALTHY_WITHIN:?}:\n{}",
-                    tail(&self.log_path(i))
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = self.log_path(i);
+        let options = || {
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_millis(1000))
+        };
+        let child = &mut self.members[i].child;
+        let waited =
+            etcd_process::wait_answering(child, &endpoint, options, HEALTHY_WITHIN, &log).await;
+        if let Err(why) = waited {
+            panic!("{why}");
         }
     }
 }
@@ -230,48 +211,4 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
-}
-
-/// Whether etcd at `endpoint` serves a linearizable read (so it has a leader).
-async fn answers(endpoint: &str) -> bool {
-    let options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(Duration::from_millis(500))
-        .with_timeout(Duration::from_millis(1000));
-    let probe = async {
-        let mut client = etcd_client::Client::connect([endpoint], Some(options))
-            .await
-            .ok()?;
-        client.get("health-probe", None).await.ok()
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Some(_))
-    )
-}
-
-fn find_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("etcd"));
-    on_path
-        .chain(std::iter::once(PathBuf::from("/usr/bin/etcd")))
-        .find(|path| path.is_file())
-}
-
-/// `n` distinct free ports: bound to port 0 together so they differ, then released.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

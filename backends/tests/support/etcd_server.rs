@@ -10,10 +10,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "etcd_process.rs"]
+mod etcd_process;
+use etcd_process::free_ports;
 
 /// How long a fresh etcd may take to answer (it is usually ready in about a second).
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -55,20 +58,11 @@ impl EtcdServer {
     }
 
     async fn start_with(tls: Option<ServerTls>) -> Option<EtcdServer> {
-        let binary = match find_binary() {
-            Some(binary) => binary,
-            None if std::env::var_os("CI").is_some() => {
-                panic!("etcd binary not found in PATH or /usr/bin/etcd; CI must run the etcd tests (apt install etcd-server)")
-            }
-            None => {
-                eprintln!(
-                    "skipping: install etcd-server (no etcd binary in PATH or /usr/bin/etcd)"
-                );
-                return None;
-            }
-        };
+        let binary = etcd_process::binary_or_skip()?;
         let dir = tempfile::tempdir().expect("creating a temp dir for etcd");
-        let (client_port, peer_port) = free_ports();
+        let [client_port, peer_port] = free_ports(2)[..] else {
+            unreachable!("free_ports(2) returns two ports")
+        };
         let mut server = EtcdServer {
             binary,
             dir,
@@ -112,7 +106,7 @@ impl EtcdServer {
     pub async fn restart_hidden(&mut self) -> String {
         self.stop();
         let usual = self.client_port;
-        self.client_port = free_ports().0;
+        self.client_port = free_ports(1)[0];
         self.spawn().await;
         let hidden = self.endpoint();
         self.client_port = usual;
@@ -172,27 +166,15 @@ impl EtcdServer {
     }
 
     async fn wait_healthy(&mut self, endpoint: &str) {
-        let deadline = Instant::now() + HEALTHY_WITHIN;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "etcd exited with {status} while starting:\n{}",
-                        tail(&self.log_path())
-                    );
-                }
-            }
-            if answers(endpoint, self.tls.as_ref()).await {
-                return;
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                panic!(
-                    "etcd at {endpoint} not healthy within {HEALTHY_WITHIN:?}:\n{}",
-                    tail(&self.log_path())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let tls = self.tls.clone();
+        let log = self.log_path();
+        let options = || probe_options(tls.as_ref());
+        let waited =
+            etcd_process::wait_answering(&mut self.child, endpoint, options, HEALTHY_WITHIN, &log)
+                .await;
+        if let Err(why) = waited {
+            self.stop();
+            panic!("{why}");
         }
     }
 }
@@ -203,61 +185,24 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Whether etcd at `endpoint` serves a read (not merely listens), over TLS with the client
-/// certificate in `tls` when given.
-async fn answers(endpoint: &str, tls: Option<&ServerTls>) -> bool {
-    let mut options = etcd_client::ConnectOptions::new()
+/// How the readiness probe connects: short timeouts, and the client certificate in `tls`
+/// when the server requires one.
+fn probe_options(tls: Option<&ServerTls>) -> etcd_client::ConnectOptions {
+    let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_millis(500));
-    if let Some(tls) = tls {
-        let read = |path: &Path| {
-            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        };
-        options = options.with_tls(
-            etcd_client::TlsOptions::new()
-                .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.trusted_ca)))
-                .identity(etcd_client::Identity::from_pem(
-                    read(&tls.client_cert),
-                    read(&tls.client_key),
-                )),
-        );
-    }
-    let probe = async {
-        let mut client = etcd_client::Client::connect([endpoint], Some(options))
-            .await
-            .ok()?;
-        client.get("health-probe", None).await.ok()
+    let Some(tls) = tls else {
+        return options;
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), probe).await,
-        Ok(Some(_))
+    let read = |path: &Path| {
+        std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    options.with_tls(
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.trusted_ca)))
+            .identity(etcd_client::Identity::from_pem(
+                read(&tls.client_cert),
+                read(&tls.client_key),
+            )),
     )
-}
-
-fn find_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("etcd"));
-    on_path
-        .chain(std::iter::once(PathBuf::from("/usr/bin/etcd")))
-        .find(|path| path.is_file())
-}
-
-/// Two distinct free ports: bound to port 0 together so they differ, then released for etcd.
-fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port");
-    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port");
-    let ports = (
-        a.local_addr().expect("local address").port(),
-        b.local_addr().expect("local address").port(),
-    );
-    drop((a, b));
-    ports
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
