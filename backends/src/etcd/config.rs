@@ -7,10 +7,9 @@ use std::time::Duration;
 /// The endpoint used when the environment names none (etcd's own default client URL).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
-/// How long connecting to an endpoint may take before the store reports it unavailable:
-/// long enough for TCP's third SYN (sent 3 s after the first), since a first SYN waiting on
-/// an unanswered ARP can be lost; a refused connection still fails at once.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long connecting to an endpoint may take before the store reports it unavailable
+/// (a refused connection fails at once).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long one request may take before the store reports etcd unavailable.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use super::netns::{self, Netns};
 use super::LinuxError;
 
+/// The bridge's MAC: locally administered, and fixed (see [`LinuxCluster::new`]).
+const BRIDGE_MAC: &str = "02:ca:11:c0:00:fe";
+
 /// The bridge's address in the wire namespace; etcd listens here.
 pub const WIRE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 250, 254);
 /// etcd's client port (not the default 2379).
@@ -156,7 +159,12 @@ impl LinuxCluster {
             links: 0,
         };
         let wire = cluster.wire();
-        wire.ip(&["link", "add", "br0", "type", "bridge"])?;
+        // A fixed MAC: a bridge without one takes the lowest of its ports' MACs, so a machine
+        // added later (a scenario's `external`) could change it under the hosts' ARP entries
+        // for etcd, whose packets then went nowhere until ARP re-probed, seconds later.
+        wire.ip(&[
+            "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         wire.ip(&["addr", "add", &format!("{WIRE_IP}/24"), "dev", "br0"])?;
         wire.ip(&["link", "set", "br0", "up"])?;
         cluster.start_etcd()?;
