@@ -20,7 +20,8 @@ mod watch_hub;
 
 pub use datastore::{
     retry_on_conflict, AssignRequest, BrokenRecord, Datastore, DatastoreError, EndpointFilter,
-    HostRecord, IpamInfo, Listing, Profile, ProfileEdit, TxnPlan, Versioned, MAX_RETRIES,
+    HostRecord, IpamInfo, Listing, Profile, ProfileEdit, TunnelAddrChange, TxnPlan, Versioned,
+    MAX_RETRIES,
 };
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStore, TlsFiles};

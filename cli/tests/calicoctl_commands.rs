@@ -396,6 +396,41 @@ async fn overlay_pools_give_every_host_a_tunnel_address() {
         .unwrap_or_else(|| panic!("{host} has no IpInIpTunnelAddr"));
         assert!(addr.starts_with("10.8."), "{host}: {addr}");
     }
+    // Tunnel addresses follow the pools: a removed pool, or one that loses its overlay,
+    // gives its addresses back to IPAM and their records go; so does a removed node.
+    let tunl1 = value(&store, "/calico/v1/host/host1/config/IpInIpTunnelAddr")
+        .await
+        .unwrap();
+    let removed = h1.ok("pool remove 10.8.0.0/16").await;
+    assert!(
+        removed.contains(&format!("Released tunl0 address {tunl1} from host1")),
+        "{removed}"
+    );
+    for host in ["host1", "host2", "host3"] {
+        let key = format!("/calico/v1/host/{host}/config/IpInIpTunnelAddr");
+        assert_eq!(value(&store, &key).await, None, "{key}");
+    }
+    assert!(h1
+        .ok(&format!("ipam info {tunl1}"))
+        .await
+        .contains("not currently assigned"));
+    let vtep3 = vtep("host3").await["ip"].as_str().unwrap().to_string();
+    h3.ok("node stop").await;
+    h3.ok("node remove").await;
+    assert!(h1
+        .ok(&format!("ipam info {vtep3}"))
+        .await
+        .contains("not currently assigned"));
+    let plain = h1.ok("pool add 10.9.0.0/16").await;
+    assert!(
+        plain.contains(&format!(
+            "Released vxlan.calico address {} from host1",
+            v1["ip"].as_str().unwrap()
+        )),
+        "{plain}"
+    );
+    assert_eq!(value(&store, "/calico/v1/host/host2/vtep").await, None);
+
     h1.fails(&["pool", "add", "fd00:9::/64", "--vxlan"], "fd00:9::/64")
         .await;
     h1.fails(

@@ -32,6 +32,7 @@ pub use error::DatastoreError;
 pub use hosts::HostRecord;
 pub use ipam::{AssignRequest, IpamInfo};
 pub use profiles::Profile;
+pub use tunnels::TunnelAddrChange;
 
 /// How many times a read-modify-write is retried on conflict (as libcalico did).
 pub const MAX_RETRIES: u32 = 100;

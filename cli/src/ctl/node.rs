@@ -225,11 +225,8 @@ async fn start(ctl: &Ctl, ds: &Datastore, a: &Args) -> Result<String, CtlError> 
     }
     ds.ensure_global_config().await?;
     ds.register_host(&ctl.hostname, ip, ip6, as_num).await?;
-    for (dev, addr) in ds.ensure_tunnel_addrs(&ctl.hostname).await? {
-        out.push_str(&format!(
-            "Assigned {dev} address {addr} to {}\n",
-            ctl.hostname
-        ));
+    for change in ds.ensure_tunnel_addrs(&ctl.hostname).await? {
+        out.push_str(&super::pool::tunnel_change_line(&ctl.hostname, &change));
     }
     let opts = NodeStartOptions {
         hostname: ctl.hostname.clone(),
@@ -311,7 +308,7 @@ async fn stop(ctl: &Ctl, ds: &Datastore, force: bool) -> Result<String, CtlError
 
 /// `node remove` (reference 2.2, CC23): refuses while this host's agent runs or while
 /// endpoints exist (unless `--remove-endpoints`); then in one transaction releases the
-/// endpoints' addresses, gives up the host's IPAM blocks as libcalico's
+/// endpoints' and its tunnel addresses, gives up the host's IPAM blocks as libcalico's
 /// `release_host_affinities` did (an empty block is deleted, a block still holding
 /// borrowed addresses loses its affinity) and deletes the host's Felix, BGP, Felix-status
 /// and IPAM-affinity trees; finally the veths of removed endpoints on this host go.
@@ -345,10 +342,11 @@ async fn remove(
                 ..EndpointFilter::default()
             })
             .await?;
-        let ips: Vec<IpAddr> = list
+        let mut ips: Vec<IpAddr> = list
             .iter()
             .flat_map(|(_, ep)| ep.value.nets().map(|n| n.addr()).collect::<Vec<_>>())
             .collect();
+        ips.extend(ds.tunnel_addrs_of(host).await?);
         let mut plan: TxnPlan = ds.plan_release(&ips).await?;
         release_affinities(ds, host, &mut plan).await?;
         for prefix in host_prefixes(host) {

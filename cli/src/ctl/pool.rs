@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use calico_backends::{Datastore, DatastoreError};
+use calico_backends::{Datastore, DatastoreError, TunnelAddrChange};
 use calico_core::keys::IpVersion;
 use calico_core::model::IpPool;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -25,7 +25,7 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
                 .iter()
                 .map(|p| format!("Added pool {}\n", p.cidr))
                 .collect();
-            Ok(added + &tunnel_addrs(ds, &pools).await?)
+            Ok(added + &sync_tunnel_addrs(ds).await?)
         }
         ["range", "add", start, end, more @ ..] => {
             no_more(more)?;
@@ -55,7 +55,7 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
                 .iter()
                 .map(|p| format!("Added pool {}\n", p.cidr))
                 .collect();
-            Ok(added + &tunnel_addrs(ds, &pools).await?)
+            Ok(added + &sync_tunnel_addrs(ds).await?)
         }
         ["remove", cidrs @ ..] if !cidrs.is_empty() => {
             a.allow(&[])?;
@@ -74,7 +74,7 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(out)
+            Ok(out + &sync_tunnel_addrs(ds).await?)
         }
         ["show", more @ ..] => {
             no_more(more)?;
@@ -114,23 +114,27 @@ pub(crate) async fn run(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<Strin
     }
 }
 
-/// After adding overlay pools: every registered host gets its tunnel address, as each
+/// After pools change: every registered host's tunnel addresses follow them, as each
 /// calico-node's `allocate-ipip-addr` did when the pools changed (a host registered later
 /// gets its own at `calicoctl node`).
-pub(crate) async fn tunnel_addrs(ds: &Datastore, pools: &[IpPool]) -> Result<String, CtlError> {
-    if !pools.iter().any(IpPool::is_overlay) {
-        return Ok(String::new());
-    }
+pub(crate) async fn sync_tunnel_addrs(ds: &Datastore) -> Result<String, CtlError> {
     let mut out = String::new();
     for host in ds.list_hosts().await? {
-        for (dev, ip) in ds.ensure_tunnel_addrs(&host.hostname).await? {
-            out.push_str(&format!(
-                "Assigned {dev} address {ip} to {}\n",
-                host.hostname
-            ));
+        for change in ds.ensure_tunnel_addrs(&host.hostname).await? {
+            out.push_str(&tunnel_change_line(&host.hostname, &change));
         }
     }
     Ok(out)
+}
+
+/// `Assigned tunl0 address 10.1.0.0 to host1` or `Released ... from host1`.
+pub(crate) fn tunnel_change_line(host: &str, change: &TunnelAddrChange) -> String {
+    let TunnelAddrChange { device, ip, .. } = change;
+    if change.assigned {
+        format!("Assigned {device} address {ip} to {host}\n")
+    } else {
+        format!("Released {device} address {ip} from {host}\n")
+    }
 }
 
 fn make_pool(a: &Args, cidr: IpNet) -> Result<IpPool, CtlError> {

@@ -164,10 +164,9 @@ pub async fn run_verb(
     }
     ds.commit(plan).await?;
     let mut out = success(verb, &resources, done);
-    if verb != Verb::Delete {
-        // Overlay pools give every host its tunnel address, as `pool add` does.
-        let pools: Vec<_> = resources.iter().filter_map(Resource::pool).collect();
-        out.push_str(&super::pool::tunnel_addrs(ds, &pools).await?);
+    if resources.iter().any(|r| r.pool().is_some()) {
+        // Hosts' tunnel addresses follow the pools, as after `pool add` and `pool remove`.
+        out.push_str(&super::pool::sync_tunnel_addrs(ds).await?);
     }
     Ok(out)
 }
