@@ -58,6 +58,19 @@ fn decode_err(key: &Key, reason: impl ToString) -> ModelError {
     }
 }
 
+/// Refuses config values compute could not use where a wrong value would weaken the host's
+/// protection (the failsafe lists): such a record is treated as absent, so the default holds.
+fn validate_config(name: &str, value: &str) -> Result<(), ModelError> {
+    use crate::compute::config::{
+        parse_failsafe_ports, FAILSAFE_INBOUND_KEY, FAILSAFE_OUTBOUND_KEY,
+    };
+    match name {
+        FAILSAFE_INBOUND_KEY => parse_failsafe_ports(FAILSAFE_INBOUND_KEY, value).map(drop),
+        FAILSAFE_OUTBOUND_KEY => parse_failsafe_ports(FAILSAFE_OUTBOUND_KEY, value).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes and validates the value stored under `key`.
 ///
 /// # Errors
@@ -66,8 +79,10 @@ pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
     let invalid = |e: ModelError| decode_err(key, e);
     Ok(match key {
         Key::Ready => Value::Ready(text(key, bytes)? == "true"),
-        Key::GlobalConfig { .. } | Key::HostConfig { .. } => {
-            Value::Config(text(key, bytes)?.to_string())
+        Key::GlobalConfig { name } | Key::HostConfig { name, .. } => {
+            let value = text(key, bytes)?;
+            validate_config(name, value).map_err(invalid)?;
+            Value::Config(value.to_string())
         }
         Key::BirdIp { .. } => {
             Value::BirdIp(text(key, bytes)?.parse().map_err(|e| decode_err(key, e))?)

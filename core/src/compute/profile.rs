@@ -191,18 +191,20 @@ pub fn translate(rule: &PolicyRule, family: IpFamily) -> Option<Vec<Rule>> {
         return Some(vec![Rule::new(vec![], Target::Drop)
             .with_comment("icmp type 255 is reserved, rule replaced by drop")]);
     }
+    // Addresses before the protocol: the order iptables-save prints them in, so the rules
+    // read back from the kernel equal these.
     let mut base = Vec::new();
-    if let Some(protocol) = rule.protocol {
-        base.push(Match::Protocol {
-            protocol,
-            negate: false,
-        });
-    }
     if let Some(net) = rule.src_net {
         base.push(Match::Source { net, negate: false });
     }
     if let Some(net) = rule.dst_net {
         base.push(Match::Destination { net, negate: false });
+    }
+    if let Some(protocol) = rule.protocol {
+        base.push(Match::Protocol {
+            protocol,
+            negate: false,
+        });
     }
     for (tag, direction) in [
         (&rule.src_tag, SetDirection::Src),
