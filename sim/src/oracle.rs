@@ -36,6 +36,7 @@ use calico_core::model::{
 };
 use ipnet::IpNet;
 
+mod host_endpoints;
 mod selectors;
 
 use crate::probe::Probe;
@@ -78,6 +79,23 @@ impl fmt::Display for Decision {
 enum Direction {
     Outbound,
     Inbound,
+}
+
+/// What policy selects on and falls back to: a workload's or a host endpoint's labels and
+/// profiles.
+#[derive(Debug, Clone, Copy)]
+struct Labelled<'e> {
+    labels: &'e BTreeMap<String, String>,
+    profile_ids: &'e [String],
+}
+
+impl<'e> Labelled<'e> {
+    fn of(ep: &'e WorkloadEndpoint) -> Self {
+        Labelled {
+            labels: &ep.labels,
+            profile_ids: &ep.profile_ids,
+        }
+    }
 }
 
 /// The packet as policy sees it.
@@ -189,10 +207,10 @@ impl<'a> Oracle<'a> {
             family,
             probe,
         };
-        if let Err(reason) = self.policy(src_ep, Direction::Outbound, &packet) {
+        if let Err(reason) = self.policy(Labelled::of(src_ep), Direction::Outbound, &packet) {
             return Decision::deny(format!("outbound of {src}: {reason}"));
         }
-        match self.policy(dst_ep, Direction::Inbound, &packet) {
+        match self.policy(Labelled::of(dst_ep), Direction::Inbound, &packet) {
             Err(reason) => Decision::deny(format!("inbound of {dst}: {reason}")),
             Ok(reason) => Decision::allow(reason),
         }
@@ -244,7 +262,7 @@ impl<'a> Oracle<'a> {
     }
 
     /// The policies governing `ep` in `dir`, in the order they run.
-    fn policies_of(&self, ep: &WorkloadEndpoint, dir: Direction) -> Vec<(&'a str, &'a Policy)> {
+    fn policies_of(&self, ep: Labelled<'_>, dir: Direction) -> Vec<(&'a str, &'a Policy)> {
         let wanted = match dir {
             Direction::Outbound => PolicyType::Egress,
             Direction::Inbound => PolicyType::Ingress,
@@ -258,7 +276,7 @@ impl<'a> Oracle<'a> {
             .filter(|(_, p)| {
                 selectors::holds(
                     p.selector.expr(),
-                    &selectors::labels_of(self.state, &ep.labels, &ep.profile_ids),
+                    &selectors::labels_of(self.state, ep.labels, ep.profile_ids),
                 )
             })
             .collect();
@@ -298,12 +316,7 @@ impl<'a> Oracle<'a> {
 
     /// Runs `ep`'s policies, or else its profiles, for one direction: `Ok(reason)` when a rule
     /// allows.
-    fn policy(
-        &self,
-        ep: &WorkloadEndpoint,
-        dir: Direction,
-        pkt: &Packet,
-    ) -> Result<String, String> {
+    fn policy(&self, ep: Labelled<'_>, dir: Direction, pkt: &Packet) -> Result<String, String> {
         let policies = self.policies_of(ep, dir);
         if !policies.is_empty() {
             for (name, p) in &policies {
@@ -321,7 +334,7 @@ impl<'a> Oracle<'a> {
                 names.join(", ")
             ));
         }
-        for name in &ep.profile_ids {
+        for name in ep.profile_ids {
             let rules = self
                 .state
                 .profiles
