@@ -171,6 +171,17 @@ fn net() -> impl Strategy<Value = Option<IpNet>> {
     prop_oneof![4 => Just(None), 1 => select(nets.to_vec())]
 }
 
+/// A negated protocol, and a negated source (`true`) or destination network.
+fn negation() -> impl Strategy<Value = (Option<Protocol>, Option<(bool, IpNet)>)> {
+    let protocol = prop_oneof![
+        6 => Just(None),
+        1 => Just(Some(Protocol::Tcp)),
+        1 => Just(Some(Protocol::Icmp)),
+    ];
+    let net = net().prop_flat_map(|n| any::<bool>().prop_map(move |src| n.map(|n| (src, n))));
+    (protocol, net)
+}
+
 fn tag(names: Vec<String>) -> impl Strategy<Value = Option<String>> {
     let mut tags: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
     tags.extend(names);
@@ -198,7 +209,7 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
         action,
         protocol,
         (src_ports(), ports(), icmp),
-        (net(), net()),
+        (net(), net(), negation()),
         (tag(profile_names.clone()), tag(profile_names)),
         version,
         prop_oneof![
@@ -211,7 +222,7 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                 action,
                 protocol,
                 (src_ports, dst_ports, icmp),
-                (src_net, dst_net),
+                (src_net, dst_net, (not_protocol, not_net)),
                 (src_tag, dst_tag),
                 ip_version,
                 sel,
@@ -224,7 +235,16 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                         .filter(|(i, _)| *i == n)
                         .map(|(_, s)| s.clone())
                 };
+                // At most one of a match and its negation (`Rule::validate`).
+                let (not_src_net, not_dst_net) = match not_net {
+                    Some((true, n)) if src_net.is_none() => (Some(n), None),
+                    Some((false, n)) if dst_net.is_none() => (None, Some(n)),
+                    _ => (None, None),
+                };
                 Rule {
+                    not_protocol: not_protocol.filter(|_| protocol.is_none()),
+                    not_src_net,
+                    not_dst_net,
                     src_selector: pick(0),
                     not_src_selector: pick(1),
                     dst_selector: pick(2),

@@ -366,11 +366,13 @@ impl<'a> Oracle<'a> {
 
     fn matches(&self, rule: &Rule, pkt: &Packet) -> bool {
         let probe = pkt.probe;
-        let protocol_ok = rule
-            .protocol
-            .is_none_or(|p| p.number() == probe.protocol().number());
+        let proto = probe.protocol().number();
+        let protocol_ok = rule.protocol.is_none_or(|p| p.number() == proto)
+            && rule.not_protocol.is_none_or(|p| p.number() != proto);
         let nets_ok = rule.src_net.is_none_or(|n| n.contains(&pkt.src))
-            && rule.dst_net.is_none_or(|n| n.contains(&pkt.dst));
+            && rule.dst_net.is_none_or(|n| n.contains(&pkt.dst))
+            && rule.not_src_net.is_none_or(|n| !n.contains(&pkt.src))
+            && rule.not_dst_net.is_none_or(|n| !n.contains(&pkt.dst));
         let tags_ok = rule
             .src_tag
             .as_deref()
@@ -422,6 +424,8 @@ fn applies(rule: &Rule, family: IpFamily) -> bool {
         .src_net
         .iter()
         .chain(&rule.dst_net)
+        .chain(&rule.not_src_net)
+        .chain(&rule.not_dst_net)
         .all(|n| family_of(n) == family);
     let icmp_ok = match rule.protocol.map(Protocol::number) {
         Some(1) => family == IpFamily::V4,

@@ -216,10 +216,16 @@ pub struct Rule {
     pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    /// Matches every protocol but this one.
+    #[serde(default, rename = "!protocol", skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_net: Option<IpNet>,
+    /// Matches every source outside this network.
+    #[serde(default, rename = "!src_net", skip_serializing_if = "Option::is_none")]
+    pub not_src_net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_selector: Option<Selector>,
     /// Matches every source that is not a Calico endpoint the selector matches.
@@ -235,6 +241,9 @@ pub struct Rule {
     pub dst_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_net: Option<IpNet>,
+    /// Matches every destination outside this network.
+    #[serde(default, rename = "!dst_net", skip_serializing_if = "Option::is_none")]
+    pub not_dst_net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_selector: Option<Selector>,
     #[serde(
@@ -294,8 +303,37 @@ impl Rule {
                 return Err(ModelError::field("ip_version", v, "must be 4 or 6"));
             }
         }
-        self.src_net = self.src_net.map(|n| n.trunc());
-        self.dst_net = self.dst_net.map(|n| n.trunc());
+        // iptables takes one `-s`, `-d` and `-p` per rule, so a match and its negation of the
+        // same kind cannot be rendered together.
+        let both = [
+            (
+                "!protocol",
+                self.protocol.is_some() && self.not_protocol.is_some(),
+            ),
+            (
+                "!src_net",
+                self.src_net.is_some() && self.not_src_net.is_some(),
+            ),
+            (
+                "!dst_net",
+                self.dst_net.is_some() && self.not_dst_net.is_some(),
+            ),
+        ];
+        if let Some((field, _)) = both.iter().find(|(_, b)| *b) {
+            return Err(ModelError::field(
+                field,
+                "",
+                format!("cannot be combined with {}", &field[1..]),
+            ));
+        }
+        for net in [
+            &mut self.src_net,
+            &mut self.dst_net,
+            &mut self.not_src_net,
+            &mut self.not_dst_net,
+        ] {
+            *net = net.map(|n| n.trunc());
+        }
         Ok(())
     }
 }
@@ -357,4 +395,29 @@ pub fn insert_position(position: i64, len: usize) -> Result<usize, ModelError> {
                 format!("must be from 1 to {last} ({last} appends after the {len} rules there)"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negated_matches_round_trip_and_refuse_their_positive_twin() {
+        let raw = r#"{"action":"deny","!protocol":"tcp","!src_net":"10.1.2.3/8","!dst_net":"fd00::/8"}"#;
+        let mut rule: Rule = serde_json::from_str(raw).unwrap();
+        rule.validate().unwrap();
+        assert_eq!(rule.not_protocol, Some(Protocol::Tcp));
+        assert_eq!(rule.not_src_net, Some("10.0.0.0/8".parse().unwrap()));
+        let back = serde_json::to_string(&rule).unwrap();
+        assert!(back.contains(r#""!src_net":"10.0.0.0/8""#), "{back}");
+        for (raw, field) in [
+            (r#"{"protocol":"udp","!protocol":"tcp"}"#, "!protocol"),
+            (r#"{"src_net":"10.0.0.0/8","!src_net":"10.1.0.0/16"}"#, "!src_net"),
+            (r#"{"dst_net":"10.0.0.0/8","!dst_net":"10.1.0.0/16"}"#, "!dst_net"),
+        ] {
+            let mut rule: Rule = serde_json::from_str(raw).unwrap();
+            let err = rule.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{raw}: {err}");
+        }
+    }
 }

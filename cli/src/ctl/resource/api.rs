@@ -3,8 +3,8 @@
 //! conversion to and from the stored v1 model.
 //!
 //! Rules carry the fields the node agent enforces: `action` (allow, deny), `ipVersion`,
-//! `protocol`, `icmp`, and per side `tag`, `net`, `selector`, `notSelector`, `ports`. Any
-//! other field is refused by name rather than silently ignored.
+//! `protocol`, `notProtocol`, `icmp`, and per side `tag`, `net`, `notNet`, `selector`,
+//! `notSelector`, `ports`. Any other field is refused by name rather than silently ignored.
 
 use std::net::IpAddr;
 
@@ -32,6 +32,8 @@ pub struct EntityRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_selector: Option<Selector>,
@@ -54,6 +56,8 @@ pub struct ApiRule {
     pub ip_version: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
     #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
@@ -82,16 +86,19 @@ impl ApiRule {
         let mut rule = Rule {
             action,
             protocol: self.protocol,
+            not_protocol: self.not_protocol,
             ip_version: self.ip_version,
             icmp_type: self.icmp.as_ref().map(|i| i.icmp_type),
             icmp_code: self.icmp.as_ref().and_then(|i| i.code),
             src_tag: self.source.tag.clone(),
             src_net: self.source.net,
+            not_src_net: self.source.not_net,
             src_selector: self.source.selector.clone(),
             not_src_selector: self.source.not_selector.clone(),
             src_ports: self.source.ports.clone(),
             dst_tag: self.destination.tag.clone(),
             dst_net: self.destination.net,
+            not_dst_net: self.destination.not_net,
             dst_selector: self.destination.selector.clone(),
             not_dst_selector: self.destination.not_selector.clone(),
             dst_ports: self.destination.ports.clone(),
@@ -109,6 +116,7 @@ impl ApiRule {
             },
             ip_version: rule.ip_version,
             protocol: rule.protocol,
+            not_protocol: rule.not_protocol,
             icmp: rule.icmp_type.map(|t| Icmp {
                 icmp_type: t,
                 code: rule.icmp_code,
@@ -116,6 +124,7 @@ impl ApiRule {
             source: EntityRule {
                 tag: rule.src_tag.clone(),
                 net: rule.src_net,
+                not_net: rule.not_src_net,
                 selector: rule.src_selector.clone(),
                 not_selector: rule.not_src_selector.clone(),
                 ports: rule.src_ports.clone(),
@@ -123,6 +132,7 @@ impl ApiRule {
             destination: EntityRule {
                 tag: rule.dst_tag.clone(),
                 net: rule.dst_net,
+                not_net: rule.not_dst_net,
                 selector: rule.dst_selector.clone(),
                 not_selector: rule.not_dst_selector.clone(),
                 ports: rule.dst_ports.clone(),
