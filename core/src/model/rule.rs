@@ -403,7 +403,8 @@ mod tests {
 
     #[test]
     fn negated_matches_round_trip_and_refuse_their_positive_twin() {
-        let raw = r#"{"action":"deny","!protocol":"tcp","!src_net":"10.1.2.3/8","!dst_net":"fd00::/8"}"#;
+        let raw =
+            r#"{"action":"deny","!protocol":"tcp","!src_net":"10.1.2.3/8","!dst_net":"fd00::/8"}"#;
         let mut rule: Rule = serde_json::from_str(raw).unwrap();
         rule.validate().unwrap();
         assert_eq!(rule.not_protocol, Some(Protocol::Tcp));
@@ -412,8 +413,14 @@ mod tests {
         assert!(back.contains(r#""!src_net":"10.0.0.0/8""#), "{back}");
         for (raw, field) in [
             (r#"{"protocol":"udp","!protocol":"tcp"}"#, "!protocol"),
-            (r#"{"src_net":"10.0.0.0/8","!src_net":"10.1.0.0/16"}"#, "!src_net"),
-            (r#"{"dst_net":"10.0.0.0/8","!dst_net":"10.1.0.0/16"}"#, "!dst_net"),
+            (
+                r#"{"src_net":"10.0.0.0/8","!src_net":"10.1.0.0/16"}"#,
+                "!src_net",
+            ),
+            (
+                r#"{"dst_net":"10.0.0.0/8","!dst_net":"10.1.0.0/16"}"#,
+                "!dst_net",
+            ),
         ] {
             let mut rule: Rule = serde_json::from_str(raw).unwrap();
             let err = rule.validate().unwrap_err().to_string();
