@@ -24,6 +24,9 @@
 //! profile the first matching rule decides (allow passes the direction, deny drops); rules of
 //! the other family are skipped; no match moves to the next profile; no profile left denies.
 //! Every host's agent is assumed running and no BGP session cut.
+//!
+//! Workload traffic is never host endpoint policy's business. What a host itself sends is,
+//! and [`Oracle::decide_host_egress`] (in `host_endpoints`) answers for that side alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
