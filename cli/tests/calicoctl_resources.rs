@@ -91,6 +91,8 @@ async fn every_kind_round_trips_through_get() {
   spec:
     ingress:
     - {action: deny, notProtocol: udp, source: {notNet: 10.1.2.0/24}}
+    - {action: deny, protocol: tcp, destination: {notPorts: [22, 8000]}}
+    - {action: allow, protocol: icmp, notICMP: {type: 8, code: 0}}
     - {action: allow, source: {tag: web}}
     egress: [{action: allow}]
 - apiVersion: v1
@@ -133,7 +135,7 @@ async fn every_kind_round_trips_through_get() {
         ("/calico/v1/policy/profile/web/tags", r#"["web"]"#),
         (
             "/calico/v1/policy/profile/web/rules",
-            r#"{"id":"web","inbound_rules":[{"action":"deny","!protocol":"udp","!src_net":"10.1.2.0/24"},{"action":"allow","src_tag":"web"}],"outbound_rules":[{"action":"allow"}]}"#,
+            r#"{"id":"web","inbound_rules":[{"action":"deny","!protocol":"udp","!src_net":"10.1.2.0/24"},{"action":"deny","protocol":"tcp","!dst_ports":[22,8000]},{"action":"allow","protocol":"icmp","!icmp_type":8,"!icmp_code":0},{"action":"allow","src_tag":"web"}],"outbound_rules":[{"action":"allow"}]}"#,
         ),
         (
             "/calico/v1/host/host1/workload/k8s/w1/endpoint/eth0",

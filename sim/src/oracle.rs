@@ -388,8 +388,14 @@ impl<'a> Oracle<'a> {
         let in_ranges = |ranges: &[calico_core::model::PortRange], port: Option<u16>| {
             ranges.is_empty() || port.is_some_and(|p| ranges.iter().any(|r| r.contains(p)))
         };
+        // A negated list needs a port outside all its ranges (and a port at all).
+        let outside = |ranges: &[calico_core::model::PortRange], port: Option<u16>| {
+            ranges.is_empty() || port.is_some_and(|p| !ranges.iter().any(|r| r.contains(p)))
+        };
         let ports_ok = in_ranges(&rule.src_ports, ports.map(|p| p.0))
-            && in_ranges(&rule.dst_ports, ports.map(|p| p.1));
+            && in_ranges(&rule.dst_ports, ports.map(|p| p.1))
+            && outside(&rule.not_src_ports, ports.map(|p| p.0))
+            && outside(&rule.not_dst_ports, ports.map(|p| p.1));
         let icmp = probe.icmp();
         let icmp_ok = rule
             .icmp_type
@@ -397,6 +403,10 @@ impl<'a> Oracle<'a> {
             && rule
                 .icmp_code
                 .is_none_or(|c| icmp.is_some_and(|i| i.1 == c));
+        // `!icmp_type` T (with `!icmp_code` C): ICMP other than type T (code C).
+        let not_icmp_ok = rule.not_icmp_type.is_none_or(|t| {
+            icmp.is_some_and(|i| i.0 != t || rule.not_icmp_code.is_some_and(|c| i.1 != c))
+        });
         let in_selector = |sel: &Option<calico_core::selector::Selector>, addr, want: bool| {
             sel.as_ref()
                 .is_none_or(|s| selectors::members(self.state, s.expr()).contains(&addr) == want)
@@ -405,7 +415,7 @@ impl<'a> Oracle<'a> {
             && in_selector(&rule.not_src_selector, pkt.src, false)
             && in_selector(&rule.dst_selector, pkt.dst, true)
             && in_selector(&rule.not_dst_selector, pkt.dst, false);
-        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok && selectors_ok
+        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok && not_icmp_ok && selectors_ok
     }
 
     fn has_tag(&self, tag: &str, addr: IpAddr) -> bool {

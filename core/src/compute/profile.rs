@@ -250,6 +250,29 @@ pub fn translate(rule: &PolicyRule, family: IpFamily) -> Option<Vec<Rule>> {
             },
         });
     }
+    if let Some(icmp_type) = rule.not_icmp_type {
+        base.push(match family {
+            IpFamily::V4 => Match::NotIcmpType {
+                icmp_type,
+                code: rule.not_icmp_code,
+            },
+            IpFamily::V6 => Match::NotIcmpv6Type {
+                icmp_type,
+                code: rule.not_icmp_code,
+            },
+        });
+    }
+    // A negated port list must exclude every chunk at once: all chunks in each rule.
+    for chunk in port_chunks(&rule.not_src_ports) {
+        if !chunk.is_empty() {
+            base.push(Match::NotSourcePorts { ports: chunk });
+        }
+    }
+    for chunk in port_chunks(&rule.not_dst_ports) {
+        if !chunk.is_empty() {
+            base.push(Match::NotDestinationPorts { ports: chunk });
+        }
+    }
     let mut out = Vec::new();
     for src in port_chunks(&rule.src_ports) {
         for dst in port_chunks(&rule.dst_ports) {

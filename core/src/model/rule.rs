@@ -237,6 +237,9 @@ pub struct Rule {
     pub not_src_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_ports: Vec<PortRange>,
+    /// Matches a source port outside all of these.
+    #[serde(default, rename = "!src_ports", skip_serializing_if = "Vec::is_empty")]
+    pub not_src_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,10 +257,26 @@ pub struct Rule {
     pub not_dst_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<PortRange>,
+    /// Matches a destination port outside all of these.
+    #[serde(default, rename = "!dst_ports", skip_serializing_if = "Vec::is_empty")]
+    pub not_dst_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_type: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
+    /// Matches ICMP other than this type (and code, when given).
+    #[serde(
+        default,
+        rename = "!icmp_type",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_icmp_type: Option<u8>,
+    #[serde(
+        default,
+        rename = "!icmp_code",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_icmp_code: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_version: Option<u8>,
 }
@@ -268,7 +287,14 @@ impl Rule {
         for tag in self.src_tag.iter().chain(&self.dst_tag) {
             validate_name("tag", tag)?;
         }
-        let has_ports = !self.src_ports.is_empty() || !self.dst_ports.is_empty();
+        let has_ports = [
+            &self.src_ports,
+            &self.dst_ports,
+            &self.not_src_ports,
+            &self.not_dst_ports,
+        ]
+        .iter()
+        .any(|p| !p.is_empty());
         if has_ports && !self.protocol.is_some_and(Protocol::has_ports) {
             let proto = self.protocol.map(|p| p.to_string()).unwrap_or_default();
             return Err(ModelError::field(
@@ -277,26 +303,37 @@ impl Rule {
                 "ports are only allowed with tcp, udp, sctp or udplite",
             ));
         }
-        if self.icmp_type.is_some() && !self.protocol.is_some_and(Protocol::is_icmp) {
-            return Err(ModelError::field(
-                "icmp_type",
-                self.icmp_type.unwrap_or_default(),
-                "needs protocol icmp or icmpv6",
-            ));
-        }
-        // iptables reads 255 as "any type" and the kernel never sees a type or code 255.
-        if let Some(n) = self.icmp_type.filter(|n| *n == 255) {
-            return Err(ModelError::field("icmp_type", n, "must be 0-254"));
-        }
-        if let Some(n) = self.icmp_code.filter(|n| *n == 255) {
-            return Err(ModelError::field("icmp_code", n, "must be 0-254"));
-        }
-        if self.icmp_code.is_some() && self.icmp_type.is_none() {
-            return Err(ModelError::field(
-                "icmp_code",
-                self.icmp_code.unwrap_or_default(),
-                "needs icmp_type",
-            ));
+        let icmp_pairs = [
+            ("icmp_type", "icmp_code", self.icmp_type, self.icmp_code),
+            (
+                "!icmp_type",
+                "!icmp_code",
+                self.not_icmp_type,
+                self.not_icmp_code,
+            ),
+        ];
+        for (type_field, code_field, icmp_type, icmp_code) in icmp_pairs {
+            if icmp_type.is_some() && !self.protocol.is_some_and(Protocol::is_icmp) {
+                return Err(ModelError::field(
+                    type_field,
+                    icmp_type.unwrap_or_default(),
+                    "needs protocol icmp or icmpv6",
+                ));
+            }
+            // iptables reads 255 as "any type" and the kernel never sees a type or code 255.
+            if let Some(n) = icmp_type.filter(|n| *n == 255) {
+                return Err(ModelError::field(type_field, n, "must be 0-254"));
+            }
+            if let Some(n) = icmp_code.filter(|n| *n == 255) {
+                return Err(ModelError::field(code_field, n, "must be 0-254"));
+            }
+            if icmp_code.is_some() && icmp_type.is_none() {
+                return Err(ModelError::field(
+                    code_field,
+                    icmp_code.unwrap_or_default(),
+                    format!("needs {type_field}"),
+                ));
+            }
         }
         if let Some(v) = self.ip_version {
             if v != 4 && v != 6 {
@@ -421,6 +458,24 @@ mod tests {
                 r#"{"dst_net":"10.0.0.0/8","!dst_net":"10.1.0.0/16"}"#,
                 "!dst_net",
             ),
+        ] {
+            let mut rule: Rule = serde_json::from_str(raw).unwrap();
+            let err = rule.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn negated_ports_and_icmp_need_their_protocol() {
+        let mut ok: Rule =
+            serde_json::from_str(r#"{"protocol":"icmp","!icmp_type":8,"!icmp_code":0}"#).unwrap();
+        ok.validate().unwrap();
+        for (raw, field) in [
+            (r#"{"!dst_ports":[80]}"#, "protocol"),
+            (r#"{"protocol":"icmp","!src_ports":[80]}"#, "protocol"),
+            (r#"{"protocol":"tcp","!icmp_type":8}"#, "!icmp_type"),
+            (r#"{"protocol":"icmp","!icmp_code":0}"#, "!icmp_code"),
+            (r#"{"protocol":"icmp","!icmp_type":255}"#, "!icmp_type"),
         ] {
             let mut rule: Rule = serde_json::from_str(raw).unwrap();
             let err = rule.validate().unwrap_err().to_string();
