@@ -128,3 +128,48 @@ async fn broken_rules_tags_and_pools_are_counted_and_rules_drop_their_endpoints(
     assert!(!ping_delivered(&sim, "C", C, "D", D));
     assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
 }
+
+#[tokio::test]
+async fn a_bad_failsafe_list_is_counted_and_the_default_ports_stay() {
+    let (store, sim) = seeded().await;
+    store
+        .put(
+            &format!("/calico/v1/host/{HOST}/endpoint/eth0"),
+            br#"{"name": "eth0"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    let mut agent = agent(store.clone(), sim.clone());
+    agent.start().await.unwrap();
+    agent.poll_once().await.unwrap();
+    let failsafe_out = |sim: &SimDataplane| {
+        let observed = sim.observe_now();
+        let filter = &observed.tables
+            [&calico_core::compute::filter_table(calico_core::iptables::IpFamily::V4)];
+        filter.chains["cali-failsafe-out"].rules.len()
+    };
+    let defaults = calico_core::compute::config::DEFAULT_FAILSAFE_OUTBOUND.len();
+    assert_eq!(failsafe_out(&sim), defaults);
+
+    store
+        .put(
+            "/calico/v1/config/FailsafeOutboundHostPorts",
+            b"tcp:2379,udp:dns".to_vec(),
+        )
+        .await
+        .unwrap();
+    agent.poll_once().await.unwrap();
+    assert_eq!(agent.metrics().snapshot().invalid_records, 1);
+    assert_eq!(failsafe_out(&sim), defaults, "the default list stays");
+
+    store
+        .put(
+            "/calico/v1/config/FailsafeOutboundHostPorts",
+            b"tcp:2379".to_vec(),
+        )
+        .await
+        .unwrap();
+    agent.poll_once().await.unwrap();
+    assert_eq!(failsafe_out(&sim), 1, "a valid list replaces the default");
+    assert_eq!(sim.observe_now(), expected(store.as_ref()).await);
+}

@@ -139,6 +139,24 @@ async fn node_pool_bgp_and_config_commands() {
         value(&store, "/calico/v1/config/ReportingIntervalSecs").await,
         None
     );
+    // The failsafe lists are known names, checked in Felix's format unless forced.
+    h1.ok("config felix FailsafeOutboundHostPorts tcp:2379,udp:53")
+        .await;
+    assert_eq!(
+        value(&store, "/calico/v1/config/FailsafeOutboundHostPorts")
+            .await
+            .as_deref(),
+        Some("tcp:2379,udp:53")
+    );
+    h1.fails(
+        &["config", "felix", "FailsafeInboundHostPorts", "ssh:22"],
+        "ssh:22",
+    )
+    .await;
+    assert_eq!(
+        value(&store, "/calico/v1/config/FailsafeInboundHostPorts").await,
+        None
+    );
     h1.ok("config bgp loglevel debug").await;
     assert_eq!(
         value(&store, "/calico/bgp/v1/global/loglevel")

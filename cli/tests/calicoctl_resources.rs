@@ -89,7 +89,11 @@ async fn every_kind_round_trips_through_get() {
   kind: profile
   metadata: {name: web, tags: [web], labels: {tier: front}}
   spec:
-    ingress: [{action: allow, source: {tag: web}}]
+    ingress:
+    - {action: deny, notProtocol: udp, source: {notNet: 10.1.2.0/24}}
+    - {action: deny, protocol: tcp, destination: {notPorts: [22, 8000]}}
+    - {action: allow, protocol: icmp, notICMP: {type: 8, code: 0}}
+    - {action: allow, source: {tag: web}}
     egress: [{action: allow}]
 - apiVersion: v1
   kind: workloadEndpoint
@@ -130,6 +134,10 @@ async fn every_kind_round_trips_through_get() {
         ),
         ("/calico/v1/policy/profile/web/tags", r#"["web"]"#),
         (
+            "/calico/v1/policy/profile/web/rules",
+            r#"{"id":"web","inbound_rules":[{"action":"deny","!protocol":"udp","!src_net":"10.1.2.0/24"},{"action":"deny","protocol":"tcp","!dst_ports":[22,8000]},{"action":"allow","protocol":"icmp","!icmp_type":8,"!icmp_code":0},{"action":"allow","src_tag":"web"}],"outbound_rules":[{"action":"allow"}]}"#,
+        ),
+        (
             "/calico/v1/host/host1/workload/k8s/w1/endpoint/eth0",
             r#"{"state":"active","name":"cali0ef24ba","mac":"ca:fe:1d:52:bb:e9","profile_ids":["web"],"ipv4_nets":["192.168.0.5/32"],"ipv6_nets":[],"labels":{"role":"web"},"ipv4_gateway":null,"ipv6_gateway":null}"#,
         ),
@@ -143,6 +151,8 @@ async fn every_kind_round_trips_through_get() {
             r#"{"ip":"172.31.250.9","as_num":"64567"}"#,
         ),
         ("/calico/bgp/v1/host/host1/ip_addr_v4", "172.31.250.1"),
+        // The prefix is the host's subnet (calico 2.1+ `network_v4`).
+        ("/calico/bgp/v1/host/host1/network_v4", "172.31.250.0/24"),
         ("/calico/bgp/v1/host/host1/as_num", "64512"),
         ("/calico/v1/host/host1/bird_ip", "172.31.250.1"),
     ];
@@ -158,10 +168,38 @@ async fn every_kind_round_trips_through_get() {
             .unwrap_or_else(|e| panic!("{kind}: {e}\n{yaml}"));
     }
     assert_eq!(dump(&store).await, before);
+    assert!(
+        h.ok("get node host1 -o yaml")
+            .await
+            .contains("ipv4Address: 172.31.250.1/24"),
+        "the node's address reads back with its prefix"
+    );
     assert_eq!(
         h.ok("get hostEndpoint --node=host1").await,
         "NODE   NAME\nhost1  eth0\n\n"
     );
+    // -o wide: calicoctl 1.x's extra columns.
+    assert_eq!(
+        h.ok("get hostEndpoint -o wide").await,
+        "NODE   NAME  INTERFACE  IPS           PROFILES\nhost1  eth0  eth0       172.31.250.1\n\n"
+    );
+    assert_eq!(h.ok("get wep -o wide").await, "NODE   ORCHESTRATOR  WORKLOAD  NAME  NETWORKS        NATS  INTERFACE    PROFILES\nhost1  k8s           w1        eth0  192.168.0.5/32        cali0ef24ba  web\n\n");
+    assert_eq!(
+        h.ok("get ippool -o wide").await,
+        "CIDR         NAT   IPIP\n10.1.0.0/16  true  true\n\n"
+    );
+    assert_eq!(
+        h.ok("get profile -o wide").await,
+        "NAME  TAGS\nweb   web\n\n"
+    );
+    // A node without its own AS shows the inherited one in parentheses.
+    h.with_input(
+        "apply -f -",
+        "{apiVersion: v1, kind: node, metadata: {name: host2}, spec: {bgp: {ipv4Address: 172.31.250.2}}}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.ok("get node -o wide").await, "NAME   ASN      IPV4             IPV6\nhost1  64512    172.31.250.1/24\nhost2  (64511)  172.31.250.2\n\n");
     h.fails(&["delete", "hostEndpoint", "eth0"], "--node").await;
     h.ok("delete hostEndpoint eth0 --node=host1").await;
     assert_eq!(

@@ -1102,6 +1102,17 @@ impl Calculator {
             return;
         }
         for family in FAMILIES {
+            // The failsafe chains exist only while the host has host endpoints.
+            let kept: BTreeSet<String> = new
+                .filter_chains(family)
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            for old in self.global.filter_chains(family) {
+                if !kept.contains(&old.name) {
+                    self.set_chain(filter_table(family), &old.name, None, delta);
+                }
+            }
             for chain in new.filter_chains(family) {
                 let name = chain.name.clone();
                 self.set_chain(filter_table(family), &name, Some(chain), delta);

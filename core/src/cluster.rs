@@ -154,8 +154,8 @@ impl ClusterState {
         }
     }
 
-    /// Whether policy or routing depends on this key (IPAM blocks, handles and status records
-    /// do not; block affinities do, for route aggregation).
+    /// Whether policy or routing depends on this key (IPAM blocks, handles, status records and
+    /// host subnets do not; block affinities do, for route aggregation).
     pub fn depends_on(key: &Key) -> bool {
         !matches!(
             key,
@@ -163,6 +163,7 @@ impl ClusterState {
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
                 | Key::FelixLastReported { .. }
+                | Key::HostNetwork { .. }
         )
     }
 
@@ -305,7 +306,8 @@ impl ClusterState {
                 Key::IpamBlock { .. }
                 | Key::IpamHandle { .. }
                 | Key::FelixStatus { .. }
-                | Key::FelixLastReported { .. },
+                | Key::FelixLastReported { .. }
+                | Key::HostNetwork { .. },
                 _,
             ) => return false,
         }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use crate::keys::Key;
@@ -35,6 +36,8 @@ pub enum Value {
     Peer(BgpPeer),
     /// A host's BGP address; `None` for the `""` written when the host has none of the family.
     HostIp(Option<IpAddr>),
+    /// A host's subnet (`network_v4` / `network_v6`).
+    HostNetwork(IpNet),
     Block(AllocationBlock),
     Affinity,
     Handle(IpamHandle),
@@ -58,6 +61,19 @@ fn decode_err(key: &Key, reason: impl ToString) -> ModelError {
     }
 }
 
+/// Refuses config values compute could not use where a wrong value would weaken the host's
+/// protection (the failsafe lists): such a record is treated as absent, so the default holds.
+fn validate_config(name: &str, value: &str) -> Result<(), ModelError> {
+    use crate::compute::config::{
+        parse_failsafe_ports, FAILSAFE_INBOUND_KEY, FAILSAFE_OUTBOUND_KEY,
+    };
+    match name {
+        FAILSAFE_INBOUND_KEY => parse_failsafe_ports(FAILSAFE_INBOUND_KEY, value).map(drop),
+        FAILSAFE_OUTBOUND_KEY => parse_failsafe_ports(FAILSAFE_OUTBOUND_KEY, value).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes and validates the value stored under `key`.
 ///
 /// # Errors
@@ -66,8 +82,10 @@ pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
     let invalid = |e: ModelError| decode_err(key, e);
     Ok(match key {
         Key::Ready => Value::Ready(text(key, bytes)? == "true"),
-        Key::GlobalConfig { .. } | Key::HostConfig { .. } => {
-            Value::Config(text(key, bytes)?.to_string())
+        Key::GlobalConfig { name } | Key::HostConfig { name, .. } => {
+            let value = text(key, bytes)?;
+            validate_config(name, value).map_err(invalid)?;
+            Value::Config(value.to_string())
         }
         Key::BirdIp { .. } => {
             Value::BirdIp(text(key, bytes)?.parse().map_err(|e| decode_err(key, e))?)
@@ -146,6 +164,13 @@ pub fn decode(key: &Key, bytes: &[u8]) -> Result<Value, ModelError> {
                 Value::HostIp(Some(ip))
             }
         }
+        Key::HostNetwork { version, .. } => {
+            let net: IpNet = text(key, bytes)?.parse().map_err(|e| decode_err(key, e))?;
+            if crate::keys::IpVersion::of_addr(&net.addr()) != *version {
+                return Err(decode_err(key, format!("{net} is of the wrong IP version")));
+            }
+            Value::HostNetwork(net.trunc())
+        }
         Key::IpamBlock { .. } => Value::Block(json(key, bytes)?),
         Key::IpamAffinity { .. } => Value::Affinity,
         Key::IpamHandle { .. } => Value::Handle(json(key, bytes)?),
@@ -176,6 +201,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
         Value::LogLevel(level) => level.to_string().into_bytes(),
         Value::Peer(peer) => to_json(peer),
         Value::HostIp(ip) => ip.map(|ip| ip.to_string()).unwrap_or_default().into_bytes(),
+        Value::HostNetwork(net) => net.to_string().into_bytes(),
         Value::Block(block) => to_json(block),
         Value::Affinity => Vec::new(),
         Value::Handle(handle) => to_json(handle),

@@ -79,6 +79,15 @@ pub enum Match {
     IcmpType { icmp_type: u8, code: Option<u8> },
     /// `-m icmp6 --icmpv6-type T[/C]`
     Icmpv6Type { icmp_type: u8, code: Option<u8> },
+    /// `-m multiport ! --source-ports ...`: none of these. Separate variants from the positive
+    /// ones (rather than a `negate` flag on them) keep every positive constructor as it was.
+    NotSourcePorts { ports: Vec<PortRange> },
+    /// `-m multiport ! --destination-ports ...`
+    NotDestinationPorts { ports: Vec<PortRange> },
+    /// `-m icmp ! --icmp-type T[/C]`
+    NotIcmpType { icmp_type: u8, code: Option<u8> },
+    /// `-m icmp6 ! --icmpv6-type T[/C]`
+    NotIcmpv6Type { icmp_type: u8, code: Option<u8> },
 }
 
 /// What a matching rule does.

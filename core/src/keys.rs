@@ -90,6 +90,9 @@ pub enum Key {
     GlobalPeer { ip: IpAddr },
     /// `/calico/bgp/v1/host/<host>/ip_addr_v4` (or ip_addr_v6).
     HostIp { host: String, version: IpVersion },
+    /// `/calico/bgp/v1/host/<host>/network_v4` (or network_v6): the host's subnet, from the
+    /// prefix of the node resource's `ipv4Address` (calico 2.1+; compute does not use it).
+    HostNetwork { host: String, version: IpVersion },
     /// `/calico/bgp/v1/host/<host>/as_num`.
     HostAsNum { host: String },
     /// `/calico/bgp/v1/host/<host>/loglevel`.
@@ -210,6 +213,12 @@ impl Key {
                     version: version_seg(v, "ip_addr_v", key)?,
                 }
             }
+            ["", "calico", "bgp", "v1", "host", h, v] if v.starts_with("network_v") => {
+                Key::HostNetwork {
+                    host: host(h)?,
+                    version: version_seg(v, "network_v", key)?,
+                }
+            }
             ["", "calico", "bgp", "v1", "host", h, "as_num"] => Key::HostAsNum { host: host(h)? },
             ["", "calico", "bgp", "v1", "host", h, "loglevel"] => {
                 Key::HostBgpLogLevel { host: host(h)? }
@@ -321,6 +330,9 @@ impl fmt::Display for Key {
             }
             Key::HostIp { host, version } => {
                 write!(f, "{BGP_V1}host/{host}/ip_addr_v{}", version.digit())
+            }
+            Key::HostNetwork { host, version } => {
+                write!(f, "{BGP_V1}host/{host}/network_v{}", version.digit())
             }
             Key::HostAsNum { host } => write!(f, "{BGP_V1}host/{host}/as_num"),
             Key::HostBgpLogLevel { host } => write!(f, "{BGP_V1}host/{host}/loglevel"),

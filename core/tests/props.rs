@@ -215,13 +215,18 @@ fn host_endpoint_update() -> impl Strategy<Value = Update> {
         1..4u8,
         proptest::collection::vec(pick(&PROFILES), 0..2),
         labels(),
-        0..6u8,
+        0..7u8,
     )
         .prop_map(|(host, id, ip, profiles, labels, kind)| {
             let key = format!("/calico/v1/host/{host}/endpoint/hep{id}");
             let value = match kind {
                 0 => None,
                 1 => bytes(json!({"labels": labels})),
+                6 => bytes(json!({
+                    "name": format!("eth{ip}"),
+                    "labels": labels,
+                    "profile_ids": profiles,
+                })),
                 _ => bytes(json!({
                     "expected_ipv4_addrs": [format!("172.31.250.{ip}")],
                     "expected_ipv6_addrs": if kind > 3 { vec![format!("fd00::{ip}")] } else { vec![] },
@@ -261,9 +266,21 @@ fn global_update() -> impl Strategy<Value = Update> {
             "DefaultEndpointToHostAction",
             "IpInIpEnabled",
             "InterfacePrefix",
+            "FailsafeInboundHostPorts",
+            "FailsafeOutboundHostPorts",
         ]),
         pick(&[
-            "ACCEPT", "RETURN", "DROP", "true", "false", "cali", "tap", "",
+            "ACCEPT",
+            "RETURN",
+            "DROP",
+            "true",
+            "false",
+            "cali",
+            "tap",
+            "",
+            "none",
+            "tcp:2379,udp:53",
+            "22",
         ]),
         any::<bool>(),
     )

@@ -171,6 +171,31 @@ fn net() -> impl Strategy<Value = Option<IpNet>> {
     prop_oneof![4 => Just(None), 1 => select(nets.to_vec())]
 }
 
+/// What a rule negates: a protocol, a network (source when `true`), its destination ports
+/// (when `true`, the generated ports become excluded ones), an ICMP type and code.
+type Negation = (
+    Option<Protocol>,
+    Option<(bool, IpNet)>,
+    bool,
+    Option<(u8, Option<u8>)>,
+);
+
+fn negation() -> impl Strategy<Value = Negation> {
+    let protocol = prop_oneof![
+        6 => Just(None),
+        1 => Just(Some(Protocol::Tcp)),
+        1 => Just(Some(Protocol::Icmp)),
+    ];
+    let net = net().prop_flat_map(|n| any::<bool>().prop_map(move |src| n.map(|n| (src, n))));
+    let icmp = prop_oneof![
+        4 => Just(None),
+        1 => Just(Some((8, None))),
+        1 => Just(Some((8, Some(1)))),
+        1 => Just(Some((0, None))),
+    ];
+    (protocol, net, prop::bool::weighted(0.25), icmp)
+}
+
 fn tag(names: Vec<String>) -> impl Strategy<Value = Option<String>> {
     let mut tags: Vec<String> = TAG_POOL.iter().map(|t| t.to_string()).collect();
     tags.extend(names);
@@ -198,7 +223,7 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
         action,
         protocol,
         (src_ports(), ports(), icmp),
-        (net(), net()),
+        (net(), net(), negation()),
         (tag(profile_names.clone()), tag(profile_names)),
         version,
         prop_oneof![
@@ -211,7 +236,7 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                 action,
                 protocol,
                 (src_ports, dst_ports, icmp),
-                (src_net, dst_net),
+                (src_net, dst_net, (not_protocol, not_net, not_ports, not_icmp)),
                 (src_tag, dst_tag),
                 ip_version,
                 sel,
@@ -224,7 +249,26 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                         .filter(|(i, _)| *i == n)
                         .map(|(_, s)| s.clone())
                 };
+                // At most one of a match and its negation (`Rule::validate`).
+                let (not_src_net, not_dst_net) = match not_net {
+                    Some((true, n)) if src_net.is_none() => (Some(n), None),
+                    Some((false, n)) if dst_net.is_none() => (None, Some(n)),
+                    _ => (None, None),
+                };
+                let (dst_ports, not_dst_ports) = match (has_ports, not_ports) {
+                    (false, _) => (vec![], vec![]),
+                    (true, false) => (dst_ports, vec![]),
+                    (true, true) => (vec![], dst_ports),
+                };
+                let not_icmp = not_icmp.filter(|_| is_icmp && icmp_type.is_none());
                 Rule {
+                    not_protocol: not_protocol.filter(|_| protocol.is_none()),
+                    not_dst_ports,
+                    not_src_ports: vec![],
+                    not_icmp_type: not_icmp.map(|n| n.0),
+                    not_icmp_code: not_icmp.and_then(|n| n.1),
+                    not_src_net,
+                    not_dst_net,
                     src_selector: pick(0),
                     not_src_selector: pick(1),
                     dst_selector: pick(2),
@@ -236,7 +280,7 @@ pub fn rule(profile_names: Vec<String>) -> impl Strategy<Value = Rule> {
                     src_ports: if has_ports { src_ports } else { vec![] },
                     dst_tag,
                     dst_net,
-                    dst_ports: if has_ports { dst_ports } else { vec![] },
+                    dst_ports,
                     icmp_type,
                     icmp_code,
                     ip_version,

@@ -24,6 +24,9 @@
 //! profile the first matching rule decides (allow passes the direction, deny drops); rules of
 //! the other family are skipped; no match moves to the next profile; no profile left denies.
 //! Every host's agent is assumed running and no BGP session cut.
+//!
+//! Workload traffic is never host endpoint policy's business. What a host itself sends is,
+//! and [`Oracle::decide_host_egress`] (in `host_endpoints`) answers for that side alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -36,6 +39,7 @@ use calico_core::model::{
 };
 use ipnet::IpNet;
 
+mod host_endpoints;
 mod selectors;
 
 use crate::probe::Probe;
@@ -78,6 +82,23 @@ impl fmt::Display for Decision {
 enum Direction {
     Outbound,
     Inbound,
+}
+
+/// What policy selects on and falls back to: a workload's or a host endpoint's labels and
+/// profiles.
+#[derive(Debug, Clone, Copy)]
+struct Labelled<'e> {
+    labels: &'e BTreeMap<String, String>,
+    profile_ids: &'e [String],
+}
+
+impl<'e> Labelled<'e> {
+    fn of(ep: &'e WorkloadEndpoint) -> Self {
+        Labelled {
+            labels: &ep.labels,
+            profile_ids: &ep.profile_ids,
+        }
+    }
 }
 
 /// The packet as policy sees it.
@@ -189,10 +210,10 @@ impl<'a> Oracle<'a> {
             family,
             probe,
         };
-        if let Err(reason) = self.policy(src_ep, Direction::Outbound, &packet) {
+        if let Err(reason) = self.policy(Labelled::of(src_ep), Direction::Outbound, &packet) {
             return Decision::deny(format!("outbound of {src}: {reason}"));
         }
-        match self.policy(dst_ep, Direction::Inbound, &packet) {
+        match self.policy(Labelled::of(dst_ep), Direction::Inbound, &packet) {
             Err(reason) => Decision::deny(format!("inbound of {dst}: {reason}")),
             Ok(reason) => Decision::allow(reason),
         }
@@ -244,7 +265,7 @@ impl<'a> Oracle<'a> {
     }
 
     /// The policies governing `ep` in `dir`, in the order they run.
-    fn policies_of(&self, ep: &WorkloadEndpoint, dir: Direction) -> Vec<(&'a str, &'a Policy)> {
+    fn policies_of(&self, ep: Labelled<'_>, dir: Direction) -> Vec<(&'a str, &'a Policy)> {
         let wanted = match dir {
             Direction::Outbound => PolicyType::Egress,
             Direction::Inbound => PolicyType::Ingress,
@@ -258,7 +279,7 @@ impl<'a> Oracle<'a> {
             .filter(|(_, p)| {
                 selectors::holds(
                     p.selector.expr(),
-                    &selectors::labels_of(self.state, &ep.labels, &ep.profile_ids),
+                    &selectors::labels_of(self.state, ep.labels, ep.profile_ids),
                 )
             })
             .collect();
@@ -298,12 +319,7 @@ impl<'a> Oracle<'a> {
 
     /// Runs `ep`'s policies, or else its profiles, for one direction: `Ok(reason)` when a rule
     /// allows.
-    fn policy(
-        &self,
-        ep: &WorkloadEndpoint,
-        dir: Direction,
-        pkt: &Packet,
-    ) -> Result<String, String> {
+    fn policy(&self, ep: Labelled<'_>, dir: Direction, pkt: &Packet) -> Result<String, String> {
         let policies = self.policies_of(ep, dir);
         if !policies.is_empty() {
             for (name, p) in &policies {
@@ -321,7 +337,7 @@ impl<'a> Oracle<'a> {
                 names.join(", ")
             ));
         }
-        for name in &ep.profile_ids {
+        for name in ep.profile_ids {
             let rules = self
                 .state
                 .profiles
@@ -353,11 +369,13 @@ impl<'a> Oracle<'a> {
 
     fn matches(&self, rule: &Rule, pkt: &Packet) -> bool {
         let probe = pkt.probe;
-        let protocol_ok = rule
-            .protocol
-            .is_none_or(|p| p.number() == probe.protocol().number());
+        let proto = probe.protocol().number();
+        let protocol_ok = rule.protocol.is_none_or(|p| p.number() == proto)
+            && rule.not_protocol.is_none_or(|p| p.number() != proto);
         let nets_ok = rule.src_net.is_none_or(|n| n.contains(&pkt.src))
-            && rule.dst_net.is_none_or(|n| n.contains(&pkt.dst));
+            && rule.dst_net.is_none_or(|n| n.contains(&pkt.dst))
+            && rule.not_src_net.is_none_or(|n| !n.contains(&pkt.src))
+            && rule.not_dst_net.is_none_or(|n| !n.contains(&pkt.dst));
         let tags_ok = rule
             .src_tag
             .as_deref()
@@ -370,8 +388,14 @@ impl<'a> Oracle<'a> {
         let in_ranges = |ranges: &[calico_core::model::PortRange], port: Option<u16>| {
             ranges.is_empty() || port.is_some_and(|p| ranges.iter().any(|r| r.contains(p)))
         };
+        // A negated list needs a port outside all its ranges (and a port at all).
+        let outside = |ranges: &[calico_core::model::PortRange], port: Option<u16>| {
+            ranges.is_empty() || port.is_some_and(|p| !ranges.iter().any(|r| r.contains(p)))
+        };
         let ports_ok = in_ranges(&rule.src_ports, ports.map(|p| p.0))
-            && in_ranges(&rule.dst_ports, ports.map(|p| p.1));
+            && in_ranges(&rule.dst_ports, ports.map(|p| p.1))
+            && outside(&rule.not_src_ports, ports.map(|p| p.0))
+            && outside(&rule.not_dst_ports, ports.map(|p| p.1));
         let icmp = probe.icmp();
         let icmp_ok = rule
             .icmp_type
@@ -379,6 +403,10 @@ impl<'a> Oracle<'a> {
             && rule
                 .icmp_code
                 .is_none_or(|c| icmp.is_some_and(|i| i.1 == c));
+        // `!icmp_type` T (with `!icmp_code` C): ICMP other than type T (code C).
+        let not_icmp_ok = rule.not_icmp_type.is_none_or(|t| {
+            icmp.is_some_and(|i| i.0 != t || rule.not_icmp_code.is_some_and(|c| i.1 != c))
+        });
         let in_selector = |sel: &Option<calico_core::selector::Selector>, addr, want: bool| {
             sel.as_ref()
                 .is_none_or(|s| selectors::members(self.state, s.expr()).contains(&addr) == want)
@@ -387,7 +415,7 @@ impl<'a> Oracle<'a> {
             && in_selector(&rule.not_src_selector, pkt.src, false)
             && in_selector(&rule.dst_selector, pkt.dst, true)
             && in_selector(&rule.not_dst_selector, pkt.dst, false);
-        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok && selectors_ok
+        protocol_ok && nets_ok && tags_ok && ports_ok && icmp_ok && not_icmp_ok && selectors_ok
     }
 
     fn has_tag(&self, tag: &str, addr: IpAddr) -> bool {
@@ -409,6 +437,8 @@ fn applies(rule: &Rule, family: IpFamily) -> bool {
         .src_net
         .iter()
         .chain(&rule.dst_net)
+        .chain(&rule.not_src_net)
+        .chain(&rule.not_dst_net)
         .all(|n| family_of(n) == family);
     let icmp_ok = match rule.protocol.map(Protocol::number) {
         Some(1) => family == IpFamily::V4,

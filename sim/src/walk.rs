@@ -481,8 +481,11 @@ fn deciding(verdict: Verdict, legs: &[Leg]) -> Option<String> {
                     leg.outcome
                         .decisions()
                         .filter(|d| {
+                            // A host endpoint's allow returns to the built-in chain, whose
+                            // policy accepts: worth naming when a policy rule allowed it.
                             d.verdict == NfVerdict::Accept
-                                && matches!(d.decided_by, DecidedBy::Rule(_))
+                                && (matches!(d.decided_by, DecidedBy::Rule(_))
+                                    || d.policy_rule.is_some())
                         })
                         .map(move |d| format!("{}: {d}", leg.host))
                 })

@@ -4,6 +4,9 @@ use std::net::IpAddr;
 
 use calico_backends::{Datastore, DatastoreError};
 use calico_core::codec::Value;
+use calico_core::compute::config::{
+    parse_failsafe_ports, FAILSAFE_INBOUND_KEY, FAILSAFE_OUTBOUND_KEY,
+};
 use calico_core::keys::Key;
 use calico_core::model::BgpLogLevel;
 use serde_json::json;
@@ -68,6 +71,7 @@ pub(crate) async fn config(
             a.allow(&["remove", "force"])?;
             let key = match *name {
                 "loglevel" => "LogSeverityScreen",
+                FAILSAFE_INBOUND_KEY | FAILSAFE_OUTBOUND_KEY => name,
                 other if a.flag("force") => other,
                 other => {
                     return Err(CtlError::BadArgument {
@@ -101,6 +105,16 @@ pub(crate) async fn config(
                             value: (*value).to_string(),
                             reason: format!("expected one of {}", FELIX_LOG_LEVELS.join(", ")),
                         });
+                    }
+                    let failsafe = [FAILSAFE_INBOUND_KEY, FAILSAFE_OUTBOUND_KEY]
+                        .into_iter()
+                        .find(|k| k == name);
+                    if let Some(field) = failsafe.filter(|_| !a.flag("force")) {
+                        parse_failsafe_ports(field, value).map_err(|e| CtlError::BadArgument {
+                            what: "failsafe port list",
+                            value: (*value).to_string(),
+                            reason: format!("{e}; expected e.g. tcp:22,udp:68 or none"),
+                        })?;
                     }
                     ds.set_felix_config(key, Some(value)).await?;
                     Ok(format!("Set felix config {key} to {value}\n"))

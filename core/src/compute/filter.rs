@@ -1,11 +1,13 @@
-//! The global filter chains `cali-FORWARD` and `cali-INPUT` (reference 3.4), hooked from the
-//! kernel's FORWARD and INPUT chains.
+//! The global filter chains `cali-FORWARD`, `cali-INPUT` and `cali-OUTPUT` (reference 3.4),
+//! hooked from the kernel's FORWARD, INPUT and OUTPUT chains, and on a host with host
+//! endpoints the failsafe chains, whose ports come from the host's config.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::config::{EndpointToHostAction, HostConfig};
+use super::config::{EndpointToHostAction, FailsafePort, HostConfig};
 use super::names::{
-    ALL_HOSTS_SET, FORWARD_CHAIN, FROM_HOST_ENDPOINT, FROM_WL_DISPATCH, INPUT_CHAIN, TO_WL_DISPATCH,
+    ALL_HOSTS_SET, FAILSAFE_IN, FAILSAFE_OUT, FORWARD_CHAIN, FROM_HOST_ENDPOINT, FROM_WL_DISPATCH,
+    INPUT_CHAIN, OUTPUT_CHAIN, TO_HOST_ENDPOINT, TO_WL_DISPATCH,
 };
 use crate::iptables::{Chain, CtState, IpFamily, Match, Rule, SetDirection, Target};
 use crate::model::{PortRange, Protocol};
@@ -19,6 +21,7 @@ pub fn hooks() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("FORWARD".to_string(), FORWARD_CHAIN.to_string()),
         ("INPUT".to_string(), INPUT_CHAIN.to_string()),
+        ("OUTPUT".to_string(), OUTPUT_CHAIN.to_string()),
     ])
 }
 
@@ -49,9 +52,61 @@ fn proto(protocol: Protocol) -> Match {
     }
 }
 
-/// `cali-FORWARD` and `cali-INPUT` for one family.
+/// `cali-FORWARD`, `cali-INPUT` and `cali-OUTPUT` for one family, and the failsafe chains
+/// when the host has host endpoints.
 pub fn global_chains(cfg: &HostConfig, family: IpFamily) -> Vec<Chain> {
-    vec![forward_chain(cfg), input_chain(cfg, family)]
+    let mut chains = vec![
+        forward_chain(cfg),
+        input_chain(cfg, family),
+        output_chain(cfg),
+    ];
+    if cfg.host_endpoints {
+        chains.push(failsafe_chain(FAILSAFE_IN, &cfg.failsafe_inbound));
+        chains.push(failsafe_chain(FAILSAFE_OUT, &cfg.failsafe_outbound));
+    }
+    chains
+}
+
+/// `cali-OUTPUT`: what this host itself sends. Traffic to its workloads is never policed;
+/// the rest goes through the host endpoints' outbound policy (when there are any).
+pub fn output_chain(cfg: &HostConfig) -> Chain {
+    let wl = cfg.wildcard();
+    let mut rules = vec![Rule::new(vec![iface_out(&wl)], Target::Return)
+        .with_comment("host to workload traffic is not policed")];
+    if cfg.host_endpoints {
+        rules.push(
+            Rule::new(vec![], Target::Jump(TO_HOST_ENDPOINT.into()))
+                .with_comment("host endpoint policy"),
+        );
+    }
+    Chain {
+        name: OUTPUT_CHAIN.into(),
+        rules,
+    }
+}
+
+/// `cali-failsafe-in` / `cali-failsafe-out`: accept each configured protocol and destination
+/// port, whatever the host endpoints' policy says.
+fn failsafe_chain(name: &str, ports: &[FailsafePort]) -> Chain {
+    let rules = ports
+        .iter()
+        .map(|(protocol, port)| {
+            Rule::new(
+                vec![
+                    proto(*protocol),
+                    Match::DestinationPorts {
+                        ports: vec![PortRange::single(*port)],
+                    },
+                ],
+                Target::Accept,
+            )
+            .with_comment("failsafe")
+        })
+        .collect();
+    Chain {
+        name: name.into(),
+        rules,
+    }
 }
 
 /// `cali-FORWARD`: drop invalid, return established, run the sender's outbound and the

@@ -1,36 +1,31 @@
-//! Host endpoints (reference `calico-v1-policy-and-routing.md` 4.4): policy on traffic
-//! arriving at this host itself. Forwarded traffic and traffic from local workloads are left
-//! alone (they never reach these chains).
+//! Host endpoints (reference `calico-v1-policy-and-routing.md` 4.4): policy on traffic to and
+//! from this host itself. Forwarded traffic, traffic from local workloads and traffic from the
+//! host to its workloads are left alone (they never reach these chains).
 //!
-//! - `cali-INPUT` sends packets from non-workload interfaces to `cali-from-host-endpoint`
-//!   (only on a host with host endpoints, see [`super::config::HostConfig::host_endpoints`]).
-//! - `cali-from-host-endpoint` dispatches by interface (`name`) or, for a host endpoint with
-//!   only expected IPs, by destination address; several matches: the smallest id wins. A
-//!   packet no host endpoint claims returns unpoliced.
-//! - `cali-fh-<id>`: established flows pass, invalid ones drop, then `cali-failsafe-in`
-//!   (always open: ssh, BGP, DHCP), then the inbound policies applying to the host endpoint
-//!   (same protocol as a workload's), else its profiles, else drop.
-//!
-//! Only the inbound direction is policed: our filter table hooks no OUTPUT chain.
+//! - `cali-INPUT` sends packets from non-workload interfaces to `cali-from-host-endpoint`, and
+//!   `cali-OUTPUT` packets to non-workload interfaces to `cali-to-host-endpoint` (only on a host
+//!   with host endpoints, see [`super::config::HostConfig::host_endpoints`]).
+//! - The dispatch chains pick the host endpoint by interface (`name`, `-i` inbound, `-o`
+//!   outbound) or, for a host endpoint with only expected IPs, by this host's address (the
+//!   destination inbound, the source outbound); several matches: the smallest id wins. A
+//!   packet no host endpoint claims returns unpoliced (no final drop, as in Felix).
+//! - `cali-fh-<id>` (inbound) and `cali-th-<id>` (outbound): established flows pass, invalid
+//!   ones drop, then `cali-failsafe-in` / `cali-failsafe-out` (always open: ssh, BGP, DHCP in;
+//!   etcd, BGP, DNS, DHCP out; see [`super::filter`]), then the policies applying to the host
+//!   endpoint in that direction (same protocol as a workload's), else its profiles, else drop.
 
 use std::collections::BTreeSet;
 
 use super::names::{
-    from_host_chain, policy_inbound_chain, profile_inbound_chain, FAILSAFE_IN, FROM_HOST_ENDPOINT,
+    from_host_chain, policy_inbound_chain, policy_outbound_chain, profile_inbound_chain,
+    profile_outbound_chain, to_host_chain, FAILSAFE_IN, FAILSAFE_OUT, FROM_HOST_ENDPOINT,
+    TO_HOST_ENDPOINT,
 };
 use super::policy::with_labels;
 use super::MARK_ACCEPT;
 use crate::cluster::ClusterState;
 use crate::iptables::{Chain, CtState, IpFamily, Match, Rule, Target};
-use crate::model::{HostEndpoint, HostEndpointId, Policy, PolicyType, PortRange, Protocol};
-
-/// Inbound failsafe ports (Felix 2.2's `tcp:22, udp:68` plus BGP's tcp 179, so a bad policy
-/// cannot cut the BGP mesh: later Felix releases open 179 too).
-pub const FAILSAFE_INBOUND: &[(Protocol, u16)] = &[
-    (Protocol::Tcp, 22),
-    (Protocol::Tcp, 179),
-    (Protocol::Udp, 68),
-];
+use crate::model::{HostEndpoint, HostEndpointId, Policy, PolicyType};
 
 /// The chains of this host's host endpoints in one family, and the policies and profiles
 /// they jump to (whose chains must exist).
@@ -52,20 +47,63 @@ pub fn local_host_endpoints<'a>(
         .filter(move |(id, _)| id.host == host)
 }
 
-/// The inbound policies applying to a host endpoint, in the order they run.
+/// The policies applying to a host endpoint in `direction`, in the order they run.
 pub fn host_endpoint_policies(
     state: &ClusterState,
     ordered: &[(&str, &Policy)],
     hep: &HostEndpoint,
+    direction: PolicyType,
 ) -> Vec<String> {
     with_labels(state, &hep.labels, &hep.profile_ids, |labels| {
         ordered
             .iter()
-            .filter(|(_, p)| p.governs(PolicyType::Ingress) && p.selector.matches(labels))
+            .filter(|(_, p)| p.governs(direction) && p.selector.matches(labels))
             .map(|(name, _)| name.to_string())
             .collect()
     })
 }
+
+/// One direction of host endpoint policy: its names and matches.
+struct Side {
+    direction: PolicyType,
+    dispatch: &'static str,
+    failsafe: &'static str,
+    endpoint_chain: fn(&str) -> String,
+    policy_chain: fn(&str) -> String,
+    profile_chain: fn(&str) -> String,
+    /// The interface match of a named host endpoint.
+    iface: fn(String) -> Match,
+    /// The address match of a host endpoint with expected IPs: this host's side.
+    address: fn(ipnet::IpNet) -> Match,
+}
+
+const INBOUND: Side = Side {
+    direction: PolicyType::Ingress,
+    dispatch: FROM_HOST_ENDPOINT,
+    failsafe: FAILSAFE_IN,
+    endpoint_chain: from_host_chain,
+    policy_chain: policy_inbound_chain,
+    profile_chain: profile_inbound_chain,
+    iface: |name| Match::InInterface {
+        name,
+        negate: false,
+    },
+    address: |net| Match::Destination { net, negate: false },
+};
+
+const OUTBOUND: Side = Side {
+    direction: PolicyType::Egress,
+    dispatch: TO_HOST_ENDPOINT,
+    failsafe: FAILSAFE_OUT,
+    endpoint_chain: to_host_chain,
+    policy_chain: policy_outbound_chain,
+    profile_chain: profile_outbound_chain,
+    iface: |name| Match::OutInterface {
+        name,
+        negate: false,
+    },
+    address: |net| Match::Source { net, negate: false },
+};
 
 /// Every host endpoint chain of `host` in `family`; empty when the host has none.
 pub fn host_endpoint_chains(
@@ -75,17 +113,31 @@ pub fn host_endpoint_chains(
     family: IpFamily,
 ) -> HostEndpointChains {
     let mut out = HostEndpointChains::default();
+    for side in [INBOUND, OUTBOUND] {
+        side_chains(state, host, ordered, family, &side, &mut out);
+    }
+    out
+}
+
+/// The dispatch chain and per-endpoint chains of one direction.
+fn side_chains(
+    state: &ClusterState,
+    host: &str,
+    ordered: &[(&str, &Policy)],
+    family: IpFamily,
+    side: &Side,
+    out: &mut HostEndpointChains,
+) {
     let mut dispatch = Vec::new();
+    let mut any = false;
     for (id, hep) in local_host_endpoints(state, host) {
-        let chain = from_host_chain(&id.endpoint);
+        any = true;
+        let chain = (side.endpoint_chain)(&id.endpoint);
         let comment = format!("host endpoint {id}");
         match &hep.name {
             Some(iface) => dispatch.push(
                 Rule::new(
-                    vec![Match::InInterface {
-                        name: iface.clone(),
-                        negate: false,
-                    }],
+                    vec![(side.iface)(iface.clone())],
                     Target::Goto(chain.clone()),
                 )
                 .with_comment(comment),
@@ -95,61 +147,35 @@ pub fn host_endpoint_chains(
                     let net = ipnet::IpNet::from(ip);
                     if super::ipsets::family_of(&net) == family {
                         dispatch.push(
-                            Rule::new(
-                                vec![Match::Destination { net, negate: false }],
-                                Target::Goto(chain.clone()),
-                            )
-                            .with_comment(comment.clone()),
+                            Rule::new(vec![(side.address)(net)], Target::Goto(chain.clone()))
+                                .with_comment(comment.clone()),
                         );
                     }
                 }
             }
         }
-        let policies = host_endpoint_policies(state, ordered, hep);
+        let policies = host_endpoint_policies(state, ordered, hep, side.direction);
         out.chains.push(Chain {
             name: chain,
-            rules: endpoint_rules(id, hep, &policies),
+            rules: endpoint_rules(id, hep, &policies, side),
         });
         out.policies.extend(policies);
         out.profiles.extend(hep.profile_ids.iter().cloned());
     }
-    if out.chains.is_empty() {
-        return out;
-    }
-    out.chains.push(Chain {
-        name: FROM_HOST_ENDPOINT.into(),
-        rules: dispatch,
-    });
-    out.chains.push(failsafe_chain());
-    out
-}
-
-fn failsafe_chain() -> Chain {
-    let rules = FAILSAFE_INBOUND
-        .iter()
-        .map(|(protocol, port)| {
-            Rule::new(
-                vec![
-                    Match::Protocol {
-                        protocol: *protocol,
-                        negate: false,
-                    },
-                    Match::DestinationPorts {
-                        ports: vec![PortRange::single(*port)],
-                    },
-                ],
-                Target::Accept,
-            )
-            .with_comment("failsafe")
-        })
-        .collect();
-    Chain {
-        name: FAILSAFE_IN.into(),
-        rules,
+    if any {
+        out.chains.push(Chain {
+            name: side.dispatch.into(),
+            rules: dispatch,
+        });
     }
 }
 
-fn endpoint_rules(id: &HostEndpointId, hep: &HostEndpoint, policies: &[String]) -> Vec<Rule> {
+fn endpoint_rules(
+    id: &HostEndpointId,
+    hep: &HostEndpoint,
+    policies: &[String],
+    side: &Side,
+) -> Vec<Rule> {
     let accepted = || Match::Mark {
         value: MARK_ACCEPT,
         mask: MARK_ACCEPT,
@@ -163,7 +189,7 @@ fn endpoint_rules(id: &HostEndpointId, hep: &HostEndpoint, policies: &[String]) 
             Target::Accept,
         ),
         Rule::new(vec![ct(&[CtState::Invalid])], Target::Drop),
-        Rule::new(vec![], Target::Jump(FAILSAFE_IN.into())),
+        Rule::new(vec![], Target::Jump(side.failsafe.into())),
         Rule::new(
             vec![],
             Target::SetMark {
@@ -173,10 +199,10 @@ fn endpoint_rules(id: &HostEndpointId, hep: &HostEndpoint, policies: &[String]) 
         ),
     ];
     let (chains, what): (Vec<String>, &str) = if policies.is_empty() {
-        let profiles = hep.profile_ids.iter().map(|p| profile_inbound_chain(p));
+        let profiles = hep.profile_ids.iter().map(|p| (side.profile_chain)(p));
         (profiles.collect(), "profile")
     } else {
-        let policies = policies.iter().map(|p| policy_inbound_chain(p));
+        let policies = policies.iter().map(|p| (side.policy_chain)(p));
         (policies.collect(), "policy")
     };
     for chain in chains {

@@ -3,13 +3,14 @@
 //!
 //! - [`config`]: the per-host Felix settings compute depends on (`InterfacePrefix`, ...).
 //! - [`names`]: chain and ipset names, shortened to the kernel's limits.
-//! - [`filter`]: the global `cali-FORWARD` / `cali-INPUT` chains.
+//! - [`filter`]: the global `cali-FORWARD` / `cali-INPUT` / `cali-OUTPUT` chains and the
+//!   failsafe chains.
 //! - [`dispatch`]: `cali-from-wl-dispatch` / `cali-to-wl-dispatch`.
 //! - [`endpoint`]: per-endpoint `cali-fw-` / `cali-tw-` chains and their routes and sysctls.
 //! - [`profile`]: profile rules translated to `cali-pri-` / `cali-pro-` chains.
 //! - [`policy`]: selector policies: which apply to an endpoint, their `cali-pi-` / `cali-po-`
 //!   chains, and the members of rule selectors' sets.
-//! - [`host_endpoint`]: host endpoints' `cali-fh-` chains, their dispatch and failsafe ports.
+//! - [`host_endpoint`]: host endpoints' `cali-fh-` / `cali-th-` chains and their dispatch.
 //! - [`ipsets`]: tag sets and their members.
 //! - [`nat`]: NAT-outgoing (`cali-POSTROUTING`) and the IPIP host set.
 //! - [`bird`]: the BGP configuration of BIRD and BIRD6.
@@ -37,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cluster::ClusterState;
 use crate::desired::{DesiredState, TableId, TableState};
 use crate::iptables::{Chain, IpFamily, Table};
-use crate::model::{EndpointId, EndpointState, WorkloadEndpoint};
+use crate::model::{EndpointId, EndpointState, PolicyType, WorkloadEndpoint};
 
 pub use config::{EndpointToHostAction, HostConfig};
 
@@ -119,9 +120,11 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
     let mut used_profiles = used_profiles;
     for (_, hep) in host_endpoint::local_host_endpoints(state, host) {
         used_profiles.extend(hep.profile_ids.iter().map(String::as_str));
-        for name in host_endpoint::host_endpoint_policies(state, &ordered, hep) {
-            if let Some((name, _)) = state.policies.get_key_value(&name) {
-                used_policies.insert(name);
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            for name in host_endpoint::host_endpoint_policies(state, &ordered, hep, direction) {
+                if let Some((name, _)) = state.policies.get_key_value(&name) {
+                    used_policies.insert(name);
+                }
             }
         }
     }
@@ -217,7 +220,7 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
 /// never on endpoints or profiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalParts {
-    /// `cali-FORWARD` and `cali-INPUT` per family.
+    /// `cali-FORWARD`, `cali-INPUT`, `cali-OUTPUT` (and the failsafe chains) per family.
     pub filter: BTreeMap<IpFamily, Vec<Chain>>,
     /// `cali-POSTROUTING`.
     pub nat_chains: Vec<Chain>,

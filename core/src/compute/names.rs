@@ -16,18 +16,29 @@ pub const MAX_IPSET_LEN: usize = 31;
 
 pub const FORWARD_CHAIN: &str = "cali-FORWARD";
 pub const INPUT_CHAIN: &str = "cali-INPUT";
+pub const OUTPUT_CHAIN: &str = "cali-OUTPUT";
 pub const POSTROUTING_CHAIN: &str = "cali-POSTROUTING";
 pub const FROM_WL_DISPATCH: &str = "cali-from-wl-dispatch";
 pub const TO_WL_DISPATCH: &str = "cali-to-wl-dispatch";
 /// Dispatches traffic arriving at this host to its host endpoints' `cali-fh-` chains.
 pub const FROM_HOST_ENDPOINT: &str = "cali-from-host-endpoint";
+/// Dispatches traffic this host sends to its host endpoints' `cali-th-` chains.
+pub const TO_HOST_ENDPOINT: &str = "cali-to-host-endpoint";
 /// Felix's inbound failsafe ports: always open on host endpoints.
 pub const FAILSAFE_IN: &str = "cali-failsafe-in";
+/// Felix's outbound failsafe ports: always open on host endpoints.
+pub const FAILSAFE_OUT: &str = "cali-failsafe-out";
 const FROM_HOST_PREFIX: &str = "cali-fh-";
+const TO_HOST_PREFIX: &str = "cali-th-";
 
 /// `cali-fh-<id>`: inbound policy of the host endpoint with id `id`.
 pub fn from_host_chain(id: &str) -> String {
     with_prefix(FROM_HOST_PREFIX, id, MAX_CHAIN_LEN)
+}
+
+/// `cali-th-<id>`: outbound policy of the host endpoint with id `id`.
+pub fn to_host_chain(id: &str) -> String {
+    with_prefix(TO_HOST_PREFIX, id, MAX_CHAIN_LEN)
 }
 
 const FROM_WL_PREFIX: &str = "cali-fw-";

@@ -148,6 +148,8 @@ pub fn applies_to(rule: &PolicyRule, family: IpFamily) -> bool {
         .src_net
         .iter()
         .chain(&rule.dst_net)
+        .chain(&rule.not_src_net)
+        .chain(&rule.not_dst_net)
         .all(|n| net_family(n) == family);
     let proto_ok = match rule.protocol.map(Protocol::number) {
         Some(1) => family == IpFamily::V4,
@@ -191,18 +193,24 @@ pub fn translate(rule: &PolicyRule, family: IpFamily) -> Option<Vec<Rule>> {
         return Some(vec![Rule::new(vec![], Target::Drop)
             .with_comment("icmp type 255 is reserved, rule replaced by drop")]);
     }
+    // Addresses before the protocol: the order iptables-save prints them in, so the rules
+    // read back from the kernel equal these.
+    // A rule holds at most one of a match and its negation (`Rule::validate`).
     let mut base = Vec::new();
-    if let Some(protocol) = rule.protocol {
-        base.push(Match::Protocol {
-            protocol,
-            negate: false,
-        });
+    for (net, negate) in [(rule.src_net, false), (rule.not_src_net, true)] {
+        if let Some(net) = net {
+            base.push(Match::Source { net, negate });
+        }
     }
-    if let Some(net) = rule.src_net {
-        base.push(Match::Source { net, negate: false });
+    for (net, negate) in [(rule.dst_net, false), (rule.not_dst_net, true)] {
+        if let Some(net) = net {
+            base.push(Match::Destination { net, negate });
+        }
     }
-    if let Some(net) = rule.dst_net {
-        base.push(Match::Destination { net, negate: false });
+    for (protocol, negate) in [(rule.protocol, false), (rule.not_protocol, true)] {
+        if let Some(protocol) = protocol {
+            base.push(Match::Protocol { protocol, negate });
+        }
     }
     for (tag, direction) in [
         (&rule.src_tag, SetDirection::Src),
@@ -241,6 +249,29 @@ pub fn translate(rule: &PolicyRule, family: IpFamily) -> Option<Vec<Rule>> {
                 code: rule.icmp_code,
             },
         });
+    }
+    if let Some(icmp_type) = rule.not_icmp_type {
+        base.push(match family {
+            IpFamily::V4 => Match::NotIcmpType {
+                icmp_type,
+                code: rule.not_icmp_code,
+            },
+            IpFamily::V6 => Match::NotIcmpv6Type {
+                icmp_type,
+                code: rule.not_icmp_code,
+            },
+        });
+    }
+    // A negated port list must exclude every chunk at once: all chunks in each rule.
+    for chunk in port_chunks(&rule.not_src_ports) {
+        if !chunk.is_empty() {
+            base.push(Match::NotSourcePorts { ports: chunk });
+        }
+    }
+    for chunk in port_chunks(&rule.not_dst_ports) {
+        if !chunk.is_empty() {
+            base.push(Match::NotDestinationPorts { ports: chunk });
+        }
     }
     let mut out = Vec::new();
     for src in port_chunks(&rule.src_ports) {

@@ -216,10 +216,16 @@ pub struct Rule {
     pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    /// Matches every protocol but this one.
+    #[serde(default, rename = "!protocol", skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_net: Option<IpNet>,
+    /// Matches every source outside this network.
+    #[serde(default, rename = "!src_net", skip_serializing_if = "Option::is_none")]
+    pub not_src_net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_selector: Option<Selector>,
     /// Matches every source that is not a Calico endpoint the selector matches.
@@ -231,10 +237,16 @@ pub struct Rule {
     pub not_src_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_ports: Vec<PortRange>,
+    /// Matches a source port outside all of these.
+    #[serde(default, rename = "!src_ports", skip_serializing_if = "Vec::is_empty")]
+    pub not_src_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_net: Option<IpNet>,
+    /// Matches every destination outside this network.
+    #[serde(default, rename = "!dst_net", skip_serializing_if = "Option::is_none")]
+    pub not_dst_net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_selector: Option<Selector>,
     #[serde(
@@ -245,10 +257,26 @@ pub struct Rule {
     pub not_dst_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<PortRange>,
+    /// Matches a destination port outside all of these.
+    #[serde(default, rename = "!dst_ports", skip_serializing_if = "Vec::is_empty")]
+    pub not_dst_ports: Vec<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_type: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
+    /// Matches ICMP other than this type (and code, when given).
+    #[serde(
+        default,
+        rename = "!icmp_type",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_icmp_type: Option<u8>,
+    #[serde(
+        default,
+        rename = "!icmp_code",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_icmp_code: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_version: Option<u8>,
 }
@@ -259,7 +287,14 @@ impl Rule {
         for tag in self.src_tag.iter().chain(&self.dst_tag) {
             validate_name("tag", tag)?;
         }
-        let has_ports = !self.src_ports.is_empty() || !self.dst_ports.is_empty();
+        let has_ports = [
+            &self.src_ports,
+            &self.dst_ports,
+            &self.not_src_ports,
+            &self.not_dst_ports,
+        ]
+        .iter()
+        .any(|p| !p.is_empty());
         if has_ports && !self.protocol.is_some_and(Protocol::has_ports) {
             let proto = self.protocol.map(|p| p.to_string()).unwrap_or_default();
             return Err(ModelError::field(
@@ -268,34 +303,74 @@ impl Rule {
                 "ports are only allowed with tcp, udp, sctp or udplite",
             ));
         }
-        if self.icmp_type.is_some() && !self.protocol.is_some_and(Protocol::is_icmp) {
-            return Err(ModelError::field(
-                "icmp_type",
-                self.icmp_type.unwrap_or_default(),
-                "needs protocol icmp or icmpv6",
-            ));
-        }
-        // iptables reads 255 as "any type" and the kernel never sees a type or code 255.
-        if let Some(n) = self.icmp_type.filter(|n| *n == 255) {
-            return Err(ModelError::field("icmp_type", n, "must be 0-254"));
-        }
-        if let Some(n) = self.icmp_code.filter(|n| *n == 255) {
-            return Err(ModelError::field("icmp_code", n, "must be 0-254"));
-        }
-        if self.icmp_code.is_some() && self.icmp_type.is_none() {
-            return Err(ModelError::field(
-                "icmp_code",
-                self.icmp_code.unwrap_or_default(),
-                "needs icmp_type",
-            ));
+        let icmp_pairs = [
+            ("icmp_type", "icmp_code", self.icmp_type, self.icmp_code),
+            (
+                "!icmp_type",
+                "!icmp_code",
+                self.not_icmp_type,
+                self.not_icmp_code,
+            ),
+        ];
+        for (type_field, code_field, icmp_type, icmp_code) in icmp_pairs {
+            if icmp_type.is_some() && !self.protocol.is_some_and(Protocol::is_icmp) {
+                return Err(ModelError::field(
+                    type_field,
+                    icmp_type.unwrap_or_default(),
+                    "needs protocol icmp or icmpv6",
+                ));
+            }
+            // iptables reads 255 as "any type" and the kernel never sees a type or code 255.
+            if let Some(n) = icmp_type.filter(|n| *n == 255) {
+                return Err(ModelError::field(type_field, n, "must be 0-254"));
+            }
+            if let Some(n) = icmp_code.filter(|n| *n == 255) {
+                return Err(ModelError::field(code_field, n, "must be 0-254"));
+            }
+            if icmp_code.is_some() && icmp_type.is_none() {
+                return Err(ModelError::field(
+                    code_field,
+                    icmp_code.unwrap_or_default(),
+                    format!("needs {type_field}"),
+                ));
+            }
         }
         if let Some(v) = self.ip_version {
             if v != 4 && v != 6 {
                 return Err(ModelError::field("ip_version", v, "must be 4 or 6"));
             }
         }
-        self.src_net = self.src_net.map(|n| n.trunc());
-        self.dst_net = self.dst_net.map(|n| n.trunc());
+        // iptables takes one `-s`, `-d` and `-p` per rule, so a match and its negation of the
+        // same kind cannot be rendered together.
+        let both = [
+            (
+                "!protocol",
+                self.protocol.is_some() && self.not_protocol.is_some(),
+            ),
+            (
+                "!src_net",
+                self.src_net.is_some() && self.not_src_net.is_some(),
+            ),
+            (
+                "!dst_net",
+                self.dst_net.is_some() && self.not_dst_net.is_some(),
+            ),
+        ];
+        if let Some((field, _)) = both.iter().find(|(_, b)| *b) {
+            return Err(ModelError::field(
+                field,
+                "",
+                format!("cannot be combined with {}", &field[1..]),
+            ));
+        }
+        for net in [
+            &mut self.src_net,
+            &mut self.dst_net,
+            &mut self.not_src_net,
+            &mut self.not_dst_net,
+        ] {
+            *net = net.map(|n| n.trunc());
+        }
         Ok(())
     }
 }
@@ -357,4 +432,54 @@ pub fn insert_position(position: i64, len: usize) -> Result<usize, ModelError> {
                 format!("must be from 1 to {last} ({last} appends after the {len} rules there)"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negated_matches_round_trip_and_refuse_their_positive_twin() {
+        let raw =
+            r#"{"action":"deny","!protocol":"tcp","!src_net":"10.1.2.3/8","!dst_net":"fd00::/8"}"#;
+        let mut rule: Rule = serde_json::from_str(raw).unwrap();
+        rule.validate().unwrap();
+        assert_eq!(rule.not_protocol, Some(Protocol::Tcp));
+        assert_eq!(rule.not_src_net, Some("10.0.0.0/8".parse().unwrap()));
+        let back = serde_json::to_string(&rule).unwrap();
+        assert!(back.contains(r#""!src_net":"10.0.0.0/8""#), "{back}");
+        for (raw, field) in [
+            (r#"{"protocol":"udp","!protocol":"tcp"}"#, "!protocol"),
+            (
+                r#"{"src_net":"10.0.0.0/8","!src_net":"10.1.0.0/16"}"#,
+                "!src_net",
+            ),
+            (
+                r#"{"dst_net":"10.0.0.0/8","!dst_net":"10.1.0.0/16"}"#,
+                "!dst_net",
+            ),
+        ] {
+            let mut rule: Rule = serde_json::from_str(raw).unwrap();
+            let err = rule.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn negated_ports_and_icmp_need_their_protocol() {
+        let mut ok: Rule =
+            serde_json::from_str(r#"{"protocol":"icmp","!icmp_type":8,"!icmp_code":0}"#).unwrap();
+        ok.validate().unwrap();
+        for (raw, field) in [
+            (r#"{"!dst_ports":[80]}"#, "protocol"),
+            (r#"{"protocol":"icmp","!src_ports":[80]}"#, "protocol"),
+            (r#"{"protocol":"tcp","!icmp_type":8}"#, "!icmp_type"),
+            (r#"{"protocol":"icmp","!icmp_code":0}"#, "!icmp_code"),
+            (r#"{"protocol":"icmp","!icmp_type":255}"#, "!icmp_type"),
+        ] {
+            let mut rule: Rule = serde_json::from_str(raw).unwrap();
+            let err = rule.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{raw}: {err}");
+        }
+    }
 }

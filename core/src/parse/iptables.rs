@@ -549,15 +549,19 @@ fn parse_module_option(
             }
         }
         ("multiport", "--sports" | "--source-ports") => {
-            no_negation()?;
-            Match::SourcePorts {
-                ports: parse_ports(args.value(opt)?, line)?,
+            let ports = parse_ports(args.value(opt)?, line)?;
+            if negate {
+                Match::NotSourcePorts { ports }
+            } else {
+                Match::SourcePorts { ports }
             }
         }
         ("multiport", "--dports" | "--destination-ports") => {
-            no_negation()?;
-            Match::DestinationPorts {
-                ports: parse_ports(args.value(opt)?, line)?,
+            let ports = parse_ports(args.value(opt)?, line)?;
+            if negate {
+                Match::NotDestinationPorts { ports }
+            } else {
+                Match::DestinationPorts { ports }
             }
         }
         ("tcp" | "udp" | "sctp" | "udplite", "--sport" | "--source-port") => {
@@ -573,14 +577,20 @@ fn parse_module_option(
             }
         }
         ("icmp", "--icmp-type") => {
-            no_negation()?;
             let (icmp_type, code) = parse_icmp_type(args.value(opt)?, line)?;
-            Match::IcmpType { icmp_type, code }
+            if negate {
+                Match::NotIcmpType { icmp_type, code }
+            } else {
+                Match::IcmpType { icmp_type, code }
+            }
         }
         ("icmp6", "--icmpv6-type") => {
-            no_negation()?;
             let (icmp_type, code) = parse_icmp_type(args.value(opt)?, line)?;
-            Match::Icmpv6Type { icmp_type, code }
+            if negate {
+                Match::NotIcmpv6Type { icmp_type, code }
+            } else {
+                Match::Icmpv6Type { icmp_type, code }
+            }
         }
         _ => return Err(unknown()),
     })

@@ -231,6 +231,20 @@ fn push_match(out: &mut String, m: &Match) {
             Some(c) => write!(out, " -m icmp6 --icmpv6-type {icmp_type}/{c}"),
             None => write!(out, " -m icmp6 --icmpv6-type {icmp_type}"),
         },
+        Match::NotSourcePorts { ports: p } => {
+            write!(out, " -m multiport ! --sports {}", ports(p))
+        }
+        Match::NotDestinationPorts { ports: p } => {
+            write!(out, " -m multiport ! --dports {}", ports(p))
+        }
+        Match::NotIcmpType { icmp_type, code } => match code {
+            Some(c) => write!(out, " -m icmp ! --icmp-type {icmp_type}/{c}"),
+            None => write!(out, " -m icmp ! --icmp-type {icmp_type}"),
+        },
+        Match::NotIcmpv6Type { icmp_type, code } => match code {
+            Some(c) => write!(out, " -m icmp6 ! --icmpv6-type {icmp_type}/{c}"),
+            None => write!(out, " -m icmp6 ! --icmpv6-type {icmp_type}"),
+        },
     };
 }
 

@@ -3,8 +3,9 @@
 //! conversion to and from the stored v1 model.
 //!
 //! Rules carry the fields the node agent enforces: `action` (allow, deny), `ipVersion`,
-//! `protocol`, `icmp`, and per side `tag`, `net`, `selector`, `notSelector`, `ports`. Any
-//! other field is refused by name rather than silently ignored.
+//! `protocol`, `notProtocol`, `icmp`, `notICMP`, and per side `tag`, `net`, `notNet`,
+//! `selector`, `notSelector`, `ports`, `notPorts`. Any other field is refused by name rather
+//! than silently ignored.
 
 use std::net::IpAddr;
 
@@ -32,11 +33,15 @@ pub struct EntityRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_net: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_selector: Option<Selector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<PortRange>,
 }
 
 impl EntityRule {
@@ -55,7 +60,11 @@ pub struct ApiRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
+    #[serde(default, rename = "notICMP", skip_serializing_if = "Option::is_none")]
+    pub not_icmp: Option<Icmp>,
     #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
     pub source: EntityRule,
     #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
@@ -82,19 +91,26 @@ impl ApiRule {
         let mut rule = Rule {
             action,
             protocol: self.protocol,
+            not_protocol: self.not_protocol,
             ip_version: self.ip_version,
             icmp_type: self.icmp.as_ref().map(|i| i.icmp_type),
             icmp_code: self.icmp.as_ref().and_then(|i| i.code),
+            not_icmp_type: self.not_icmp.as_ref().map(|i| i.icmp_type),
+            not_icmp_code: self.not_icmp.as_ref().and_then(|i| i.code),
             src_tag: self.source.tag.clone(),
             src_net: self.source.net,
+            not_src_net: self.source.not_net,
             src_selector: self.source.selector.clone(),
             not_src_selector: self.source.not_selector.clone(),
             src_ports: self.source.ports.clone(),
+            not_src_ports: self.source.not_ports.clone(),
             dst_tag: self.destination.tag.clone(),
             dst_net: self.destination.net,
+            not_dst_net: self.destination.not_net,
             dst_selector: self.destination.selector.clone(),
             not_dst_selector: self.destination.not_selector.clone(),
             dst_ports: self.destination.ports.clone(),
+            not_dst_ports: self.destination.not_ports.clone(),
         };
         rule.validate().map_err(|e| e.to_string())?;
         Ok(rule)
@@ -109,23 +125,32 @@ impl ApiRule {
             },
             ip_version: rule.ip_version,
             protocol: rule.protocol,
+            not_protocol: rule.not_protocol,
             icmp: rule.icmp_type.map(|t| Icmp {
                 icmp_type: t,
                 code: rule.icmp_code,
             }),
+            not_icmp: rule.not_icmp_type.map(|t| Icmp {
+                icmp_type: t,
+                code: rule.not_icmp_code,
+            }),
             source: EntityRule {
                 tag: rule.src_tag.clone(),
                 net: rule.src_net,
+                not_net: rule.not_src_net,
                 selector: rule.src_selector.clone(),
                 not_selector: rule.not_src_selector.clone(),
                 ports: rule.src_ports.clone(),
+                not_ports: rule.not_src_ports.clone(),
             },
             destination: EntityRule {
                 tag: rule.dst_tag.clone(),
                 net: rule.dst_net,
+                not_net: rule.not_dst_net,
                 selector: rule.dst_selector.clone(),
                 not_selector: rule.not_dst_selector.clone(),
                 ports: rule.dst_ports.clone(),
+                not_ports: rule.not_dst_ports.clone(),
             },
         }
     }

@@ -2,19 +2,15 @@
 //! a table (`ps`) by default, or `-o yaml|json` as a list that is valid input again.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use calico_backends::Datastore;
 use calico_core::codec::Value;
-use calico_core::keys::{Key, BGP_V1, V1};
+use calico_core::keys::{IpVersion, Key, BGP_V1, V1};
 use calico_core::model::{AsNumber, LabelMap, Rules};
 
 use super::kinds::{self, Resource};
 use crate::ctl::output::Table;
 use crate::ctl::{Args, CtlError};
-
-/// A node's BGP records: IPv4, IPv6, AS.
-type NodeBgp = (Option<IpAddr>, Option<IpAddr>, Option<AsNumber>);
 
 /// Every stored resource of `kind` (named `name`, when given), in key order.
 ///
@@ -111,25 +107,38 @@ pub async fn list(
             }
         }
         _ => {
-            let mut nodes: BTreeMap<String, NodeBgp> = BTreeMap::new();
+            let mut nodes: BTreeMap<String, kinds::NodeRecords> = BTreeMap::new();
+            // A subnet alone makes no node: it only completes an address.
+            let mut networks = Vec::new();
             for (key, v) in ds.list(&format!("{BGP_V1}host/")).await? {
                 match (key, v.value) {
                     (Key::HostIp { host, version }, Value::HostIp(ip)) => {
                         let entry = nodes.entry(host).or_default();
                         match version {
-                            calico_core::keys::IpVersion::V4 => entry.0 = ip,
-                            calico_core::keys::IpVersion::V6 => entry.1 = ip,
+                            IpVersion::V4 => entry.v4 = ip,
+                            IpVersion::V6 => entry.v6 = ip,
                         }
                     }
+                    (Key::HostNetwork { host, version }, Value::HostNetwork(net)) => {
+                        networks.push((host, version, net));
+                    }
                     (Key::HostAsNum { host }, Value::AsNum(asn)) => {
-                        nodes.entry(host).or_default().2 = Some(asn);
+                        nodes.entry(host).or_default().asn = Some(asn);
                     }
                     _ => {}
                 }
             }
-            for (n, (v4, v6, asn)) in nodes {
+            for (host, version, net) in networks {
+                if let Some(entry) = nodes.get_mut(&host) {
+                    match version {
+                        IpVersion::V4 => entry.v4_net = Some(net),
+                        IpVersion::V6 => entry.v6_net = Some(net),
+                    }
+                }
+            }
+            for (n, records) in nodes {
                 if named(&n) {
-                    out.push(kinds::node_resource(&n, v4, v6, asn));
+                    out.push(kinds::node_resource(&n, &records));
                 }
             }
         }
@@ -137,11 +146,17 @@ pub async fn list(
     Ok(out)
 }
 
-/// Prints resources as a table, YAML or JSON.
+/// Prints resources as a table (`ps`, or `wide` with more columns), YAML or JSON.
+/// `default_as` is the global AS number a node without its own shows in `wide`.
 ///
 /// # Errors
-/// An output format other than ps, yaml or json.
-pub fn render(kind: &str, found: &[Resource], format: Option<&str>) -> Result<String, CtlError> {
+/// An output format other than ps, wide, yaml or json.
+pub fn render(
+    kind: &str,
+    found: &[Resource],
+    format: Option<&str>,
+    default_as: Option<AsNumber>,
+) -> Result<String, CtlError> {
     match format {
         Some("yaml") => serde_norway::to_string(found).map_err(|e| CtlError::BadArgument {
             what: "output",
@@ -153,10 +168,11 @@ pub fn render(kind: &str, found: &[Resource], format: Option<&str>) -> Result<St
             serde_json::to_string_pretty(found).unwrap_or_default()
         )),
         None | Some("ps") | Some("table") => Ok(table(kind, found)),
+        Some("wide") => Ok(wide_table(kind, found, default_as)),
         Some(other) => Err(CtlError::BadArgument {
             what: "output format",
             value: other.to_string(),
-            reason: "expected ps, yaml or json".into(),
+            reason: "expected ps, wide, yaml or json".into(),
         }),
     }
 }
@@ -195,6 +211,92 @@ fn table(kind: &str, found: &[Resource]) -> String {
                 },
             ],
             Resource::Node(n) => vec![n.metadata.name.clone()],
+        };
+        t.row(row);
+    }
+    format!("{}\n", t.render())
+}
+
+/// `-o wide`: calicoctl 1.x's wide columns per kind (reference 1.4); lists joined by commas.
+fn wide_table(kind: &str, found: &[Resource], default_as: Option<AsNumber>) -> String {
+    let header: &[&str] = match kind {
+        "policy" => &["NAME", "ORDER", "SELECTOR"],
+        "profile" => &["NAME", "TAGS"],
+        "workloadEndpoint" => &[
+            "NODE",
+            "ORCHESTRATOR",
+            "WORKLOAD",
+            "NAME",
+            "NETWORKS",
+            "NATS",
+            "INTERFACE",
+            "PROFILES",
+        ],
+        "hostEndpoint" => &["NODE", "NAME", "INTERFACE", "IPS", "PROFILES"],
+        "ipPool" => &["CIDR", "NAT", "IPIP"],
+        "bgpPeer" => return table(kind, found),
+        _ => &["NAME", "ASN", "IPV4", "IPV6"],
+    };
+    let join = |items: Vec<String>| items.join(",");
+    let mut t = Table::new(header);
+    for r in found {
+        let row = match r {
+            Resource::Policy(p) => vec![
+                p.metadata.name.clone(),
+                p.spec.order.map(|o| o.to_string()).unwrap_or_default(),
+                p.spec
+                    .selector
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            ],
+            Resource::Profile(p) => vec![p.metadata.name.clone(), join(p.metadata.tags.clone())],
+            Resource::WorkloadEndpoint(w) => vec![
+                w.metadata.node.clone(),
+                w.metadata.orchestrator.clone(),
+                w.metadata.workload.clone(),
+                w.metadata.name.clone(),
+                join(w.spec.ip_networks.iter().map(|n| n.to_string()).collect()),
+                // 1:1 NAT is not modelled: the column is always empty.
+                String::new(),
+                w.spec.interface_name.clone(),
+                join(w.spec.profiles.clone()),
+            ],
+            Resource::HostEndpoint(h) => vec![
+                h.metadata.node.clone(),
+                h.metadata.name.clone(),
+                h.spec.interface_name.clone().unwrap_or_default(),
+                join(
+                    h.spec
+                        .expected_ips
+                        .iter()
+                        .map(|ip| ip.to_string())
+                        .collect(),
+                ),
+                join(h.spec.profiles.clone()),
+            ],
+            Resource::IpPool(p) => vec![
+                p.metadata.cidr.to_string(),
+                p.spec.nat_outgoing.to_string(),
+                p.spec.ipip.as_ref().is_some_and(|i| i.enabled).to_string(),
+            ],
+            Resource::BgpPeer(_) => continue,
+            Resource::Node(n) => {
+                let bgp = n.spec.bgp.clone().unwrap_or_default();
+                let asn = match (&bgp.as_number, default_as) {
+                    (Some(kinds::Asn::Number(a)), _) => a.to_string(),
+                    (Some(kinds::Asn::Text(a)), _) => a.clone(),
+                    // Inherited from the global value, in parentheses as calicoctl printed it.
+                    (None, Some(global)) => format!("({})", global.0),
+                    (None, None) => String::new(),
+                };
+                vec![
+                    n.metadata.name.clone(),
+                    asn,
+                    bgp.ipv4_address.unwrap_or_default(),
+                    bgp.ipv6_address.unwrap_or_default(),
+                ]
+            }
         };
         t.row(row);
     }

@@ -236,6 +236,16 @@ pub struct NodeSpec {
     pub bgp: Option<NodeBgp>,
 }
 
+/// A node's stored BGP records: its addresses, their subnets, its AS.
+#[derive(Debug, Clone, Default)]
+pub struct NodeRecords {
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
+    pub v4_net: Option<IpNet>,
+    pub v6_net: Option<IpNet>,
+    pub asn: Option<AsNumber>,
+}
+
 /// A parsed resource of any kind.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -613,18 +623,19 @@ fn node_writes(host: &str, spec: &NodeSpec) -> Result<Writes, String> {
     let bird = Key::BirdIp { host: h.clone() };
     let as_key = Key::HostAsNum { host: h.clone() };
     let bgp = spec.bgp.clone().unwrap_or_default();
-    let addr = |text: &Option<String>, field: &str, v6: bool| -> Result<Option<IpAddr>, String> {
+    type Address = (Option<IpAddr>, Option<IpNet>);
+    let addr = |text: &Option<String>, field: &str, v6: bool| -> Result<Address, String> {
         let Some(text) = text else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let (ip, _) = address_of(text).map_err(|e| format!("spec.bgp.{field}: {e}"))?;
+        let (ip, net) = address_of(text).map_err(|e| format!("spec.bgp.{field}: {e}"))?;
         if ip.is_ipv6() != v6 {
             return Err(format!("spec.bgp.{field}: {ip} is of the wrong IP version"));
         }
-        Ok(Some(ip))
+        Ok((Some(ip), net))
     };
-    let v4 = addr(&bgp.ipv4_address, "ipv4Address", false)?;
-    let v6 = addr(&bgp.ipv6_address, "ipv6Address", true)?;
+    let (v4, v4_net) = addr(&bgp.ipv4_address, "ipv4Address", false)?;
+    let (v6, v6_net) = addr(&bgp.ipv6_address, "ipv6Address", true)?;
     if spec.bgp.is_some() && v4.is_none() && v6.is_none() {
         return Err("spec.bgp: at least one of ipv4Address and ipv6Address is required".into());
     }
@@ -633,6 +644,18 @@ fn node_writes(host: &str, spec: &NodeSpec) -> Result<Writes, String> {
         puts: vec![(v4_key, Value::HostIp(v4)), (v6_key, Value::HostIp(v6))],
         removes: vec![],
     };
+    // The prefix (calicoctl 1.x `10.0.0.1/24`) is the host's subnet, kept beside the address
+    // as calico 2.1+ did (`network_v4`); a bare address has none.
+    for (net, version) in [(v4_net, IpVersion::V4), (v6_net, IpVersion::V6)] {
+        let key = Key::HostNetwork {
+            host: h.clone(),
+            version,
+        };
+        match net {
+            Some(net) => writes.puts.push((key, Value::HostNetwork(net))),
+            None => writes.removes.push(key),
+        }
+    }
     match v4 {
         Some(IpAddr::V4(ip)) => writes.puts.push((bird, Value::BirdIp(ip))),
         _ => writes.removes.push(bird),
@@ -760,16 +783,18 @@ pub fn peer_resource(node: Option<&str>, peer: &BgpPeer) -> Resource {
     ))
 }
 
-pub fn node_resource(
-    name: &str,
-    v4: Option<IpAddr>,
-    v6: Option<IpAddr>,
-    asn: Option<AsNumber>,
-) -> Resource {
-    let bgp = (v4.is_some() || v6.is_some()).then(|| NodeBgp {
-        as_number: asn.map(|a| Asn::Number(a.0)),
-        ipv4_address: v4.map(|ip| ip.to_string()),
-        ipv6_address: v6.map(|ip| ip.to_string()),
+pub fn node_resource(name: &str, records: &NodeRecords) -> Resource {
+    // With its subnet's prefix when one is stored, as it was written.
+    let shown = |ip: Option<IpAddr>, net: Option<IpNet>| {
+        ip.map(|ip| match net {
+            Some(net) if net.contains(&ip) => format!("{ip}/{}", net.prefix_len()),
+            _ => ip.to_string(),
+        })
+    };
+    let bgp = (records.v4.is_some() || records.v6.is_some()).then(|| NodeBgp {
+        as_number: records.asn.map(|a| Asn::Number(a.0)),
+        ipv4_address: shown(records.v4, records.v4_net),
+        ipv6_address: shown(records.v6, records.v6_net),
     });
     Resource::Node(Envelope::new(
         "node",

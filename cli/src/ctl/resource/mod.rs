@@ -287,6 +287,14 @@ fn named_keys(a: &Args, kind: &str, name: &str) -> Result<(Key, Vec<Key>, String
                     host: h.clone(),
                     version: calico_core::keys::IpVersion::V6,
                 },
+                Key::HostNetwork {
+                    host: h.clone(),
+                    version: calico_core::keys::IpVersion::V4,
+                },
+                Key::HostNetwork {
+                    host: h.clone(),
+                    version: calico_core::keys::IpVersion::V6,
+                },
                 Key::BirdIp { host: h.clone() },
                 Key::HostAsNum { host: h },
             ];
@@ -339,5 +347,10 @@ pub async fn run_get(ds: &Datastore, a: &Args, rest: &[&str]) -> Result<String, 
         }
     };
     let found = get::list(ds, a, kind, name).await?;
-    get::render(kind, &found, a.value("output"))
+    let default_as = if kind == "node" && a.value("output") == Some("wide") {
+        Some(ds.default_as().await?)
+    } else {
+        None
+    };
+    get::render(kind, &found, a.value("output"), default_as)
 }

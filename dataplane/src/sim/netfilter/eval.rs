@@ -348,6 +348,20 @@ fn match_holds(
         }
         Match::IcmpType { icmp_type, code } => icmp(1, *icmp_type, *code),
         Match::Icmpv6Type { icmp_type, code } => icmp(58, *icmp_type, *code),
+        // The negations need the packet to carry what they look at (iptables' multiport and
+        // icmp modules match nothing else), then invert the test.
+        Match::NotSourcePorts { ports } => {
+            matches!(p.l4, L4::Ports { src, .. } if !ports.iter().any(|r| r.contains(src)))
+        }
+        Match::NotDestinationPorts { ports } => {
+            matches!(p.l4, L4::Ports { dst, .. } if !ports.iter().any(|r| r.contains(dst)))
+        }
+        Match::NotIcmpType { icmp_type, code } => {
+            p.protocol.number() == 1 && !icmp(1, *icmp_type, *code)
+        }
+        Match::NotIcmpv6Type { icmp_type, code } => {
+            p.protocol.number() == 58 && !icmp(58, *icmp_type, *code)
+        }
     }
 }
 
