@@ -123,25 +123,26 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     let changed = started.elapsed();
     let members = flows::members(&before, &after);
     let probes = flows::probes(&before, &after, &extra);
-    let affected: Option<Vec<usize>> = match scope {
+    let affected: Option<Vec<affected::Sides>> = match scope {
         Scope::Full => None,
         Scope::Affected => {
-            let ids = affected::endpoints(&before, &after, &observed, &namespaces.all());
+            let sides = affected::endpoints(&before, &after, &observed, &namespaces.all());
             Some(
                 members
                     .iter()
-                    .enumerate()
-                    .filter(|(_, m)| ids.contains(&m.id))
-                    .map(|(i, _)| i)
+                    .map(|m| sides.get(&m.id).copied().unwrap_or_default())
                     .collect(),
             )
         }
     };
-    let affected_count = affected.as_ref().map_or(members.len(), Vec::len);
+    let affected_count = affected
+        .as_ref()
+        .map_or(members.len(), |s| s.iter().filter(|s| s.any()).count());
     let flows = flows::flows(&members, &probes, affected.as_deref());
-    let after_outcomes = flows::evaluate(&world, &after, &namespaces, &members, &flows);
+    let fabric = flows::Fabric::of(&world);
+    let after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
-    let before_outcomes = flows::evaluate(&world, &before, &namespaces, &members, &flows);
+    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
     let timings = report::Timings {
         build: built,
