@@ -101,6 +101,8 @@ fn main() {
             stdin: String::new(),
             probes: Vec::new(),
             output: WhatIfOutput::Text,
+            svg: None,
+            svg: None,
             fail_on: None,
         };
         let start = Instant::now();

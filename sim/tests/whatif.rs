@@ -111,6 +111,7 @@ fn request_with_input(
         stdin: stdin.to_string(),
         probes: vec!["tcp/80".into()],
         output: WhatIfOutput::Text,
+        svg: None,
         fail_on: None,
     }
 }

@@ -54,18 +54,21 @@ pub enum Scope {
 }
 
 /// Answers `request` and renders it as asked: the text to print and whether `--fail-on`
-/// matched. With `-o svg=FILE` the picture is written to FILE and the text printed.
+/// matched. With `-o svg=FILE` the picture is written to FILE too (and the text report says
+/// so; a JSON one stays plain JSON).
 ///
 /// # Errors
 /// As [`evaluate`]; writing the picture.
 pub async fn answer(request: &WhatIfRequest) -> Result<(String, bool), WhatIfError> {
     let report = evaluate(request, Scope::Affected).await?;
     let gate = report.gate(request.fail_on);
-    let text = match &request.output {
-        WhatIfOutput::Text => report.text(),
-        WhatIfOutput::Json => report.json(),
-        WhatIfOutput::Svg(path) => {
-            svg::draw(&report, path)?;
+    if let Some(path) = &request.svg {
+        svg::draw(&report, path)?;
+    }
+    let text = match (&request.output, &request.svg) {
+        (WhatIfOutput::Json, _) => report.json(),
+        (WhatIfOutput::Text, None) => report.text(),
+        (WhatIfOutput::Text, Some(path)) => {
             format!("{}matrix drawn to {}\n", report.text(), path.display())
         }
     };
