@@ -140,6 +140,21 @@ fn policy_yaml(
     )
 }
 
+/// Host endpoint eth0 of `host` as `apply -f` reads it, with `profile` and, when `edge`,
+/// label role=edge (which a policy may select).
+fn host_endpoint_yaml(host: &str, profile: Option<&str>, edge: bool) -> String {
+    let labels = if edge {
+        "  labels:\n    role: edge\n"
+    } else {
+        ""
+    };
+    let profiles = profile.map_or(String::new(), |p| format!("  profiles: [{p}]\n"));
+    format!(
+        "apiVersion: v1\nkind: hostEndpoint\nmetadata:\n  name: eth0\n  node: {host}\n\
+         {labels}spec:\n  interfaceName: eth0\n{profiles}"
+    )
+}
+
 /// A proposed calicoctl command, the host it runs on and its standard input, for a cluster
 /// of `spec`: a profile, membership or label change, or a selector policy from a resource file.
 fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String, String)> {
@@ -184,7 +199,21 @@ fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String, String
         ]),
     )
         .prop_map(|((w, host), op)| (host, format!("container {w} {op}"), String::new()));
-    prop_oneof![2 => plain, 1 => on_policy, 1 => on_labels]
+    let profiles: Vec<String> = spec.profiles.iter().map(|p| p.name.clone()).collect();
+    let on_host = (
+        1..=spec.hosts,
+        proptest::option::of(proptest::sample::select(profiles)),
+        any::<bool>(),
+    )
+        .prop_map(|(host, profile, edge)| {
+            let host = gen::host_name(host - 1);
+            (
+                host.clone(),
+                "apply -f -".to_string(),
+                host_endpoint_yaml(&host, profile.as_deref(), edge),
+            )
+        });
+    prop_oneof![3 => plain, 1 => on_policy, 1 => on_labels, 1 => on_host]
 }
 
 /// A proposed calicoctl command on a profile or a workload's profiles, and its host.
@@ -384,6 +413,52 @@ async fn a_policy_change_walks_only_the_flows_into_the_endpoints_it_selects() {
     assert_eq!(short.affected, 1, "{}", short.text());
     // b, c and d to a, each with echo and tcp/80: none of a's outbound flows.
     assert_eq!(short.evaluated, 3 * 2, "{}", short.text());
+}
+
+#[tokio::test]
+async fn a_new_host_endpoint_makes_its_host_an_end_of_flows() {
+    // Workloads a (host1) and b (host2) in one open profile. A host endpoint on host1's eth0
+    // with no profile or policy closes host1 to what arrives on eth0 (failsafe ports
+    // aside): b's pings to host1 are lost; a is local and reaches host1 without eth0.
+    let spec = ClusterSpec {
+        hosts: 2,
+        workloads: ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| gen::WorkloadSpec {
+                name: name.to_string(),
+                host: i,
+                addr: format!("192.168.0.{}", i + 1).parse().unwrap(),
+                profiles: vec!["P".into()],
+                labels: Default::default(),
+            })
+            .collect(),
+        profiles: vec![gen::ProfileSpec {
+            name: "P".into(),
+            tags: vec!["P".into()],
+            rules: calico_core::model::Rules::default_for("P"),
+            labels: None,
+        }],
+        policies: vec![],
+        ops: vec![],
+    };
+    let yaml = host_endpoint_yaml("host1", None, false);
+    let req = request_with_input(snapshot(&spec).await, "host1", "apply -f -", &yaml);
+    let full = whatif::evaluate(&req, Scope::Full).await.unwrap();
+    let short = whatif::evaluate(&req, Scope::Affected).await.unwrap();
+    assert_eq!(short.changes, full.changes);
+    let text = short.text();
+    let lines = flow_lines(&text);
+    assert!(lines.contains(&"b -> host1 icmp: allow -> deny"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" -> host1 ") && l.ends_with("allow -> deny")),
+        "{text}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("a -> host1")), "{text}");
+    // Three ends: a, b and host1.
+    assert_eq!(full.endpoints, 3, "{text}");
 }
 
 #[tokio::test]

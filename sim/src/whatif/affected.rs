@@ -299,6 +299,57 @@ pub fn endpoints(
     out
 }
 
+/// The hosts whose own flows (as ends, when they have host endpoints) may have changed:
+/// every host whose kernel the change touched at all (its agent's changes, its workloads'
+/// plumbing, a BGP route to its address), or whose registration or host endpoints changed.
+/// Coarser than the endpoints' index, and as sound: a host's flows cross only its own
+/// kernel and the other end's, which the other end's sides cover.
+pub fn hosts(before: &ClusterState, after: &ClusterState, observed: &Observed) -> BTreeSet<String> {
+    let all = || {
+        [before, after]
+            .into_iter()
+            .flat_map(|s| s.hosts.keys().cloned())
+    };
+    if observed.everything {
+        return all().collect();
+    }
+    let mut out: BTreeSet<String> = observed.whole_hosts.clone();
+    out.extend(
+        observed
+            .changes
+            .iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(h, _)| h.clone()),
+    );
+    out.extend(observed.namespaces.iter().map(|(h, _)| h.clone()));
+    for host in all() {
+        let record = (before.hosts.get(&host), after.hosts.get(&host));
+        let addrs = [record.0, record.1].into_iter().flatten().flat_map(|h| {
+            let v4 = h.ip_v4.into_iter().chain(h.bird_ip).map(IpAddr::V4);
+            v4.chain(h.ip_v6.map(IpAddr::V6)).collect::<Vec<_>>()
+        });
+        let routed = addrs
+            .into_iter()
+            .any(|a| observed.bgp_destinations.iter().any(|n| n.contains(&a)));
+        if routed || record.0 != record.1 {
+            out.insert(host);
+        }
+    }
+    let heps = |s: &ClusterState, host: &str| -> Vec<_> {
+        s.host_endpoints
+            .iter()
+            .filter(|(id, _)| id.host == host)
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect()
+    };
+    for host in all() {
+        if heps(before, &host) != heps(after, &host) {
+            out.insert(host);
+        }
+    }
+    out
+}
+
 /// The endpoints one applied change on `host` touches.
 fn touched(index: &Index<'_>, host: &str, change: &Change, out: &mut Affected) {
     match change {

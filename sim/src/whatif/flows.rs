@@ -1,5 +1,6 @@
 //! The flows a what-if evaluates: every ordered pair of endpoint addresses of one family,
-//! with every probe, walked through the simulated world.
+//! with every probe, walked through the simulated world. A host with host endpoints is an
+//! end too, from and to its own address.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -9,7 +10,7 @@ use calico_core::model::{EndpointId, Protocol};
 
 use super::affected::Sides;
 use super::build::{addresses, Namespaces};
-use calico_dataplane::sim::SimDataplane;
+use calico_dataplane::sim::{SimDataplane, ROOT_NS};
 
 use crate::walk::{probe_packet, Place, Walk, Wire};
 use crate::{Probe, SimError, Verdict, World};
@@ -17,12 +18,22 @@ use crate::{Probe, SimError, Verdict, World};
 /// ICMPv6 echo request, the v6 ping.
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 
-/// One endpoint as the report names it.
+/// What sends and receives a what-if's flows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum End {
+    Workload(EndpointId),
+    /// A host with host endpoints (in either state), at its own address in its root
+    /// namespace.
+    Host(String),
+}
+
+/// One end as the report names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub id: EndpointId,
+    pub end: End,
     /// The workload id, or `<host>/<workload>` when several hosts use that workload id, with
-    /// `/<endpoint id>` when one workload has several endpoints.
+    /// `/<endpoint id>` when one workload has several endpoints; a host's name (`host
+    /// <name>` if a workload has that label).
     pub label: String,
     pub addrs: Vec<IpAddr>,
 }
@@ -45,7 +56,8 @@ pub struct Outcome {
 }
 
 /// Every endpoint of `before` or `after`, sorted by id, labelled uniquely, with its
-/// addresses (after when it exists after, else before).
+/// addresses (after when it exists after, else before); then every host with a host
+/// endpoint in either, with its registered addresses.
 pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
     let mut records = BTreeMap::new();
     for (id, ep) in before.endpoints.iter().chain(after.endpoints.iter()) {
@@ -68,31 +80,56 @@ pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
             label = format!("{label}/{}", id.endpoint);
         }
         out.push(Member {
-            id: id.clone(),
+            end: End::Workload(id.clone()),
             label,
             addrs: addrs.clone(),
+        });
+    }
+    let hosts: BTreeSet<&str> = [before, after]
+        .iter()
+        .flat_map(|s| s.host_endpoints.keys().map(|id| id.host.as_str()))
+        .collect();
+    for host in hosts {
+        let Some(record) = after.hosts.get(host).or_else(|| before.hosts.get(host)) else {
+            continue;
+        };
+        let v4 = record.ip_v4.or(record.bird_ip).map(IpAddr::V4);
+        let addrs: Vec<IpAddr> = v4.into_iter().chain(record.ip_v6.map(IpAddr::V6)).collect();
+        let label = if out.iter().any(|m| m.label == host) {
+            format!("host {host}")
+        } else {
+            host.to_string()
+        };
+        out.push(Member {
+            end: End::Host(host.to_string()),
+            label,
+            addrs,
         });
     }
     out
 }
 
-/// The probes for flows of one family: echo of that family, every port a profile rule of
-/// `before` or `after` names (each end of a range), and the `extra` probes that fit.
+/// The probes for flows of one family: echo of that family, every port a profile or policy
+/// rule of `before` or `after` names (each end of a range), and the `extra` probes that fit.
 pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [Vec<Probe>; 2] {
     let mut ports = BTreeSet::new();
     for state in [before, after] {
-        for profile in state.profiles.values() {
-            let Some(rules) = &profile.rules else {
+        let profile_rules = state
+            .profiles
+            .values()
+            .filter_map(|p| p.rules.as_ref())
+            .flat_map(|r| r.inbound_rules.iter().chain(&r.outbound_rules));
+        let policy_rules = state
+            .policies
+            .values()
+            .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules));
+        for rule in profile_rules.chain(policy_rules) {
+            let Some(protocol) = rule.protocol.filter(|p| p.has_ports()) else {
                 continue;
             };
-            for rule in rules.inbound_rules.iter().chain(&rules.outbound_rules) {
-                let Some(protocol) = rule.protocol.filter(|p| p.has_ports()) else {
-                    continue;
-                };
-                for range in &rule.dst_ports {
-                    ports.insert((protocol, range.first));
-                    ports.insert((protocol, range.last));
-                }
+            for range in &rule.dst_ports {
+                ports.insert((protocol, range.first));
+                ports.insert((protocol, range.last));
             }
         }
     }
@@ -250,11 +287,17 @@ pub fn evaluate(
     // Each member's host and namespace in this state, looked up once.
     let homes: Vec<Option<(String, String)>> = members
         .iter()
-        .map(|m| {
-            if !state.endpoints.contains_key(&m.id) {
-                return None;
+        .map(|m| match &m.end {
+            End::Workload(id) => {
+                if !state.endpoints.contains_key(id) {
+                    return None;
+                }
+                Some((id.host.clone(), namespaces.of(id)?))
             }
-            Some((m.id.host.clone(), namespaces.of(&m.id)?))
+            End::Host(host) => state
+                .hosts
+                .contains_key(host)
+                .then(|| (host.clone(), ROOT_NS.to_string())),
         })
         .collect();
     let place = |member: usize, addr: IpAddr| -> Option<Place> {

@@ -130,12 +130,13 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         Scope::Full => None,
         Scope::Affected => {
             let sides = affected::endpoints(&before, &after, &observed, &namespaces.all());
-            Some(
-                members
-                    .iter()
-                    .map(|m| sides.get(&m.id).copied().unwrap_or_default())
-                    .collect(),
-            )
+            let hosts = affected::hosts(&before, &after, &observed);
+            let side = |m: &flows::Member| match &m.end {
+                flows::End::Workload(id) => sides.get(id).copied().unwrap_or_default(),
+                flows::End::Host(h) if hosts.contains(h) => affected::Sides::BOTH,
+                flows::End::Host(_) => affected::Sides::default(),
+            };
+            Some(members.iter().map(side).collect())
         }
     };
     let affected_count = affected
