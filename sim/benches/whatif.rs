@@ -102,7 +102,6 @@ fn main() {
             probes: Vec::new(),
             output: WhatIfOutput::Text,
             svg: None,
-            svg: None,
             fail_on: None,
         };
         let start = Instant::now();
