@@ -27,6 +27,18 @@ fn workload_ip(h: usize, w: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + offset)
 }
 
+/// CPU seconds (user + system, every thread) this process has used: on a machine shared
+/// with other builds the wall times vary with the load, this much less.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th,
+    // in USER_HZ (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn vm_hwm_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -105,8 +117,13 @@ fn main() {
             fail_on: None,
         };
         let start = Instant::now();
+        let cpu_start = cpu_secs();
         let report = whatif::evaluate(&request, Scope::Affected).await.unwrap();
         let total = start.elapsed().as_secs_f64();
+        let cpu = match (cpu_start, cpu_secs()) {
+            (Some(a), Some(b)) => format!("{:.1} s", b - a),
+            _ => "?".to_string(),
+        };
         let t = report.timings;
         let walk_secs = t.walks.as_secs_f64();
         let per_flow = walk_secs / report.evaluated.max(1) as f64;
@@ -119,7 +136,7 @@ fn main() {
              profile of 10: {total:.2} s (build and settle {:.2} s, change and settle {:.2} s, \
              {} flows walked after and before in {walk_secs:.2} s); {} of {n} endpoints \
              affected, {} flows changed; full matrix extrapolated: {full_flows} flows, \
-             {full:.1} s; peak RSS {hwm}",
+             {full:.1} s; CPU used {cpu}; peak RSS {hwm}",
             t.build.as_secs_f64(),
             t.change.as_secs_f64(),
             report.evaluated,

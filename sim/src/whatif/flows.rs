@@ -369,3 +369,35 @@ fn walk_all(flows: &[Flow], walk: &(impl Fn(usize, &Flow) -> Outcome + Sync)) ->
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_walks_come_back_in_flow_order_with_their_own_numbers() {
+        let addr: IpAddr = "192.168.0.1".parse().unwrap();
+        let flows: Vec<Flow> = (0..PARALLEL_FLOWS * 2 + 7)
+            .map(|i| Flow {
+                src: i,
+                src_addr: addr,
+                dst: i + 1,
+                dst_addr: addr,
+                probe: Probe::ping(),
+            })
+            .collect();
+        let walk = |seq: usize, flow: &Flow| Outcome {
+            verdict: if seq % 3 == 0 {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
+            reason: format!("{seq} {}", flow.src),
+        };
+        let outcomes = walk_all(&flows, &walk);
+        assert_eq!(outcomes.len(), flows.len());
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.reason, format!("{i} {i}"));
+        }
+    }
+}

@@ -3,21 +3,23 @@
 //!
 //! - [`build`]: the world from a datastore snapshot — every registered host running its
 //!   agent, every endpoint plumbed as recorded — settled.
-//! - [`flows`]: endpoints, probes (echo, every port a rule names, `--probe`), the walk of
-//!   each flow.
-//! - [`affected`]: which endpoints the change can affect, from the agents' applied changes.
+//! - [`flows`]: the ends (endpoints, and hosts with host endpoints), probes (echo, every port
+//!   a rule names, `--probe`), the walk of each flow, on every core.
+//! - [`affected`]: which endpoints (and on which side: flows to them, from them) and hosts
+//!   the change can affect, from the agents' applied changes.
 //! - [`report`]: the changed flows, summary, `--fail-on`; `svg`: the matrix as a picture.
 //!
 //! Data flow: snapshot → [`build::build`] (settled "before") → the kernels are put aside →
 //! the proposed command runs with calicoctl's own code on the copy → each agent steps until
 //! quiet, reporting what its calculator changed, then BGP settles ("after") →
-//! [`affected::endpoints`] → the flows with an affected end are walked after, then with the
-//! kernels put aside swapped back in, before → the flows whose verdict differs.
+//! [`affected::endpoints`] → the flows from an end affected outbound or to one affected
+//! inbound are walked after, then with the kernels put aside swapped back in, before → the
+//! flows whose verdict differs.
 //!
-//! Policies and resource files plug in without new machinery here: a proposed `apply -f`
-//! runs through `calico_cli::ctl` like any command (its file travels in the request's
-//! `stdin`), and a policy's chains and selector sets join [`affected`]'s index as profiles'
-//! chains and tag sets do.
+//! Policies and resource files need no machinery of their own: a proposed `apply -f` runs
+//! through `calico_cli::ctl` like any command (its file travels in the request's `stdin`),
+//! and a policy's chains and selector sets are in [`affected`]'s index beside profiles'
+//! chains and tag sets.
 
 pub mod affected;
 pub mod build;
