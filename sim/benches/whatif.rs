@@ -133,11 +133,14 @@ fn main() {
         let hwm = vm_hwm_kib().map_or("?".to_string(), |k| format!("{} MiB", k / 1024));
         println!(
             "what-if: {hosts} hosts x {WORKLOADS_PER_HOST} workloads, one rule added to a \
-             profile of 10: {total:.2} s (build and settle {:.2} s, change and settle {:.2} s, \
+             profile of 10: {total:.2} s (build and settle {:.2} s, of which settling {:.2} s and \
+             putting the kernels aside {:.2} s, change and settle {:.2} s, \
              {} flows walked after and before in {walk_secs:.2} s); {} of {n} endpoints \
              affected, {} flows changed; full matrix extrapolated: {full_flows} flows, \
              {full:.1} s; CPU used {cpu}; peak RSS {hwm}",
             t.build.as_secs_f64(),
+            t.settle.as_secs_f64(),
+            t.put_aside.as_secs_f64(),
             t.change.as_secs_f64(),
             report.evaluated,
             report.affected,

@@ -97,9 +97,12 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         mut world,
         namespaces,
         skipped,
+        settling,
     } = build::build(&request.snapshot).await?;
     let before = ops::cluster_state(world.store().as_ref()).await?;
+    let aside = std::time::Instant::now();
     let mut saved = save_kernels(&world);
+    let put_aside = aside.elapsed();
     let built = started.elapsed();
     let running_before = running(&world);
 
@@ -152,6 +155,8 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     swap_kernels(&world, &mut saved);
     let timings = report::Timings {
         build: built,
+        settle: settling,
+        put_aside,
         change: changed - built,
         walks: started.elapsed() - changed,
     };
