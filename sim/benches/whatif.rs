@@ -2,7 +2,9 @@
 //! one rule added to a profile of 10 members, on a snapshot of `<hosts>` hosts (default
 //! 1,000) × 10 workloads (10,000 endpoints in `<hosts>` profiles of 10, each workload in its
 //! host's own IPAM block). Prints the total time of `whatif::evaluate` and its phases (build
-//! and settle the copy; run the change and settle; walk the affected flows after and before),
+//! and settle the copy, with the settle and the copy of the settled kernels on their own; run
+//! the change and settle; walk the affected flows after and before, on every core), the CPU
+//! time used (steadier than wall time on a shared machine),
 //! and, as the baseline, the same with every flow of the matrix walked, extrapolated from the
 //! measured walk rate (walking 10^8 flows is not something to run).
 
