@@ -2,7 +2,9 @@
 //! one rule added to a profile of 10 members, on a snapshot of `<hosts>` hosts (default
 //! 1,000) × 10 workloads (10,000 endpoints in `<hosts>` profiles of 10, each workload in its
 //! host's own IPAM block). Prints the total time of `whatif::evaluate` and its phases (build
-//! and settle the copy; run the change and settle; walk the affected flows after and before),
+//! and settle the copy, with the settle and the copy of the settled kernels on their own; run
+//! the change and settle; walk the affected flows after and before, on every core), the CPU
+//! time used (steadier than wall time on a shared machine),
 //! and, as the baseline, the same with every flow of the matrix walked, extrapolated from the
 //! measured walk rate (walking 10^8 flows is not something to run).
 
@@ -25,6 +27,18 @@ fn host_ip(i: usize) -> Ipv4Addr {
 fn workload_ip(h: usize, w: usize) -> Ipv4Addr {
     let offset = u32::try_from(h * BLOCK_SIZE + w + 1).unwrap_or(0);
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + offset)
+}
+
+/// CPU seconds (user + system, every thread) this process has used: on a machine shared
+/// with other builds the wall times vary with the load, this much less.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th,
+    // in USER_HZ (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -101,11 +115,17 @@ fn main() {
             stdin: String::new(),
             probes: Vec::new(),
             output: WhatIfOutput::Text,
+            svg: None,
             fail_on: None,
         };
         let start = Instant::now();
+        let cpu_start = cpu_secs();
         let report = whatif::evaluate(&request, Scope::Affected).await.unwrap();
         let total = start.elapsed().as_secs_f64();
+        let cpu = match (cpu_start, cpu_secs()) {
+            (Some(a), Some(b)) => format!("{:.1} s", b - a),
+            _ => "?".to_string(),
+        };
         let t = report.timings;
         let walk_secs = t.walks.as_secs_f64();
         let per_flow = walk_secs / report.evaluated.max(1) as f64;
@@ -115,11 +135,14 @@ fn main() {
         let hwm = vm_hwm_kib().map_or("?".to_string(), |k| format!("{} MiB", k / 1024));
         println!(
             "what-if: {hosts} hosts x {WORKLOADS_PER_HOST} workloads, one rule added to a \
-             profile of 10: {total:.2} s (build and settle {:.2} s, change and settle {:.2} s, \
+             profile of 10: {total:.2} s (build and settle {:.2} s, of which settling {:.2} s and \
+             putting the kernels aside {:.2} s, change and settle {:.2} s, \
              {} flows walked after and before in {walk_secs:.2} s); {} of {n} endpoints \
              affected, {} flows changed; full matrix extrapolated: {full_flows} flows, \
-             {full:.1} s; peak RSS {hwm}",
+             {full:.1} s; CPU used {cpu}; peak RSS {hwm}",
             t.build.as_secs_f64(),
+            t.settle.as_secs_f64(),
+            t.put_aside.as_secs_f64(),
             t.change.as_secs_f64(),
             report.evaluated,
             report.affected,

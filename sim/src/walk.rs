@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use calico_dataplane::sim::{
-    DecidedBy, Hop, HostOutcome, Packet, Verdict as NfVerdict, L4, ROOT_NS,
+    DecidedBy, Hop, HostOutcome, Packet, SimDataplane, Verdict as NfVerdict, L4, ROOT_NS,
 };
 
 use crate::probe::{Probe, EPHEMERAL_PORT, EPHEMERAL_PORTS};
@@ -291,21 +291,6 @@ impl World {
         self.walk(src, dst, probe, request)
     }
 
-    /// Walks `probe` between places the caller resolved itself (what-if resolves each of
-    /// thousands of endpoints once, not once per probe), as a new flow like [`World::send`].
-    ///
-    /// # Errors
-    /// As [`World::send`], for a walk that cannot proceed.
-    pub(crate) fn walk_probe(
-        &self,
-        src: Place,
-        dst: Place,
-        probe: Probe,
-    ) -> Result<Walk, SimError> {
-        let request = probe_packet(probe, src.addr, dst.addr, self.next_probe());
-        self.walk(src, dst, probe, request)
-    }
-
     /// Sends exactly `packet` (and, if it arrives, its reply) from the place that owns its
     /// source address to the one that owns its destination: a later packet of a flow an
     /// earlier [`World::send`] opened, e.g. `send_packet(walk.request)` for more data of the
@@ -334,6 +319,29 @@ impl World {
         let dst = self.resolve_destination(&packet.dst.to_string(), Some(packet.src))?;
         self.walk(src, dst, probe_of(&packet), packet)
     }
+
+    /// The same as [`World::send`], which keeps conntrack's flows (kept for callers from
+    /// when `send` flushed them).
+    ///
+    /// # Errors
+    /// When `src` or `dst` cannot be resolved to a place with an address.
+    pub fn send_stateful(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
+        self.send(src, dst, probe)
+    }
+}
+
+/// The hosts a walk crosses: each one's kernel by name and by wire address. The [`World`]
+/// is one; what-if walks over a `Fabric` of its kernels, which threads can share (a world
+/// cannot: its agents' watches are not `Sync`).
+pub(crate) trait Wire {
+    /// `host`'s kernel.
+    ///
+    /// # Errors
+    /// `UnknownHost`.
+    fn kernel(&self, host: &str) -> Result<&SimDataplane, SimError>;
+
+    /// The host holding wire address `ip`, and its kernel.
+    fn on_wire(&self, ip: IpAddr) -> Option<(&str, &SimDataplane)>;
 
     /// Walks `request` from `src` and, if it reaches `dst`, its reply back.
     fn walk(
@@ -370,15 +378,6 @@ impl World {
         })
     }
 
-    /// The same as [`World::send`], which keeps conntrack's flows (kept for callers from
-    /// when `send` flushed them).
-    ///
-    /// # Errors
-    /// When `src` or `dst` cannot be resolved to a place with an address.
-    pub fn send_stateful(&self, src: &str, dst: &str, probe: Probe) -> Result<Walk, SimError> {
-        self.send(src, dst, probe)
-    }
-
     /// Walks `packet` from namespace `ns` on `host` across the wire; `Some((host, ns, packet))`
     /// where it was delivered.
     fn carry(
@@ -390,10 +389,7 @@ impl World {
         legs: &mut Vec<Leg>,
     ) -> Result<Option<(String, String, Packet)>, SimError> {
         let mut host = host.to_string();
-        let mut outcome = self
-            .host(&host)?
-            .dataplane()
-            .send_from_namespace(ns, packet);
+        let mut outcome = self.kernel(&host)?.send_from_namespace(ns, packet);
         for _ in 0..MAX_WIRE_HOPS {
             let next = match &outcome {
                 HostOutcome::Delivered { ns, packet, .. } => {
@@ -412,13 +408,13 @@ impl World {
                         direction,
                         outcome,
                     });
-                    let Some(receiver) = self.host_by_ip(next_hop) else {
+                    let Some((receiver, kernel)) = self.on_wire(next_hop) else {
                         let reason = format!("no host answers for {next_hop} on the wire");
                         legs.push(Leg::wire_drop(direction, reason));
                         return Ok(None);
                     };
-                    host = receiver.name().to_string();
-                    outcome = receiver.dataplane().receive_on_wire(packet, src_mac);
+                    host = receiver.to_string();
+                    outcome = kernel.receive_on_wire(packet, src_mac);
                     continue;
                 }
             };
@@ -432,6 +428,16 @@ impl World {
         let reason = format!("more than {MAX_WIRE_HOPS} hosts visited (a routing loop)");
         legs.push(Leg::wire_drop(direction, reason));
         Ok(None)
+    }
+}
+
+impl Wire for World {
+    fn kernel(&self, host: &str) -> Result<&SimDataplane, SimError> {
+        Ok(self.host(host)?.dataplane())
+    }
+
+    fn on_wire(&self, ip: IpAddr) -> Option<(&str, &SimDataplane)> {
+        self.host_by_ip(ip).map(|h| (h.name(), h.dataplane()))
     }
 }
 

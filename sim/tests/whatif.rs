@@ -95,19 +95,129 @@ async fn snapshot(spec: &ClusterSpec) -> Vec<(String, String)> {
 }
 
 fn request(snapshot: Vec<(String, String)>, hostname: &str, command: &str) -> WhatIfRequest {
+    request_with_input(snapshot, hostname, command, "")
+}
+
+fn request_with_input(
+    snapshot: Vec<(String, String)>,
+    hostname: &str,
+    command: &str,
+    stdin: &str,
+) -> WhatIfRequest {
     WhatIfRequest {
         hostname: hostname.to_string(),
         snapshot,
         command: shlex::split(command).unwrap(),
-        stdin: String::new(),
+        stdin: stdin.to_string(),
         probes: vec!["tcp/80".into()],
         output: WhatIfOutput::Text,
+        svg: None,
         fail_on: None,
     }
 }
 
-/// A proposed calicoctl command and the host it runs on, for a cluster of `spec`.
-fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String)> {
+/// A selector policy as `apply -f` reads it: named `name`, applying to `selector`, with one
+/// inbound rule (`action`, optionally only ICMP or TCP 80, optionally only from endpoints
+/// matching `from`) and one outbound allow or deny.
+fn policy_yaml(
+    name: &str,
+    selector: &str,
+    (action, protocol, from): (&str, Option<&str>, Option<&str>),
+    egress: &str,
+) -> String {
+    let mut rule = format!("  - action: {action}\n");
+    match protocol {
+        Some("tcp") => rule.push_str("    protocol: tcp\n    destination:\n      ports: [80]\n"),
+        Some(p) => rule.push_str(&format!("    protocol: {p}\n")),
+        None => {}
+    }
+    if let Some(from) = from {
+        rule.push_str(&format!("    source:\n      selector: \"{from}\"\n"));
+    }
+    format!(
+        "apiVersion: v1\nkind: policy\nmetadata:\n  name: {name}\nspec:\n  \
+         selector: \"{selector}\"\n  ingress:\n{rule}  egress:\n  - action: {egress}\n"
+    )
+}
+
+/// Host endpoint eth0 of `host` as `apply -f` reads it, with `profile` and, when `edge`,
+/// label role=edge (which a policy may select).
+fn host_endpoint_yaml(host: &str, profile: Option<&str>, edge: bool) -> String {
+    let labels = if edge {
+        "  labels:\n    role: edge\n"
+    } else {
+        ""
+    };
+    let profiles = profile.map_or(String::new(), |p| format!("  profiles: [{p}]\n"));
+    format!(
+        "apiVersion: v1\nkind: hostEndpoint\nmetadata:\n  name: eth0\n  node: {host}\n\
+         {labels}spec:\n  interfaceName: eth0\n{profiles}"
+    )
+}
+
+/// A proposed calicoctl command, the host it runs on and its standard input, for a cluster
+/// of `spec`: a profile, membership or label change, or a selector policy from a resource file.
+fn proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String, String)> {
+    let plain = plain_proposal(spec).prop_map(|(host, command)| (host, command, String::new()));
+    let names: Vec<String> = spec
+        .policies
+        .iter()
+        .map(|p| p.name.clone())
+        .chain(["pol-new".to_string()])
+        .collect();
+    let selectors = gen::SELECTOR_POOL.to_vec();
+    let on_policy = (
+        proptest::sample::select(names),
+        proptest::sample::select(selectors.clone()),
+        (
+            proptest::sample::select(vec!["allow", "deny"]),
+            proptest::option::of(proptest::sample::select(vec!["icmp", "tcp"])),
+            proptest::option::of(proptest::sample::select(selectors)),
+        ),
+        proptest::sample::select(vec!["allow", "deny"]),
+    )
+        .prop_map(|(name, selector, ingress, egress)| {
+            (
+                "host1".to_string(),
+                "apply -f -".to_string(),
+                policy_yaml(&name, selector, ingress, egress),
+            )
+        });
+    let workloads: Vec<(String, String)> = spec
+        .workloads
+        .iter()
+        .map(|w| (w.name.clone(), gen::host_name(w.host)))
+        .collect();
+    let on_labels = (
+        proptest::sample::select(workloads),
+        proptest::sample::select(vec![
+            "label add role=db",
+            "label add role=web",
+            "label add env=prod",
+            "label remove role",
+            "label remove env",
+        ]),
+    )
+        .prop_map(|((w, host), op)| (host, format!("container {w} {op}"), String::new()));
+    let profiles: Vec<String> = spec.profiles.iter().map(|p| p.name.clone()).collect();
+    let on_host = (
+        1..=spec.hosts,
+        proptest::option::of(proptest::sample::select(profiles)),
+        any::<bool>(),
+    )
+        .prop_map(|(host, profile, edge)| {
+            let host = gen::host_name(host - 1);
+            (
+                host.clone(),
+                "apply -f -".to_string(),
+                host_endpoint_yaml(&host, profile.as_deref(), edge),
+            )
+        });
+    prop_oneof![3 => plain, 1 => on_policy, 1 => on_labels, 1 => on_host]
+}
+
+/// A proposed calicoctl command on a profile or a workload's profiles, and its host.
+fn plain_proposal(spec: &ClusterSpec) -> impl Strategy<Value = (String, String)> {
     let workloads: Vec<(String, String)> = spec
         .workloads
         .iter()
@@ -157,7 +267,7 @@ proptest! {
 
     #[test]
     fn the_shortcut_finds_what_the_full_matrix_finds(
-        (spec, (host, command)) in gen::cluster().prop_flat_map(|spec| {
+        (spec, (host, command, stdin)) in gen::cluster().prop_flat_map(|spec| {
             let proposal = proposal(&spec);
             (Just(spec), proposal)
         })
@@ -165,12 +275,12 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let snapshot = snapshot(&spec).await;
-            let req = request(snapshot, &host, &command);
+            let req = request_with_input(snapshot, &host, &command, &stdin);
             let full = whatif::evaluate(&req, Scope::Full).await;
             let short = whatif::evaluate(&req, Scope::Affected).await;
             match (full, short) {
                 (Ok(full), Ok(short)) => {
-                    prop_assert_eq!(&short.changes, &full.changes, "{}", command);
+                    prop_assert_eq!(&short.changes, &full.changes, "{}\n{}", command, stdin);
                     prop_assert!(short.evaluated <= full.evaluated);
                 }
                 (Err(WhatIfError::Command { .. }), Err(WhatIfError::Command { .. })) => {}
@@ -228,6 +338,168 @@ async fn the_shortcut_skips_the_bystanders_flows() {
     assert_eq!(json["newly_denied"], 2);
     assert_eq!(json["changes"][0]["probe"], "icmp");
     assert_eq!(json["changes"][0]["before"], "allow");
+}
+
+#[tokio::test]
+async fn a_policy_change_walks_only_the_flows_into_the_endpoints_it_selects() {
+    // Four workloads in one open profile; policy db-guard selects the one labelled db and
+    // allows everything. Proposing its inbound rules as just "deny icmp" rewrites only its
+    // inbound chain, so only flows *to* the db workload are walked; they all flip (pings by
+    // the rule, the rest because a policy governing inbound traffic accepted none of it).
+    let spec = ClusterSpec {
+        hosts: 3,
+        workloads: ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| gen::WorkloadSpec {
+                name: name.to_string(),
+                host: i % 3,
+                addr: format!("192.168.0.{}", i + 1).parse().unwrap(),
+                profiles: vec!["P".into()],
+                labels: if i == 0 {
+                    [("role".to_string(), "db".to_string())].into()
+                } else {
+                    Default::default()
+                },
+            })
+            .collect(),
+        profiles: vec![gen::ProfileSpec {
+            name: "P".into(),
+            tags: vec!["P".into()],
+            rules: calico_core::model::Rules::default_for("P"),
+            labels: None,
+        }],
+        policies: vec![gen::PolicySpec {
+            name: "db-guard".into(),
+            policy: calico_core::model::Policy {
+                order: None,
+                inbound_rules: vec![calico_core::model::Rule::default()],
+                outbound_rules: vec![calico_core::model::Rule::default()],
+                selector: calico_core::selector::Selector::parse("role == 'db'").unwrap(),
+                annotations: Default::default(),
+                types: vec![],
+            },
+        }],
+        ops: vec![],
+    };
+    let yaml = policy_yaml(
+        "db-guard",
+        "role == 'db'",
+        ("deny", Some("icmp"), None),
+        "allow",
+    );
+    let req = request_with_input(snapshot(&spec).await, "host1", "apply -f -", &yaml);
+    let full = whatif::evaluate(&req, Scope::Full).await.unwrap();
+    let short = whatif::evaluate(&req, Scope::Affected).await.unwrap();
+    assert_eq!(short.changes, full.changes);
+    assert_eq!(
+        flow_lines(&short.text()),
+        [
+            "b -> a tcp/80: allow -> deny",
+            "b -> a icmp: allow -> deny",
+            "c -> a tcp/80: allow -> deny",
+            "c -> a icmp: allow -> deny",
+            "d -> a tcp/80: allow -> deny",
+            "d -> a icmp: allow -> deny"
+        ],
+        "{}",
+        short.text()
+    );
+    assert!(
+        short.text().contains("policy db-guard rule 1"),
+        "{}",
+        short.text()
+    );
+    assert_eq!(short.affected, 1, "{}", short.text());
+    // b, c and d to a, each with echo and tcp/80: none of a's outbound flows.
+    assert_eq!(short.evaluated, 3 * 2, "{}", short.text());
+}
+
+#[tokio::test]
+async fn a_new_host_endpoint_makes_its_host_an_end_of_flows() {
+    // Workloads a (host1) and b (host2) in one open profile. A host endpoint on host1's eth0
+    // with no profile or policy closes host1 to what arrives on eth0 (failsafe ports
+    // aside): b's pings to host1 are lost; a is local and reaches host1 without eth0.
+    let spec = ClusterSpec {
+        hosts: 2,
+        workloads: ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| gen::WorkloadSpec {
+                name: name.to_string(),
+                host: i,
+                addr: format!("192.168.0.{}", i + 1).parse().unwrap(),
+                profiles: vec!["P".into()],
+                labels: Default::default(),
+            })
+            .collect(),
+        profiles: vec![gen::ProfileSpec {
+            name: "P".into(),
+            tags: vec!["P".into()],
+            rules: calico_core::model::Rules::default_for("P"),
+            labels: None,
+        }],
+        policies: vec![],
+        ops: vec![],
+    };
+    let yaml = host_endpoint_yaml("host1", None, false);
+    let req = request_with_input(snapshot(&spec).await, "host1", "apply -f -", &yaml);
+    let full = whatif::evaluate(&req, Scope::Full).await.unwrap();
+    let short = whatif::evaluate(&req, Scope::Affected).await.unwrap();
+    assert_eq!(short.changes, full.changes);
+    let text = short.text();
+    let lines = flow_lines(&text);
+    assert!(lines.contains(&"b -> host1 icmp: allow -> deny"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" -> host1 ") && l.ends_with("allow -> deny")),
+        "{text}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("a -> host1")), "{text}");
+    // Three ends: a, b and host1.
+    assert_eq!(full.endpoints, 3, "{text}");
+}
+
+#[tokio::test]
+async fn the_full_matrix_walked_on_every_core_agrees_with_the_shortcut_walked_on_one() {
+    // 40 workloads in four profiles on four hosts: the full matrix (3,120 flows) is split
+    // across the cores, the shortcut's 780 flows into PROF_0's members are walked in order.
+    let profiles: Vec<String> = (0..4).map(|p| format!("PROF_{p}")).collect();
+    let spec = ClusterSpec {
+        hosts: 4,
+        workloads: (0..40)
+            .map(|i| gen::WorkloadSpec {
+                name: format!("w{i}"),
+                host: i % 4,
+                addr: format!("192.168.0.{}", i + 1).parse().unwrap(),
+                profiles: vec![profiles[i / 10].clone()],
+                labels: Default::default(),
+            })
+            .collect(),
+        profiles: profiles
+            .iter()
+            .map(|p| gen::ProfileSpec {
+                name: p.clone(),
+                tags: vec![p.clone()],
+                rules: calico_core::model::Rules::default_for(p),
+                labels: None,
+            })
+            .collect(),
+        policies: vec![],
+        ops: vec![],
+    };
+    let req = request(
+        snapshot(&spec).await,
+        "host1",
+        "profile PROF_0 rule add inbound --at=1 deny icmp",
+    );
+    let full = whatif::evaluate(&req, Scope::Full).await.unwrap();
+    let short = whatif::evaluate(&req, Scope::Affected).await.unwrap();
+    assert_eq!((full.evaluated, short.evaluated), (3120, 780));
+    assert_eq!(short.changes, full.changes);
+    // Each of PROF_0's ten members loses the pings of the other nine.
+    assert_eq!(short.newly_denied(), 90, "{}", short.text());
 }
 
 #[tokio::test]

@@ -622,7 +622,7 @@ before and after, and print every flow between endpoints whose verdict changes:
 route that decides it after the change, then a summary line. The datastore is
 never written. Probes: ICMP echo, every port a rule names, and --probe.
 Needs calico-sim next to calicoctl (or on PATH). -o json prints the report as
-JSON; -o svg=<FILE> also draws the before/after matrix into <FILE>. With -f,
+JSON; -o svg=<FILE> (with either) also draws the before/after matrix into <FILE>. With -f,
 the proposed change is `apply -f <FILENAME>` of a resource file.",
     options: &[
         FILENAME,

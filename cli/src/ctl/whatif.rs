@@ -1,4 +1,4 @@
-//! `calicoctl what-if [--probe=<PROBE>]... [-o json|svg=<FILE>] [--fail-on=lost|gained|any]
+//! `calicoctl what-if [--probe=<PROBE>]... [-o json] [-o svg=<FILE>] [--fail-on=lost|gained|any]
 //! [--] <calicoctl arguments>` (or `-f <FILE>`, proposing `apply -f <FILE>`): which flows a proposed command would allow or deny, answered by
 //! the simulator from a snapshot of the live datastore. Nothing is written to the datastore.
 //!
@@ -34,14 +34,12 @@ pub enum FailOn {
     Any,
 }
 
-/// How the report is printed.
+/// How the report is printed (`-o svg=<FILE>` draws the matrix besides, in either).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WhatIfOutput {
     Text,
     Json,
-    /// The text report, and the before/after matrix drawn into this SVG file.
-    Svg(PathBuf),
 }
 
 /// Everything the simulator needs to answer one what-if: the snapshot, the host the command
@@ -59,6 +57,9 @@ pub struct WhatIfRequest {
     /// `--probe` additions, as written (`tcp/8080`, `udp/53`, `icmp/0`).
     pub probes: Vec<String>,
     pub output: WhatIfOutput,
+    /// `-o svg=<FILE>`: the before/after matrix is drawn into this SVG file too.
+    #[serde(default)]
+    pub svg: Option<PathBuf>,
     pub fail_on: Option<FailOn>,
 }
 
@@ -70,6 +71,7 @@ pub struct WhatIfArgs {
     pub filename: Option<String>,
     pub probes: Vec<String>,
     pub output: WhatIfOutput,
+    pub svg: Option<PathBuf>,
     pub fail_on: Option<FailOn>,
 }
 
@@ -97,6 +99,7 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
         filename: None,
         probes: Vec::new(),
         output: WhatIfOutput::Text,
+        svg: None,
         fail_on: None,
     };
     let mut seen_what_if = false;
@@ -142,7 +145,10 @@ pub fn parse_args(args: &[String]) -> Result<WhatIfArgs, CtlError> {
             "probe" => parsed.probes.push(value),
             "fail-on" => parsed.fail_on = Some(parse_fail_on(&value)?),
             "filename" => parsed.filename = Some(value),
-            _ => parsed.output = parse_output(&value)?,
+            _ => match parse_output(&value)? {
+                Output::Format(format) => parsed.output = format,
+                Output::Svg(file) => parsed.svg = Some(file),
+            },
         }
     }
     parsed.command.extend(it.cloned());
@@ -185,12 +191,18 @@ fn parse_fail_on(value: &str) -> Result<FailOn, CtlError> {
     }
 }
 
-fn parse_output(value: &str) -> Result<WhatIfOutput, CtlError> {
+/// One `-o` value: the report's format, or the file to draw the matrix into.
+enum Output {
+    Format(WhatIfOutput),
+    Svg(PathBuf),
+}
+
+fn parse_output(value: &str) -> Result<Output, CtlError> {
     match value {
-        "table" | "text" => Ok(WhatIfOutput::Text),
-        "json" => Ok(WhatIfOutput::Json),
+        "table" | "text" => Ok(Output::Format(WhatIfOutput::Text)),
+        "json" => Ok(Output::Format(WhatIfOutput::Json)),
         other => match other.strip_prefix("svg=") {
-            Some(file) if !file.is_empty() => Ok(WhatIfOutput::Svg(PathBuf::from(file))),
+            Some(file) if !file.is_empty() => Ok(Output::Svg(PathBuf::from(file))),
             _ => Err(CtlError::BadArgument {
                 what: "output format",
                 value: other.to_string(),
@@ -230,6 +242,7 @@ pub async fn request(ctl: &Ctl, args: &[String], stdin: &str) -> Result<WhatIfRe
         stdin,
         probes: parsed.probes,
         output: parsed.output,
+        svg: parsed.svg,
         fail_on: parsed.fail_on,
     })
 }
@@ -325,7 +338,22 @@ mod tests {
         assert_eq!(a.fail_on, Some(FailOn::Lost));
         assert_eq!(a.command[5], "--at=1");
         let svg = parse_args(&strings(&["what-if", "-o", "svg=m.svg", "--", "x"])).unwrap();
-        assert_eq!(svg.output, WhatIfOutput::Svg("m.svg".into()));
+        assert_eq!(svg.output, WhatIfOutput::Text);
+        assert_eq!(svg.svg, Some("m.svg".into()));
+        let both = parse_args(&strings(&[
+            "what-if",
+            "-o",
+            "svg=m.svg",
+            "-o",
+            "json",
+            "--",
+            "x",
+        ]));
+        let both = both.unwrap();
+        assert_eq!(
+            (both.output, both.svg),
+            (WhatIfOutput::Json, Some("m.svg".into()))
+        );
         // Without `--` the proposed command starts at the first word that is no option.
         let bare = parse_args(&strings(&[
             "what-if",

@@ -55,6 +55,9 @@ pub struct Cluster {
     /// What the snapshot held that the simulator cannot build (a host with no IPv4 address
     /// and its endpoints), one line each.
     pub skipped: Vec<String>,
+    /// How long the agents and BGP took to settle it (the rest of the build is copying the
+    /// snapshot into the store and plumbing the endpoints).
+    pub settling: std::time::Duration,
 }
 
 /// Widest prefix length (at most `/24`) whose subnet holds every host address, so that all
@@ -130,11 +133,13 @@ pub async fn build(snapshot: &[(String, String)]) -> Result<Cluster, WhatIfError
     for (name, _, _) in &hosts {
         world.start_agent(name)?;
     }
+    let settling = std::time::Instant::now();
     world.settle().await?;
     Ok(Cluster {
         world,
         namespaces,
         skipped,
+        settling: settling.elapsed(),
     })
 }
 

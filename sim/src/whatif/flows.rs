@@ -1,5 +1,6 @@
 //! The flows a what-if evaluates: every ordered pair of endpoint addresses of one family,
-//! with every probe, walked through the simulated world.
+//! with every probe, walked through the simulated world. A host with host endpoints is an
+//! end too, from and to its own address.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -7,19 +8,32 @@ use std::net::IpAddr;
 use calico_core::cluster::ClusterState;
 use calico_core::model::{EndpointId, Protocol};
 
+use super::affected::Sides;
 use super::build::{addresses, Namespaces};
-use crate::walk::Place;
-use crate::{Probe, Verdict, World};
+use calico_dataplane::sim::{SimDataplane, ROOT_NS};
+
+use crate::walk::{probe_packet, Place, Walk, Wire};
+use crate::{Probe, SimError, Verdict, World};
 
 /// ICMPv6 echo request, the v6 ping.
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 
-/// One endpoint as the report names it.
+/// What sends and receives a what-if's flows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum End {
+    Workload(EndpointId),
+    /// A host with host endpoints (in either state), at its own address in its root
+    /// namespace.
+    Host(String),
+}
+
+/// One end as the report names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub id: EndpointId,
+    pub end: End,
     /// The workload id, or `<host>/<workload>` when several hosts use that workload id, with
-    /// `/<endpoint id>` when one workload has several endpoints.
+    /// `/<endpoint id>` when one workload has several endpoints; a host's name (`host
+    /// <name>` if a workload has that label).
     pub label: String,
     pub addrs: Vec<IpAddr>,
 }
@@ -42,7 +56,8 @@ pub struct Outcome {
 }
 
 /// Every endpoint of `before` or `after`, sorted by id, labelled uniquely, with its
-/// addresses (after when it exists after, else before).
+/// addresses (after when it exists after, else before); then every host with a host
+/// endpoint in either, with its registered addresses.
 pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
     let mut records = BTreeMap::new();
     for (id, ep) in before.endpoints.iter().chain(after.endpoints.iter()) {
@@ -65,31 +80,56 @@ pub fn members(before: &ClusterState, after: &ClusterState) -> Vec<Member> {
             label = format!("{label}/{}", id.endpoint);
         }
         out.push(Member {
-            id: id.clone(),
+            end: End::Workload(id.clone()),
             label,
             addrs: addrs.clone(),
+        });
+    }
+    let hosts: BTreeSet<&str> = [before, after]
+        .iter()
+        .flat_map(|s| s.host_endpoints.keys().map(|id| id.host.as_str()))
+        .collect();
+    for host in hosts {
+        let Some(record) = after.hosts.get(host).or_else(|| before.hosts.get(host)) else {
+            continue;
+        };
+        let v4 = record.ip_v4.or(record.bird_ip).map(IpAddr::V4);
+        let addrs: Vec<IpAddr> = v4.into_iter().chain(record.ip_v6.map(IpAddr::V6)).collect();
+        let label = if out.iter().any(|m| m.label == host) {
+            format!("host {host}")
+        } else {
+            host.to_string()
+        };
+        out.push(Member {
+            end: End::Host(host.to_string()),
+            label,
+            addrs,
         });
     }
     out
 }
 
-/// The probes for flows of one family: echo of that family, every port a profile rule of
-/// `before` or `after` names (each end of a range), and the `extra` probes that fit.
+/// The probes for flows of one family: echo of that family, every port a profile or policy
+/// rule of `before` or `after` names (each end of a range), and the `extra` probes that fit.
 pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [Vec<Probe>; 2] {
     let mut ports = BTreeSet::new();
     for state in [before, after] {
-        for profile in state.profiles.values() {
-            let Some(rules) = &profile.rules else {
+        let profile_rules = state
+            .profiles
+            .values()
+            .filter_map(|p| p.rules.as_ref())
+            .flat_map(|r| r.inbound_rules.iter().chain(&r.outbound_rules));
+        let policy_rules = state
+            .policies
+            .values()
+            .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules));
+        for rule in profile_rules.chain(policy_rules) {
+            let Some(protocol) = rule.protocol.filter(|p| p.has_ports()) else {
                 continue;
             };
-            for rule in rules.inbound_rules.iter().chain(&rules.outbound_rules) {
-                let Some(protocol) = rule.protocol.filter(|p| p.has_ports()) else {
-                    continue;
-                };
-                for range in &rule.dst_ports {
-                    ports.insert((protocol, range.first));
-                    ports.insert((protocol, range.last));
-                }
+            for range in &rule.dst_ports {
+                ports.insert((protocol, range.first));
+                ports.insert((protocol, range.last));
             }
         }
     }
@@ -121,12 +161,13 @@ pub fn probes(before: &ClusterState, after: &ClusterState, extra: &[Probe]) -> [
     [v4.into_iter().collect(), v6.into_iter().collect()]
 }
 
-/// Every flow between two different endpoints of `members` with at least one end in
-/// `affected` (indices into `members`; `None`: every flow).
+/// Every flow between two different endpoints of `members` that `affected` (the sides of each
+/// member, by index; `None`: every flow) says may change: from a member whose outbound side
+/// is affected, or to one whose inbound side is.
 pub fn flows(
     members: &[Member],
     probes: &[Vec<Probe>; 2],
-    affected: Option<&[usize]>,
+    affected: Option<&[Sides]>,
 ) -> Vec<Flow> {
     let mut out = Vec::new();
     let mut pair = |src: usize, dst: usize| {
@@ -148,33 +189,96 @@ pub fn flows(
             }
         }
     };
-    let all: Vec<usize> = (0..members.len()).collect();
-    let Some(affected) = affected else {
-        for &src in &all {
-            for &dst in all.iter().filter(|&&d| d != src) {
+    let n = members.len();
+    let Some(sides) = affected else {
+        for src in 0..n {
+            for dst in (0..n).filter(|&d| d != src) {
                 pair(src, dst);
             }
         }
         return out;
     };
-    let is_affected: BTreeSet<usize> = affected.iter().copied().collect();
-    for &a in affected {
-        for &other in all.iter().filter(|&&o| o != a) {
+    let side = |i: usize| sides.get(i).copied().unwrap_or_default();
+    for a in (0..n).filter(|&a| side(a).outbound) {
+        for other in (0..n).filter(|&o| o != a) {
             pair(a, other);
-            // A flow between two affected endpoints is added once, from its source.
-            if !is_affected.contains(&other) {
-                pair(other, a);
-            }
+        }
+    }
+    for a in (0..n).filter(|&a| side(a).inbound) {
+        // A flow whose source is affected outbound was added above.
+        for other in (0..n).filter(|&o| o != a && !side(o).outbound) {
+            pair(other, a);
         }
     }
     out
 }
 
-/// Walks each flow in `world`, whose endpoints are those of `state` (namespaces from
-/// `namespaces`). A source endpoint that does not exist in `state` sends nothing (deny); a
-/// destination that does not exist is an address nobody holds.
+/// Every host's kernel of a world, by name and wire address, for walks on several threads
+/// ([`Fabric::walk_probe`]).
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    kernels: BTreeMap<String, SimDataplane>,
+    by_ip: BTreeMap<IpAddr, String>,
+}
+
+impl Fabric {
+    /// Handles on `world`'s kernels as they are (and as they will be: they are shared).
+    pub fn of(world: &World) -> Self {
+        let mut fabric = Fabric {
+            kernels: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
+        };
+        for host in world.hosts() {
+            let addrs = [Some(IpAddr::V4(host.ip())), host.ip6().map(IpAddr::V6)];
+            for ip in addrs.into_iter().flatten() {
+                if world
+                    .host_by_ip(ip)
+                    .is_some_and(|h| h.name() == host.name())
+                {
+                    fabric.by_ip.insert(ip, host.name().to_string());
+                }
+            }
+            fabric
+                .kernels
+                .insert(host.name().to_string(), host.dataplane().clone());
+        }
+        fabric
+    }
+
+    /// Walks `probe` between resolved places as probe number `seq` (see [`probe_packet`]).
+    ///
+    /// # Errors
+    /// As [`World::send`](crate::World::send), for a walk that cannot proceed.
+    pub fn walk_probe(
+        &self,
+        src: Place,
+        dst: Place,
+        probe: Probe,
+        seq: u64,
+    ) -> Result<Walk, SimError> {
+        let request = probe_packet(probe, src.addr, dst.addr, seq);
+        self.walk(src, dst, probe, request)
+    }
+}
+
+impl Wire for Fabric {
+    fn kernel(&self, host: &str) -> Result<&SimDataplane, SimError> {
+        self.kernels.get(host).ok_or_else(|| SimError::UnknownHost {
+            host: host.to_string(),
+        })
+    }
+
+    fn on_wire(&self, ip: IpAddr) -> Option<(&str, &SimDataplane)> {
+        let host = self.by_ip.get(&ip)?;
+        Some((host, self.kernels.get(host)?))
+    }
+}
+
+/// Walks each flow over `fabric`, whose endpoints are those of `state` (namespaces from
+/// `namespaces`), flow `i` as probe number `i`. A source endpoint that does not exist in
+/// `state` sends nothing (deny); a destination that does not exist is an address nobody holds.
 pub fn evaluate(
-    world: &World,
+    fabric: &Fabric,
     state: &ClusterState,
     namespaces: &Namespaces,
     members: &[Member],
@@ -183,11 +287,17 @@ pub fn evaluate(
     // Each member's host and namespace in this state, looked up once.
     let homes: Vec<Option<(String, String)>> = members
         .iter()
-        .map(|m| {
-            if !state.endpoints.contains_key(&m.id) {
-                return None;
+        .map(|m| match &m.end {
+            End::Workload(id) => {
+                if !state.endpoints.contains_key(id) {
+                    return None;
+                }
+                Some((id.host.clone(), namespaces.of(id)?))
             }
-            Some((m.id.host.clone(), namespaces.of(&m.id)?))
+            End::Host(host) => state
+                .hosts
+                .contains_key(host)
+                .then(|| (host.clone(), ROOT_NS.to_string())),
         })
         .collect();
     let place = |member: usize, addr: IpAddr| -> Option<Place> {
@@ -199,33 +309,95 @@ pub fn evaluate(
             addr,
         })
     };
-    flows
-        .iter()
-        .map(|flow| {
-            let Some(src) = place(flow.src, flow.src_addr) else {
-                return Outcome {
-                    verdict: Verdict::Deny,
-                    reason: "the source endpoint does not exist".into(),
-                };
+    let walk = |seq: usize, flow: &Flow| {
+        let Some(src) = place(flow.src, flow.src_addr) else {
+            return Outcome {
+                verdict: Verdict::Deny,
+                reason: "the source endpoint does not exist".into(),
             };
-            let dst = place(flow.dst, flow.dst_addr).unwrap_or_else(|| Place {
-                label: flow.dst_addr.to_string(),
-                host: String::new(),
-                ns: String::new(),
-                addr: flow.dst_addr,
-            });
-            match world.walk_probe(src, dst, flow.probe) {
-                Ok(walk) => Outcome {
-                    verdict: walk.verdict,
-                    reason: walk
-                        .deciding
-                        .unwrap_or_else(|| "no rule on the way decided".into()),
-                },
-                Err(err) => Outcome {
-                    verdict: Verdict::Deny,
-                    reason: format!("the walk failed: {err}"),
-                },
-            }
-        })
-        .collect()
+        };
+        let dst = place(flow.dst, flow.dst_addr).unwrap_or_else(|| Place {
+            label: flow.dst_addr.to_string(),
+            host: String::new(),
+            ns: String::new(),
+            addr: flow.dst_addr,
+        });
+        match fabric.walk_probe(src, dst, flow.probe, seq as u64) {
+            Ok(walk) => Outcome {
+                verdict: walk.verdict,
+                reason: walk
+                    .deciding
+                    .unwrap_or_else(|| "no rule on the way decided".into()),
+            },
+            Err(err) => Outcome {
+                verdict: Verdict::Deny,
+                reason: format!("the walk failed: {err}"),
+            },
+        }
+    };
+    walk_all(flows, &walk)
+}
+
+/// Flows at least this many are walked on every core.
+const PARALLEL_FLOWS: usize = 2_000;
+
+/// `walk(i, flow)` of every flow, in order. Many flows are split across the cores: a walk
+/// reads the kernels it crosses and adds its own conntrack entries (each flow is a probe of
+/// its own, so no walk meets another's entries), and each kernel has its own lock, so the
+/// outcome does not depend on the split.
+fn walk_all(flows: &[Flow], walk: &(impl Fn(usize, &Flow) -> Outcome + Sync)) -> Vec<Outcome> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if flows.len() < PARALLEL_FLOWS || threads < 2 {
+        return flows.iter().enumerate().map(|(i, f)| walk(i, f)).collect();
+    }
+    let chunk = flows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = flows
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                scope.spawn(move || {
+                    let first = n * chunk;
+                    let walked = part.iter().enumerate().map(|(i, f)| walk(first + i, f));
+                    walked.collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_walks_come_back_in_flow_order_with_their_own_numbers() {
+        let addr: IpAddr = "192.168.0.1".parse().unwrap();
+        let flows: Vec<Flow> = (0..PARALLEL_FLOWS * 2 + 7)
+            .map(|i| Flow {
+                src: i,
+                src_addr: addr,
+                dst: i + 1,
+                dst_addr: addr,
+                probe: Probe::ping(),
+            })
+            .collect();
+        let walk = |seq: usize, flow: &Flow| Outcome {
+            verdict: if seq % 3 == 0 {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
+            reason: format!("{seq} {}", flow.src),
+        };
+        let outcomes = walk_all(&flows, &walk);
+        assert_eq!(outcomes.len(), flows.len());
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.reason, format!("{i} {i}"));
+        }
+    }
 }

@@ -3,21 +3,23 @@
 //!
 //! - [`build`]: the world from a datastore snapshot — every registered host running its
 //!   agent, every endpoint plumbed as recorded — settled.
-//! - [`flows`]: endpoints, probes (echo, every port a rule names, `--probe`), the walk of
-//!   each flow.
-//! - [`affected`]: which endpoints the change can affect, from the agents' applied changes.
+//! - [`flows`]: the ends (endpoints, and hosts with host endpoints), probes (echo, every port
+//!   a rule names, `--probe`), the walk of each flow, on every core.
+//! - [`affected`]: which endpoints (and on which side: flows to them, from them) and hosts
+//!   the change can affect, from the agents' applied changes.
 //! - [`report`]: the changed flows, summary, `--fail-on`; `svg`: the matrix as a picture.
 //!
 //! Data flow: snapshot → [`build::build`] (settled "before") → the kernels are put aside →
 //! the proposed command runs with calicoctl's own code on the copy → each agent steps until
 //! quiet, reporting what its calculator changed, then BGP settles ("after") →
-//! [`affected::endpoints`] → the flows with an affected end are walked after, then with the
-//! kernels put aside swapped back in, before → the flows whose verdict differs.
+//! [`affected::endpoints`] → the flows from an end affected outbound or to one affected
+//! inbound are walked after, then with the kernels put aside swapped back in, before → the
+//! flows whose verdict differs.
 //!
-//! Policies and resource files plug in without new machinery here: a proposed `apply -f`
-//! runs through `calico_cli::ctl` like any command (its file travels in the request's
-//! `stdin`), and a policy's chains and selector sets join [`affected`]'s index as profiles'
-//! chains and tag sets do.
+//! Policies and resource files need no machinery of their own: a proposed `apply -f` runs
+//! through `calico_cli::ctl` like any command (its file travels in the request's `stdin`),
+//! and a policy's chains and selector sets are in [`affected`]'s index beside profiles'
+//! chains and tag sets.
 
 pub mod affected;
 pub mod build;
@@ -54,18 +56,21 @@ pub enum Scope {
 }
 
 /// Answers `request` and renders it as asked: the text to print and whether `--fail-on`
-/// matched. With `-o svg=FILE` the picture is written to FILE and the text printed.
+/// matched. With `-o svg=FILE` the picture is written to FILE too (and the text report says
+/// so; a JSON one stays plain JSON).
 ///
 /// # Errors
 /// As [`evaluate`]; writing the picture.
 pub async fn answer(request: &WhatIfRequest) -> Result<(String, bool), WhatIfError> {
     let report = evaluate(request, Scope::Affected).await?;
     let gate = report.gate(request.fail_on);
-    let text = match &request.output {
-        WhatIfOutput::Text => report.text(),
-        WhatIfOutput::Json => report.json(),
-        WhatIfOutput::Svg(path) => {
-            svg::draw(&report, path)?;
+    if let Some(path) = &request.svg {
+        svg::draw(&report, path)?;
+    }
+    let text = match (&request.output, &request.svg) {
+        (WhatIfOutput::Json, _) => report.json(),
+        (WhatIfOutput::Text, None) => report.text(),
+        (WhatIfOutput::Text, Some(path)) => {
             format!("{}matrix drawn to {}\n", report.text(), path.display())
         }
     };
@@ -92,9 +97,12 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         mut world,
         namespaces,
         skipped,
+        settling,
     } = build::build(&request.snapshot).await?;
     let before = ops::cluster_state(world.store().as_ref()).await?;
+    let aside = std::time::Instant::now();
     let mut saved = save_kernels(&world);
+    let put_aside = aside.elapsed();
     let built = started.elapsed();
     let running_before = running(&world);
 
@@ -123,28 +131,32 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
     let changed = started.elapsed();
     let members = flows::members(&before, &after);
     let probes = flows::probes(&before, &after, &extra);
-    let affected: Option<Vec<usize>> = match scope {
+    let affected: Option<Vec<affected::Sides>> = match scope {
         Scope::Full => None,
         Scope::Affected => {
-            let ids = affected::endpoints(&before, &after, &observed, &namespaces.all());
-            Some(
-                members
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, m)| ids.contains(&m.id))
-                    .map(|(i, _)| i)
-                    .collect(),
-            )
+            let sides = affected::endpoints(&before, &after, &observed, &namespaces.all());
+            let hosts = affected::hosts(&before, &after, &observed);
+            let side = |m: &flows::Member| match &m.end {
+                flows::End::Workload(id) => sides.get(id).copied().unwrap_or_default(),
+                flows::End::Host(h) if hosts.contains(h) => affected::Sides::BOTH,
+                flows::End::Host(_) => affected::Sides::default(),
+            };
+            Some(members.iter().map(side).collect())
         }
     };
-    let affected_count = affected.as_ref().map_or(members.len(), Vec::len);
+    let affected_count = affected
+        .as_ref()
+        .map_or(members.len(), |s| s.iter().filter(|s| s.any()).count());
     let flows = flows::flows(&members, &probes, affected.as_deref());
-    let after_outcomes = flows::evaluate(&world, &after, &namespaces, &members, &flows);
+    let fabric = flows::Fabric::of(&world);
+    let after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
-    let before_outcomes = flows::evaluate(&world, &before, &namespaces, &members, &flows);
+    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows);
     swap_kernels(&world, &mut saved);
     let timings = report::Timings {
         build: built,
+        settle: settling,
+        put_aside,
         change: changed - built,
         walks: started.elapsed() - changed,
     };

@@ -72,6 +72,10 @@ pub struct Cell {
 pub struct Timings {
     /// Building the simulated copy from the snapshot and settling it.
     pub build: std::time::Duration,
+    /// Of which: the agents and BGP settling it.
+    pub settle: std::time::Duration,
+    /// Of which: putting every settled kernel aside (the "before" the walks come back to).
+    pub put_aside: std::time::Duration,
     /// Running the proposed command and settling again (agents, then BGP).
     pub change: std::time::Duration,
     /// Walking the flows, after then before.
