@@ -12,7 +12,8 @@
 //! start (process start, veth plumbing and the writes included).
 //!
 //! `cargo bench -p calico-sim --bench linux_route` (builds `calicoctl`/`calico-node` in the
-//! release profile first, so they are never stale).
+//! release profile first, so they are never stale, unless `CALICO_BENCH_PREBUILT` is set, as
+//! `scripts/bench` sets it after building them with the benches).
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -153,13 +154,17 @@ async fn sample(
 }
 
 async fn bench() -> Result<String, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "calico-cli", "--bins"])
-        .status()
-        .map_err(|e| format!("running cargo build: {e}"))?;
-    if !built.success() {
-        return Err("cargo build --release -p calico-cli --bins failed".into());
+    // `scripts/bench` built calicoctl and calico-node with the benches (next to this binary's
+    // calico-sim); a plain `cargo bench` run builds them here so they are never stale.
+    if std::env::var_os("CALICO_BENCH_PREBUILT").is_none() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--release", "-q", "-p", "calico-cli", "--bins"])
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !built.success() {
+            return Err("cargo build --release -p calico-cli --bins failed".into());
+        }
     }
     let config = ClusterConfig::next_to(Path::new(env!("CARGO_BIN_EXE_calico-sim")))
         .map_err(|e| e.to_string())?;
