@@ -190,6 +190,7 @@ async fn bench() -> Result<String, String> {
         from_start.push(ms(s));
         from_return.push(ms(r));
     }
+    let in_order: Vec<String> = from_return.iter().map(|r| format!("{r:.0}")).collect();
     let before_return = from_return.iter().filter(|r| **r == 0.0).count();
     for v in [&mut from_start, &mut from_return] {
         v.sort_by(f64::total_cmp);
@@ -197,12 +198,13 @@ async fn bench() -> Result<String, String> {
     Ok(format!(
         "route in host2's kernel after calicoctl container add on host1 (new /26 block, {SAMPLES} samples): \
          from return p50 {:.1} ms p99 {:.1} ms (max {:.1} ms, {before_return} seen before return); \
-         from calicoctl start p50 {:.1} ms p99 {:.1} ms",
+         from calicoctl start p50 {:.1} ms p99 {:.1} ms; from return, in sample order (ms): {}",
         percentile(&from_return, 50.0),
         percentile(&from_return, 99.0),
         from_return[SAMPLES - 1],
         percentile(&from_start, 50.0),
         percentile(&from_start, 99.0),
+        in_order.join(" "),
     ))
 }
 
