@@ -177,6 +177,7 @@ impl LinuxDataplane {
     fn apply_tables(
         &self,
         desired: &DesiredState,
+        rendered: &mut BTreeMap<TableId, BTreeMap<String, Vec<String>>>,
         installed: &mut BTreeMap<TableId, iptables::InstalledTable>,
         changes: &mut Vec<Change>,
         first_error: &mut Option<DataplaneError>,
@@ -187,7 +188,12 @@ impl LinuxDataplane {
             for table in iptables::TABLES {
                 let id = TableId { family, table };
                 let have = installed.get(&id).unwrap_or(&empty);
-                let plan = iptables::plan_table(id, desired.tables.get(&id), have);
+                let plan = iptables::plan_rendered_table(
+                    id,
+                    desired.tables.get(&id),
+                    rendered.remove(&id).unwrap_or_default(),
+                    have,
+                );
                 if !plan.input.is_empty() {
                     let tool = iptables::restore_tool(family);
                     let operation = format!("restoring {}", crate::sim::netfilter::table_label(id));
@@ -335,10 +341,16 @@ impl Dataplane for LinuxDataplane {
         // Taken, not borrowed: an early return or a failed command below leaves `None`, so the
         // next apply reads the kernel instead of trusting a record of writes that may not have
         // happened.
-        let mut known = match self.known.take() {
-            Some(known) => known,
-            None => self.read()?,
+        let (known, mut rendered) = match self.known.take() {
+            Some(known) => (Ok(known), render_tables(desired)),
+            // Rendering does not depend on the kernel: it runs while the reads do.
+            None => std::thread::scope(|s| {
+                let rendered = s.spawn(|| render_tables(desired));
+                let known = self.read();
+                (known, join_read(rendered.join()))
+            }),
         };
+        let mut known = known?;
 
         // 1. Sets the rules will match on.
         let sets = ipset::plan_update(&desired.ipsets, &known.ipsets);
@@ -347,8 +359,13 @@ impl Dataplane for LinuxDataplane {
         changes.extend(sets.changes);
 
         // 2. Tables; 3. stale sets, only once every table stopped using them.
-        let mut written =
-            self.apply_tables(desired, &mut known.tables, &mut changes, &mut first_error);
+        let mut written = self.apply_tables(
+            desired,
+            &mut rendered,
+            &mut known.tables,
+            &mut changes,
+            &mut first_error,
+        );
         if written {
             let stale = ipset::plan_destroy(&desired.ipsets, &known.ipsets);
             match self.ipset_restore("destroying stale ipsets", &stale.input) {
@@ -433,6 +450,15 @@ impl Dataplane for LinuxDataplane {
             overlay: self.tunnels.observe()?,
         })
     }
+}
+
+/// Every desired table's chains rendered (see [`iptables::render_chains`]).
+fn render_tables(desired: &DesiredState) -> BTreeMap<TableId, BTreeMap<String, Vec<String>>> {
+    desired
+        .tables
+        .iter()
+        .map(|(id, table)| (*id, iptables::render_chains(Some(table))))
+        .collect()
 }
 
 /// One family's `iptables-save` text.
