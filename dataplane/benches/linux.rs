@@ -1,5 +1,7 @@
-//! LinuxDataplane benchmark (root): 10,000 rules in one `iptables-restore` against one
-//! `iptables -A` process per rule (1,000 timed, extrapolated), then a no-op apply and an
+//! LinuxDataplane benchmark (root): a full apply of 10,000 rules by a new dataplane (kernel
+//! read, plan, one `iptables-restore`) against a raw `iptables-restore --noflush` of the same
+//! text, each round in a fresh namespace; one `iptables -A` process per rule (1,000 timed,
+//! extrapolated); then a no-op apply and an
 //! incremental apply that changes one chain (both diffed against what the dataplane wrote, no
 //! `iptables-save`), and a resync (`observe`, which reads the kernel, then a no-op apply); then 1,000 routes installed through rtnetlink (the
 //! dataplane's route module: one connection, dump, plan, pipelined requests) against one
@@ -16,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use calico_core::desired::{DesiredState, Route, TableId, TableState};
 use calico_core::iptables::{Chain, IpFamily, Match, Rule, Table, Target};
+use calico_core::plan::Change;
 use calico_core::render::iptables::render_table;
-use calico_dataplane::linux::{route, LinuxDataplane};
+use calico_dataplane::linux::{iptables, route, LinuxDataplane};
 use calico_dataplane::Dataplane;
 use ipnet::IpNet;
 
@@ -27,6 +30,9 @@ const RULES_PER_CHAIN: usize = 100;
 const SINGLE_PROCESSES: usize = 1_000;
 const ROUTES: usize = 1_000;
 const ROUNDS: usize = 5;
+/// Rounds of the full apply and its baseline, each in a fresh namespace (half a second each;
+/// the two differ by a tenth, less than the noise of one round on a loaded machine).
+const FULL_ROUNDS: usize = 9;
 const ROUTE_DEV: &str = "calibench0";
 
 const FILTER4: TableId = TableId {
@@ -121,19 +127,121 @@ fn inner() -> Result<(), String> {
     routes()
 }
 
+/// Which fresh-namespace measurement an inner run makes (the value of [`INNER`]).
+const MODE_OURS: &str = "full-apply";
+const MODE_RAW: &str = "raw-restore";
+
+/// Full apply of 10,000 rules by a new `LinuxDataplane` in a fresh namespace, as an agent's
+/// first apply: it reads the kernel (`iptables-save`, `ip6tables-save`, `ipset save`), plans,
+/// renders and restores. Prints the time in ms.
+fn full_apply_once() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("calirs-bench-{}", std::process::id()));
+    let mut dp = LinuxDataplane::new(&dir);
+    let full = state(false);
+    let start = Instant::now();
+    block_on(dp.apply(&full)).map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    // The same plan and restore text again, without the kernel: the part of the apply that is
+    // neither a tool's process nor the restore.
+    let start = Instant::now();
+    let plan = iptables::plan_table(
+        FILTER4,
+        full.tables.get(&FILTER4),
+        &iptables::InstalledTable::default(),
+    );
+    let planned = start.elapsed();
+    assert!(!plan.input.is_empty(), "the plan writes the rules");
+    println!("{:.3} {:.3}", ms(took), ms(planned));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The baseline: the same rules' restore text (rendered before the clock starts) fed to one
+/// `iptables-restore --noflush` in a fresh namespace. Prints the time in ms.
+fn raw_restore_once() -> Result<(), String> {
+    let full = state(false);
+    let text = render_table(FILTER4, &full.tables[&FILTER4]);
+    println!("{:.3}", ms(raw_restore(&text)?));
+    Ok(())
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Full apply against the raw restore, each round in two fresh namespaces (ours, then raw,
+/// alternating so load drifts hit both), medians of [`FULL_ROUNDS`].
+fn full_apply_rounds(exe: &std::path::Path) -> Result<(), String> {
+    let total = CHAINS * RULES_PER_CHAIN;
+    let (mut ours, mut raw, mut plans) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..FULL_ROUNDS {
+        for mode in [MODE_OURS, MODE_RAW] {
+            let ns = format!("calirs-b{}-{round}{}", std::process::id(), &mode[..1]);
+            let out = in_fresh_namespace(&ns, exe, mode)?;
+            let numbers: Vec<f64> = out
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{mode} printed {out:?}: {e}"))?;
+            match (mode, numbers.as_slice()) {
+                (MODE_OURS, [took, planned]) => {
+                    ours.push(*took);
+                    plans.push(*planned);
+                }
+                (MODE_RAW, [took]) => raw.push(*took),
+                _ => return Err(format!("{mode} printed {out:?}")),
+            }
+        }
+    }
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (ours_ms, raw_ms) = (median(ours.clone()), median(raw.clone()));
+    println!(
+        "apply of {total} rules in one iptables-restore (new dataplane in a fresh namespace: kernel read + plan + render + restore; median of {FULL_ROUNDS}): {ours_ms:.1} ms (rounds: {}; plan and restore text alone, no kernel: median {:.1} ms)",
+        fmt(&ours),
+        median(plans)
+    );
+    println!(
+        "raw iptables-restore --noflush of the same {total} rules (fresh namespace, text rendered beforehand; median of {FULL_ROUNDS}): {raw_ms:.1} ms; ratio apply/raw {:.2}x (rounds: {})",
+        ours_ms / raw_ms,
+        fmt(&raw)
+    );
+    Ok(())
+}
+
+/// Runs this binary with `INNER=mode` in a new namespace `ns` (deleted after) and returns its
+/// stdout.
+fn in_fresh_namespace(ns: &str, exe: &std::path::Path, mode: &str) -> Result<String, String> {
+    if !run("ip", &["netns", "add", ns]) {
+        return Err(format!("ip netns add {ns} failed"));
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .env(INNER, mode)
+        .stderr(Stdio::inherit())
+        .output();
+    let _ = run("ip", &["netns", "del", ns]);
+    let out = out.map_err(|e| format!("running {mode} in {ns}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{mode} in {ns} failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn iptables() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("calirs-bench-{}", std::process::id()));
     let mut dp = LinuxDataplane::new(&dir);
     let full = state(false);
     let total = CHAINS * RULES_PER_CHAIN;
-
     let start = Instant::now();
     block_on(dp.apply(&full)).map_err(|e| e.to_string())?;
     let restore = start.elapsed();
-    println!(
-        "apply of {total} rules in one iptables-restore: {:.1} ms",
-        ms(restore)
-    );
 
     let start = Instant::now();
     let report = block_on(dp.apply(&full)).map_err(|e| e.to_string())?;
@@ -145,10 +253,25 @@ fn iptables() -> Result<(), String> {
 
     let start = Instant::now();
     let report = block_on(dp.apply(&state(true))).map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    let summary: Vec<String> = report
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::RewriteChain { chain, .. } => {
+                format!(
+                    "chain {} rewritten, {} rules",
+                    chain.name,
+                    chain.rules.len()
+                )
+            }
+            other => other.to_string(),
+        })
+        .collect();
     println!(
-        "incremental apply changing one chain ({:?}): {:.1} ms",
-        report.changes,
-        ms(start.elapsed())
+        "incremental apply changing one chain ({}): {:.1} ms",
+        summary.join("; "),
+        ms(took)
     );
 
     let start = Instant::now();
@@ -161,20 +284,6 @@ fn iptables() -> Result<(), String> {
     );
 
     block_on(dp.apply(&DesiredState::default())).map_err(|e| e.to_string())?;
-
-    // Baseline: the same rules as one hand-fed `iptables-restore --noflush`, nothing diffed.
-    let raw = raw_restore(&render_table(FILTER4, &full.tables[&FILTER4]))?;
-    println!(
-        "raw iptables-restore --noflush of the same {total} rules: {:.1} ms; ratio apply/raw {:.2}x",
-        ms(raw),
-        restore.as_secs_f64() / raw.as_secs_f64()
-    );
-    // Remove the baseline's chains again (flush, then delete).
-    for flag in ["-F", "-X"] {
-        for c in 0..CHAINS {
-            run("iptables", &["-w", flag, &format!("cali-bench-{c}")]);
-        }
-    }
 
     // Apply time against rule count, ours and the raw restore of the same text.
     for chain_count in [10, 25, 50, 100] {
@@ -334,10 +443,11 @@ fn ip_processes_install() -> Result<(), String> {
 /// returns the median.
 fn time_rounds(
     what: &str,
+    rounds: usize,
     mut install: impl FnMut() -> Result<(), String>,
 ) -> Result<Duration, String> {
     let mut times = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         flush_our_routes()?;
         let start = Instant::now();
         install()?;
@@ -350,7 +460,7 @@ fn time_rounds(
     times.sort();
     let median = times[times.len() / 2];
     println!(
-        "{ROUTES} routes via {what}: median {:.1} ms (min {:.1}, max {:.1}, {ROUNDS} rounds)",
+        "{ROUTES} routes via {what}: median {:.1} ms (min {:.1}, max {:.1}, {rounds} rounds)",
         ms(median),
         ms(times[0]),
         ms(times[times.len() - 1])
@@ -376,13 +486,17 @@ fn routes() -> Result<(), String> {
         return Err(format!("creating {ROUTE_DEV} failed"));
     }
     let want = wanted_routes();
-    let netlink = time_rounds("rtnetlink (one connection, dump + plan + writes)", || {
-        let writes = block_on(rtnetlink_install(&want))?;
-        if writes != ROUTES as u64 {
-            return Err(format!("{writes} netlink writes, expected {ROUTES}"));
-        }
-        Ok(())
-    })?;
+    let netlink = time_rounds(
+        "rtnetlink (one connection, dump + plan + writes)",
+        ROUNDS,
+        || {
+            let writes = block_on(rtnetlink_install(&want))?;
+            if writes != ROUTES as u64 {
+                return Err(format!("{writes} netlink writes, expected {ROUTES}"));
+            }
+            Ok(())
+        },
+    )?;
 
     // Already installed: the dump finds them all and nothing is written.
     let start = Instant::now();
@@ -392,8 +506,13 @@ fn routes() -> Result<(), String> {
         ms(start.elapsed())
     );
 
-    let batch = time_rounds("one `ip -force -batch -` process", ip_batch_install)?;
-    let single = time_rounds("one `ip route add` process per route", ip_processes_install)?;
+    let batch = time_rounds("one `ip -force -batch -` process", ROUNDS, ip_batch_install)?;
+    // Seconds per round and only an illustration (hundreds of times slower): one round.
+    let single = time_rounds(
+        "one `ip route add` process per route",
+        1,
+        ip_processes_install,
+    )?;
     println!(
         "ratios for {ROUTES} routes: ip -batch / rtnetlink {:.1}x; one process per route / rtnetlink {:.0}x",
         batch.as_secs_f64() / netlink.as_secs_f64(),
@@ -406,8 +525,13 @@ fn routes() -> Result<(), String> {
 }
 
 fn main() {
-    if std::env::var_os(INNER).is_some() {
-        if let Err(e) = inner() {
+    if let Some(mode) = std::env::var_os(INNER) {
+        let done = match mode.to_str() {
+            Some(MODE_OURS) => full_apply_once(),
+            Some(MODE_RAW) => raw_restore_once(),
+            _ => inner(),
+        };
+        if let Err(e) = done {
             eprintln!("benchmark failed: {e}");
             std::process::exit(1);
         }
@@ -422,12 +546,16 @@ fn main() {
         eprintln!("skipping linux bench: needs root");
         return;
     }
+    let exe = std::env::current_exe().expect("bench binary path");
+    if let Err(e) = full_apply_rounds(&exe) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
     let ns = format!("calirs-b{}", std::process::id());
     if !run("ip", &["netns", "add", &ns]) {
         eprintln!("ip netns add {ns} failed");
         std::process::exit(1);
     }
-    let exe = std::env::current_exe().expect("bench binary path");
     let status = Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(exe)

@@ -12,7 +12,8 @@
 //! start (process start, veth plumbing and the writes included).
 //!
 //! `cargo bench -p calico-sim --bench linux_route` (builds `calicoctl`/`calico-node` in the
-//! release profile first, so they are never stale).
+//! release profile first, so they are never stale, unless `CALICO_BENCH_PREBUILT` is set, as
+//! `scripts/bench` sets it after building them with the benches).
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -153,13 +154,17 @@ async fn sample(
 }
 
 async fn bench() -> Result<String, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "calico-cli", "--bins"])
-        .status()
-        .map_err(|e| format!("running cargo build: {e}"))?;
-    if !built.success() {
-        return Err("cargo build --release -p calico-cli --bins failed".into());
+    // `scripts/bench` built calicoctl and calico-node with the benches (next to this binary's
+    // calico-sim); a plain `cargo bench` run builds them here so they are never stale.
+    if std::env::var_os("CALICO_BENCH_PREBUILT").is_none() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--release", "-q", "-p", "calico-cli", "--bins"])
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !built.success() {
+            return Err("cargo build --release -p calico-cli --bins failed".into());
+        }
     }
     let config = ClusterConfig::next_to(Path::new(env!("CARGO_BIN_EXE_calico-sim")))
         .map_err(|e| e.to_string())?;
@@ -185,6 +190,7 @@ async fn bench() -> Result<String, String> {
         from_start.push(ms(s));
         from_return.push(ms(r));
     }
+    let in_order: Vec<String> = from_return.iter().map(|r| format!("{r:.0}")).collect();
     let before_return = from_return.iter().filter(|r| **r == 0.0).count();
     for v in [&mut from_start, &mut from_return] {
         v.sort_by(f64::total_cmp);
@@ -192,12 +198,13 @@ async fn bench() -> Result<String, String> {
     Ok(format!(
         "route in host2's kernel after calicoctl container add on host1 (new /26 block, {SAMPLES} samples): \
          from return p50 {:.1} ms p99 {:.1} ms (max {:.1} ms, {before_return} seen before return); \
-         from calicoctl start p50 {:.1} ms p99 {:.1} ms",
+         from calicoctl start p50 {:.1} ms p99 {:.1} ms; from return, in sample order (ms): {}",
         percentile(&from_return, 50.0),
         percentile(&from_return, 99.0),
         from_return[SAMPLES - 1],
         percentile(&from_start, 50.0),
         percentile(&from_start, 99.0),
+        in_order.join(" "),
     ))
 }
 

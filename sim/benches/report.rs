@@ -185,10 +185,10 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
     let full = raw.secs(linux, "rules in one iptables-restore", 0);
     row(
         &mut t,
-        "full apply, 10,000 rules",
+        "full apply, 10,000 rules (a new dataplane: kernel read, plan, restore; fresh namespace, median of 9)",
         full,
         Some((
-            "raw `iptables-restore --noflush`",
+            "raw `iptables-restore --noflush` of the same text, fresh namespace, median of 9",
             raw.secs(linux, "raw iptables-restore", 0),
         )),
     );
@@ -267,7 +267,10 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
         &mut t,
         "etcd: create 10k endpoints (sequential)",
         raw.secs("etcd.txt", "sequential:", 0),
-        Some(("`etcdctl put`", raw.secs("etcd.txt", "etcdctl put", 0))),
+        Some((
+            "`etcdctl put`, one process per key: 200 timed, extrapolated linearly to 10k",
+            raw.secs("etcd.txt", "etcdctl put", 0),
+        )),
     );
     row(
         &mut t,

@@ -118,11 +118,14 @@ fn rule_hash(chain: &str, prev: &str, body: &str) -> String {
     h.update(prev.as_bytes());
     h.update([0]);
     h.update(body.as_bytes());
-    h.finalize()
-        .iter()
-        .take(HASH_LEN / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Hex by hand: a `format!` per byte was a visible share of rendering 10,000 rules.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(HASH_LEN);
+    for b in h.finalize().iter().take(HASH_LEN / 2) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Keeps only `[A-Za-z0-9 _.:/,()-]` of a human comment, collapsing runs of spaces.

@@ -140,31 +140,26 @@ impl LinuxDataplane {
         self.bird.stop(&self.runner)
     }
 
-    fn read_tables(&self) -> Result<BTreeMap<TableId, iptables::InstalledTable>, DataplaneError> {
-        let mut out = BTreeMap::new();
-        for family in FAMILIES {
-            let tool = iptables::save_tool(family);
-            let text = self
-                .runner
-                .run(&format!("reading {tool}"), tool, &[], None)?;
+    /// What the kernel holds of ours: `iptables-save`, `ip6tables-save` and `ipset save`, run
+    /// at the same time (about 10 ms of process start-up and table dump each, which an agent's
+    /// first apply otherwise pays one after another on top of its restore).
+    fn read(&self) -> Result<Installed, DataplaneError> {
+        let runner = &self.runner;
+        let (v4, v6, ipsets) = std::thread::scope(|s| {
+            let v6 = s.spawn(|| read_family(runner, IpFamily::V6));
+            let ipsets = s.spawn(|| read_ipsets(runner));
+            let v4 = read_family(runner, IpFamily::V4);
+            (v4, join_read(v6.join()), join_read(ipsets.join()))
+        });
+        let mut tables = BTreeMap::new();
+        for (family, text) in [(IpFamily::V4, v4?), (IpFamily::V6, v6?)] {
             for (table, installed) in iptables::parse_save(&text) {
-                out.insert(TableId { family, table }, installed);
+                tables.insert(TableId { family, table }, installed);
             }
         }
-        Ok(out)
-    }
-
-    fn read_ipsets(&self) -> Result<BTreeMap<String, calico_core::desired::IpSet>, DataplaneError> {
-        let text = self
-            .runner
-            .run("reading ipsets", "ipset", &["save"], None)?;
-        ipset::parse_save(&text)
-    }
-
-    fn read(&self) -> Result<Installed, DataplaneError> {
         Ok(Installed {
-            tables: self.read_tables()?,
-            ipsets: self.read_ipsets()?,
+            tables,
+            ipsets: ipsets?,
         })
     }
 
@@ -182,6 +177,7 @@ impl LinuxDataplane {
     fn apply_tables(
         &self,
         desired: &DesiredState,
+        rendered: &mut BTreeMap<TableId, BTreeMap<String, Vec<String>>>,
         installed: &mut BTreeMap<TableId, iptables::InstalledTable>,
         changes: &mut Vec<Change>,
         first_error: &mut Option<DataplaneError>,
@@ -192,7 +188,12 @@ impl LinuxDataplane {
             for table in iptables::TABLES {
                 let id = TableId { family, table };
                 let have = installed.get(&id).unwrap_or(&empty);
-                let plan = iptables::plan_table(id, desired.tables.get(&id), have);
+                let plan = iptables::plan_rendered_table(
+                    id,
+                    desired.tables.get(&id),
+                    rendered.remove(&id).unwrap_or_default(),
+                    have,
+                );
                 if !plan.input.is_empty() {
                     let tool = iptables::restore_tool(family);
                     let operation = format!("restoring {}", crate::sim::netfilter::table_label(id));
@@ -340,10 +341,16 @@ impl Dataplane for LinuxDataplane {
         // Taken, not borrowed: an early return or a failed command below leaves `None`, so the
         // next apply reads the kernel instead of trusting a record of writes that may not have
         // happened.
-        let mut known = match self.known.take() {
-            Some(known) => known,
-            None => self.read()?,
+        let (known, mut rendered) = match self.known.take() {
+            Some(known) => (Ok(known), render_tables(desired)),
+            // Rendering does not depend on the kernel: it runs while the reads do.
+            None => std::thread::scope(|s| {
+                let rendered = s.spawn(|| render_tables(desired));
+                let known = self.read();
+                (known, join_read(rendered.join()))
+            }),
         };
+        let mut known = known?;
 
         // 1. Sets the rules will match on.
         let sets = ipset::plan_update(&desired.ipsets, &known.ipsets);
@@ -352,8 +359,13 @@ impl Dataplane for LinuxDataplane {
         changes.extend(sets.changes);
 
         // 2. Tables; 3. stale sets, only once every table stopped using them.
-        let mut written =
-            self.apply_tables(desired, &mut known.tables, &mut changes, &mut first_error);
+        let mut written = self.apply_tables(
+            desired,
+            &mut rendered,
+            &mut known.tables,
+            &mut changes,
+            &mut first_error,
+        );
         if written {
             let stale = ipset::plan_destroy(&desired.ipsets, &known.ipsets);
             match self.ipset_restore("destroying stale ipsets", &stale.input) {
@@ -438,6 +450,33 @@ impl Dataplane for LinuxDataplane {
             overlay: self.tunnels.observe()?,
         })
     }
+}
+
+/// Every desired table's chains rendered (see [`iptables::render_chains`]).
+fn render_tables(desired: &DesiredState) -> BTreeMap<TableId, BTreeMap<String, Vec<String>>> {
+    desired
+        .tables
+        .iter()
+        .map(|(id, table)| (*id, iptables::render_chains(Some(table))))
+        .collect()
+}
+
+/// One family's `iptables-save` text.
+fn read_family(runner: &Runner, family: IpFamily) -> Result<String, DataplaneError> {
+    let tool = iptables::save_tool(family);
+    runner.run(&format!("reading {tool}"), tool, &[], None)
+}
+
+fn read_ipsets(
+    runner: &Runner,
+) -> Result<BTreeMap<String, calico_core::desired::IpSet>, DataplaneError> {
+    let text = runner.run("reading ipsets", "ipset", &["save"], None)?;
+    ipset::parse_save(&text)
+}
+
+/// A read thread's result; a panic in it is passed on, as it would have been unthreaded.
+fn join_read<T>(joined: std::thread::Result<T>) -> T {
+    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The interface of a per-interface sysctl key (`net.ipv4.conf.<iface>.rp_filter`), as the
