@@ -35,6 +35,14 @@ impl Raw {
     fn secs(&self, file: &str, needle: &str, nth: usize) -> Option<f64> {
         durations(&self.line(file, needle)?).get(nth).copied()
     }
+
+    /// The first duration after `marker` on the first line of `file` containing `needle`:
+    /// for lines whose count of durations before it may change.
+    fn secs_after(&self, file: &str, needle: &str, marker: &str) -> Option<f64> {
+        let line = self.line(file, needle)?;
+        let (_, rest) = line.split_once(marker)?;
+        durations(rest).first().copied()
+    }
 }
 
 /// Every duration on a line, in seconds: Rust's `Debug` form (`1.5ms`, `20µs`, `2.1s`) and
@@ -171,7 +179,7 @@ fn row(out: &mut String, work: &str, ours: Option<f64>, baseline: Option<(&str, 
                 b.map_or("not measured".to_string(), fmt_secs)
             ),
             match (ours, b) {
-                (Some(o), Some(b)) if b > 0.0 => format!("{:.2}x", o / b),
+                (Some(o), Some(b)) if b > 0.0 => fmt_ratio(o / b),
                 _ => "—".to_string(),
             },
         ),
@@ -286,7 +294,7 @@ fn table(raw: &Raw, settles: &[Settle], settle_notes: &[String]) -> String {
         raw.secs("whatif.txt", "what-if:", 0),
         Some((
             "every flow of the matrix walked instead, extrapolated from the measured walk rate",
-            raw.secs("whatif.txt", "what-if:", 4),
+            raw.secs_after("whatif.txt", "what-if:", "full matrix extrapolated:"),
         )),
     );
     for s in settles {
@@ -327,7 +335,7 @@ fn compute_rows(t: &mut String, raw: &Raw) {
                         fmt_secs(linear),
                         n / 1000
                     ),
-                    format!("{:.2}x", o / linear),
+                    fmt_ratio(o / linear),
                 )
             }
             _ => ("—".to_string(), "—".to_string()),
@@ -541,4 +549,14 @@ fn main() {
         std::process::exit(1);
     }
     println!("report: wrote {md} and plots in {}", plots.display());
+}
+
+/// A ratio with two decimals, or three significant digits below 0.01 (so a tiny ratio does
+/// not print as 0.00x).
+fn fmt_ratio(r: f64) -> String {
+    if r > 0.0 && r < 0.01 {
+        format!("{r:.1e}x")
+    } else {
+        format!("{r:.2}x")
+    }
 }
