@@ -22,7 +22,7 @@
 //! Invariant (checked by the property tests): after any sequence of updates,
 //! `desired() == compute(state(), host)`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -307,7 +307,8 @@ impl Calculator {
         // tree bottom-up.
         self.state.endpoints = endpoints.into_iter().collect();
         self.dirty.endpoints = true;
-        let mut remote_by_profile: BTreeMap<&str, Vec<Arc<EndpointId>>> = BTreeMap::new();
+        // Hashed: a cluster of many profiles looks one up per endpoint, on every host.
+        let mut remote_by_profile: HashMap<&str, Vec<Arc<EndpointId>>> = HashMap::new();
         let mut local = Vec::new();
         for (id, ep) in &self.state.endpoints {
             if id.host == self.host {
@@ -664,25 +665,34 @@ impl Calculator {
     /// gathered, sorted and counted, and the tag's map built from that sorted run (merged into
     /// the map it already has, if any) instead of one tree insertion per address.
     fn add_members_bulk(&mut self, endpoints: &[Arc<WorkloadEndpoint>]) {
-        let mut by_tag: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-        // Neighbouring endpoints mostly carry the same profiles: their tags are looked up
-        // once per run of equal profile lists and state.
-        let mut last: Option<(&WorkloadEndpoint, Vec<&str>)> = None;
+        // Endpoints are grouped by profile list first (a cluster of many profiles has few
+        // neighbours sharing one), so the tags of each list are looked up once.
+        let mut by_profiles: HashMap<&[String], Vec<IpNet>> = HashMap::new();
         for ep in endpoints {
-            let same = last.as_ref().is_some_and(|(prev, _)| {
-                prev.state == ep.state && prev.profile_ids == ep.profile_ids
-            });
-            if !same {
-                let tags = ipsets::endpoint_tags(&self.state, ep).into_iter().collect();
-                last = Some((ep, tags));
+            // Inactive endpoints carry no tags.
+            if ep.state == EndpointState::Active {
+                by_profiles
+                    .entry(ep.profile_ids.as_slice())
+                    .or_default()
+                    .extend(ep.nets());
             }
-            let Some((_, tags)) = &last else { continue };
-            for &tag in tags {
-                let nets = match by_tag.get_mut(tag) {
-                    Some(nets) => nets,
-                    None => by_tag.entry(tag.to_string()).or_default(),
-                };
-                nets.extend(ep.nets());
+        }
+        let mut by_tag: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        for (profiles, nets) in by_profiles {
+            let tags: BTreeSet<&str> = profiles
+                .iter()
+                .filter_map(|p| self.state.profiles.get(p))
+                .filter_map(|p| p.tags.as_ref())
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            for tag in tags {
+                match by_tag.get_mut(tag) {
+                    Some(all) => all.extend_from_slice(&nets),
+                    None => {
+                        by_tag.insert(tag.to_string(), nets.clone());
+                    }
+                }
             }
         }
         for (tag, mut nets) in by_tag {
