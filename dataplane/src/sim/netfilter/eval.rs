@@ -15,9 +15,8 @@ use calico_core::model::MacAddr;
 
 use super::{table_label, NfTable};
 use crate::sim::packet::{Packet, L4};
-use calico_core::iptables::Chain;
 use calico_core::parse::iptables::Policy;
-use calico_core::render::iptables::render_chain;
+use calico_core::render::iptables::render_rule_after;
 
 /// Bounds the rules one evaluation may visit, so a jump loop ends as a drop, not a hang.
 const MAX_STEPS: usize = 100_000;
@@ -270,13 +269,16 @@ pub fn evaluate(
 }
 
 /// The rule at 1-based `position` exactly as `iptables-save` shows it (its hash covers the
-/// rules before it).
+/// rules before it). Rendered in place, rule by rule, keeping only the running hash: walks
+/// render one of these per deciding or returning rule, and copying the chain up to it (as
+/// `render_chain` would need) cost more than the rendering.
 fn rendered_line(chain: &str, rules: &[Rule], position: usize) -> String {
-    let typed = Chain {
-        name: chain.to_string(),
-        rules: rules.get(..position).unwrap_or(rules).to_vec(),
-    };
-    render_chain(&typed).pop().unwrap_or_default()
+    let mut prev = String::new();
+    let mut line = String::new();
+    for rule in rules.iter().take(position) {
+        (line, prev) = render_rule_after(chain, rule, &prev);
+    }
+    line
 }
 
 fn iface_matches(pattern: &str, iface: Option<&str>) -> bool {
