@@ -679,14 +679,7 @@ impl Calculator {
         }
         let mut by_tag: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
         for (profiles, nets) in by_profiles {
-            let tags: BTreeSet<&str> = profiles
-                .iter()
-                .filter_map(|p| self.state.profiles.get(p))
-                .filter_map(|p| p.tags.as_ref())
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            for tag in tags {
+            for tag in ipsets::profiles_tags(&self.state, profiles) {
                 match by_tag.get_mut(tag) {
                     Some(all) => all.extend_from_slice(&nets),
                     None => {

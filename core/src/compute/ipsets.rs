@@ -25,7 +25,12 @@ pub fn endpoint_tags<'a>(state: &'a ClusterState, ep: &'a WorkloadEndpoint) -> B
     if ep.state != EndpointState::Active {
         return BTreeSet::new();
     }
-    ep.profile_ids
+    profiles_tags(state, &ep.profile_ids)
+}
+
+/// The tags of the profiles named in `profile_ids` (those that exist).
+pub fn profiles_tags<'a>(state: &'a ClusterState, profile_ids: &[String]) -> BTreeSet<&'a str> {
+    profile_ids
         .iter()
         .filter_map(|p| state.profiles.get(p))
         .filter_map(|p| p.tags.as_ref())
