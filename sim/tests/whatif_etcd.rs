@@ -4,43 +4,18 @@
 //! `calicoctl` binary then snapshots etcd and hands the question to `calico-sim what-if`.
 //! The answers name the flows and rules, and etcd's revision does not move.
 
+mod whatif_support;
+
 #[path = "../../backends/tests/support/etcd_server.rs"]
 mod etcd_server;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use calico_backends::{EtcdConfig, EtcdStore, Store};
 use calico_sim::scenario::{self, Runner, ScenarioTarget};
 use etcd_server::EtcdServer;
-
-const SEED: &str = "host host1 172.31.250.1
-host host2 172.31.250.2
-host1$ calicoctl node --ip=172.31.250.1
-host2$ calicoctl node --ip=172.31.250.2
-workload host1 workload_A
-workload host2 workload_B
-host1$ calicoctl container add workload_A 192.168.1.1
-host2$ calicoctl container add workload_B 192.168.1.2
-host1$ calicoctl profile add PROF_A_B
-host1$ calicoctl container workload_A profile set PROF_A_B
-host2$ calicoctl container workload_B profile set PROF_A_B
-expect workload_A -> workload_B icmp allow
-";
-
-/// `calicoctl`, built next to `calico-sim` (as `cargo test --workspace` and
-/// `cargo build -p calico-cli --bins` leave it).
-fn calicoctl() -> PathBuf {
-    let sim = PathBuf::from(env!("CARGO_BIN_EXE_calico-sim"));
-    let ctl = sim.with_file_name("calicoctl");
-    assert!(
-        ctl.is_file(),
-        "{} missing: build it with `cargo build -p calico-cli --bins`",
-        ctl.display()
-    );
-    ctl
-}
+use whatif_support::{calicoctl, text, SEED};
 
 fn run(etcd: &EtcdServer, args: &[&str]) -> Output {
     Command::new(calicoctl())
@@ -50,10 +25,6 @@ fn run(etcd: &EtcdServer, args: &[&str]) -> Output {
         .env_remove("CALICO_DATASTORE")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Every key and value under `/calico/`, and etcd's revision.

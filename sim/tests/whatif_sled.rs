@@ -3,40 +3,16 @@
 //! `CALICO_DATASTORE=sled`) snapshots it, answers as text and as JSON with the matrix drawn
 //! to an SVG file, and leaves every key and value as it was.
 
-use std::path::{Path, PathBuf};
+mod whatif_support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use calico_backends::proxy::database_path;
 use calico_backends::{SledStore, Store};
 use calico_sim::scenario::{self, Runner, ScenarioTarget};
-
-const SEED: &str = "host host1 172.31.250.1
-host host2 172.31.250.2
-host1$ calicoctl node --ip=172.31.250.1
-host2$ calicoctl node --ip=172.31.250.2
-workload host1 workload_A
-workload host2 workload_B
-host1$ calicoctl container add workload_A 192.168.1.1
-host2$ calicoctl container add workload_B 192.168.1.2
-host1$ calicoctl profile add PROF_A_B
-host1$ calicoctl container workload_A profile set PROF_A_B
-host2$ calicoctl container workload_B profile set PROF_A_B
-expect workload_A -> workload_B icmp allow
-";
-
-/// `calicoctl`, built next to `calico-sim` (as `cargo test --workspace` and
-/// `cargo build -p calico-cli --bins` leave it).
-fn calicoctl() -> PathBuf {
-    let sim = PathBuf::from(env!("CARGO_BIN_EXE_calico-sim"));
-    let ctl = sim.with_file_name("calicoctl");
-    assert!(
-        ctl.is_file(),
-        "{} missing: build it with `cargo build -p calico-cli --bins`",
-        ctl.display()
-    );
-    ctl
-}
+use whatif_support::{calicoctl, text, SEED};
 
 fn run(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(calicoctl())
@@ -47,10 +23,6 @@ fn run(data_dir: &Path, args: &[&str]) -> Output {
         .env_remove("ETCD_AUTHORITY")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Every key and value under `/calico/`, and the store's revision, read by opening the
