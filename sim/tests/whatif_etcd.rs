@@ -15,7 +15,7 @@ use std::sync::Arc;
 use calico_backends::{EtcdConfig, EtcdStore, Store};
 use calico_sim::scenario::{self, Runner, ScenarioTarget};
 use etcd_server::EtcdServer;
-use whatif_support::{calicoctl, text, SEED};
+use whatif_support::{calicoctl, flows_allowed_before, text, SEED};
 
 fn run(etcd: &EtcdServer, args: &[&str]) -> Output {
     Command::new(calicoctl())
@@ -72,10 +72,7 @@ async fn what_if_reads_etcd_answers_through_the_simulator_and_writes_nothing() {
         "{stdout}{} (a stale calicoctl? `cargo build -p calico-cli --bins`)",
         text(&out.stderr)
     );
-    let flows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains(": allow -> "))
-        .collect();
+    let flows = flows_allowed_before(&stdout);
     assert_eq!(
         flows,
         [

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use calico_backends::proxy::database_path;
 use calico_backends::{SledStore, Store};
 use calico_sim::scenario::{self, Runner, ScenarioTarget};
-use whatif_support::{calicoctl, text, SEED};
+use whatif_support::{calicoctl, flows_allowed_before, text, SEED};
 
 fn run(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(calicoctl())
@@ -70,10 +70,7 @@ async fn what_if_reads_sled_and_writes_nothing() {
         "{stdout}{} (a stale calicoctl? `cargo build -p calico-cli --bins`)",
         text(&out.stderr)
     );
-    let flows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains(": allow -> "))
-        .collect();
+    let flows = flows_allowed_before(&stdout);
     assert_eq!(
         flows,
         [

@@ -154,9 +154,21 @@ impl Datastore {
         else {
             return Ok(None);
         };
+        Ok(self
+            .is_tunnel_addr_of(overlay, host, ip)
+            .await?
+            .then_some(ip))
+    }
+
+    /// Whether IPAM holds `ip` under `host`'s `overlay` tunnel handle.
+    async fn is_tunnel_addr_of(
+        &self,
+        overlay: Overlay,
+        host: &str,
+        ip: Ipv4Addr,
+    ) -> Result<bool, DatastoreError> {
         let info = self.ipam_info(IpAddr::V4(ip)).await?;
-        let ours = info.and_then(|i| i.handle_id) == Some(overlay.handle(host));
-        Ok(ours.then_some(ip))
+        Ok(info.and_then(|i| i.handle_id) == Some(overlay.handle(host)))
     }
 
     /// Releases `host`'s `overlay` address and deletes its record when the address lies in
@@ -177,9 +189,11 @@ impl Datastore {
             if ip.is_some_and(|ip| mine.iter().any(|p| p.contains(&IpAddr::V4(ip)))) {
                 return Ok(None);
             }
-            let mut plan = match self.held_tunnel_addr(overlay, host).await? {
-                Some(held) => self.plan_release(&[IpAddr::V4(held)]).await?,
-                None => TxnPlan::default(),
+            let mut plan = match ip {
+                Some(ip) if self.is_tunnel_addr_of(overlay, host, ip).await? => {
+                    self.plan_release(&[IpAddr::V4(ip)]).await?
+                }
+                _ => TxnPlan::default(),
             };
             plan.require_revision(&key, current.revision);
             plan.delete(&key);

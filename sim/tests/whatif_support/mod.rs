@@ -37,3 +37,12 @@ pub fn calicoctl() -> PathBuf {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The lines of a what-if's text answer for flows allowed before the change
+/// (`a -> b proto: allow -> deny`).
+pub fn flows_allowed_before(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.contains(": allow -> "))
+        .collect()
+}
