@@ -135,6 +135,52 @@ struct Dirty {
     invalid: BTreeMap<String, ModelError>,
 }
 
+/// What loading a [`SharedListing`] into a pristine calculator builds alike on every host:
+/// built once per listing (by a calculator for no host, to which every endpoint is remote)
+/// and cloned by each loader, which then indexes only its own endpoints.
+#[derive(Debug)]
+pub(crate) struct ListingBase {
+    state: ClusterState,
+    profile_endpoints: SharedIndex<BTreeSet<Arc<EndpointId>>>,
+    tag_members: SharedIndex<BTreeMap<IpNet, usize>>,
+    /// The undecodable records, by raw key.
+    invalid: BTreeMap<String, ModelError>,
+    /// Hosts whose records a loader interns through its own [`SharedDecodes`].
+    hosts: BTreeSet<String>,
+    /// Whether the global parts (and the overlay) must be computed.
+    global: bool,
+    /// Whether the listing held endpoints (the overlay's routes may change).
+    endpoints: bool,
+    /// The endpoints of each host, in id order.
+    by_host: HashMap<String, Vec<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>>,
+}
+
+impl ListingBase {
+    pub(crate) fn build(listing: &SharedListing) -> Self {
+        // No endpoint id has an empty host. A table of its own makes the calculator note the
+        // host records it changed, as a sharing loader would.
+        let mut calc = Calculator::with_shared("", SharedDecodes::new());
+        calc.ingest_listing(listing);
+        let mut by_host: HashMap<String, Vec<_>> = HashMap::new();
+        for (id, ep) in calc.state.endpoints.iter() {
+            by_host
+                .entry(id.host.clone())
+                .or_default()
+                .push((Arc::clone(id), Arc::clone(ep)));
+        }
+        ListingBase {
+            state: calc.state,
+            profile_endpoints: calc.profile_endpoints,
+            tag_members: calc.tag_members,
+            invalid: calc.dirty.invalid,
+            hosts: calc.dirty.hosts,
+            global: calc.dirty.global,
+            endpoints: calc.dirty.endpoints,
+            by_host,
+        }
+    }
+}
+
 /// Incremental `compute` for one host.
 #[derive(Debug)]
 pub struct Calculator {
@@ -148,7 +194,7 @@ pub struct Calculator {
     profile_users: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
     /// Endpoints of every host per profile, for tag membership (the ids are the state's own
     /// `Arc`s, so this index costs a pointer per endpoint).
-    profile_endpoints: BTreeMap<String, BTreeSet<Arc<EndpointId>>>,
+    profile_endpoints: SharedIndex<BTreeSet<Arc<EndpointId>>>,
     /// Tags referenced by each compiled profile or policy, per family.
     profile_tags: BTreeMap<(IpFamily, Owner), BTreeSet<String>>,
     /// Compiled profiles and policies referencing each tag, per family: the set exists iff
@@ -177,7 +223,7 @@ pub struct Calculator {
     /// Host endpoint chains built, per family.
     hep_chains: BTreeMap<IpFamily, BTreeSet<String>>,
     /// Addresses per tag, counted once per endpoint contributing them.
-    tag_members: BTreeMap<String, BTreeMap<IpNet, usize>>,
+    tag_members: SharedIndex<BTreeMap<IpNet, usize>>,
     /// Plumbing installed per local interface.
     plumbing: BTreeMap<String, EndpointPlumbing>,
     dirty: Dirty,
@@ -198,7 +244,7 @@ impl Calculator {
             state,
             ifaces: BTreeMap::new(),
             profile_users: BTreeMap::new(),
-            profile_endpoints: BTreeMap::new(),
+            profile_endpoints: SharedIndex::default(),
             profile_tags: BTreeMap::new(),
             tag_refs: BTreeMap::new(),
             owner_selectors: BTreeMap::new(),
@@ -210,7 +256,7 @@ impl Calculator {
             hep_policies: BTreeSet::new(),
             hep_profiles: BTreeSet::new(),
             hep_chains: BTreeMap::new(),
-            tag_members: BTreeMap::new(),
+            tag_members: SharedIndex::default(),
             plumbing: BTreeMap::new(),
             dirty: Dirty::default(),
             shared: None,
@@ -272,6 +318,50 @@ impl Calculator {
     /// the state's map and the per-profile index are built from sorted runs instead of one
     /// tree insertion per endpoint, which dominates a simulated cluster's start.
     pub fn load_listing(&mut self, listing: &SharedListing) -> Delta {
+        if self.is_pristine() {
+            self.take_base(listing.base());
+        } else {
+            self.ingest_listing(listing);
+        }
+        self.flush()
+    }
+
+    /// Whether nothing was ever loaded into this calculator (or all of it was deleted again,
+    /// with no retired selector left to keep up to date): its indexes are all empty.
+    fn is_pristine(&self) -> bool {
+        self.selectors.is_empty() && self.state == ClusterState::default()
+    }
+
+    /// Takes what loading the listing builds for every host alike (the state and the
+    /// cluster-wide indexes, computed once per listing), then indexes this host's own
+    /// endpoints and host endpoints: the same as [`Calculator::ingest_listing`] into a
+    /// pristine calculator, at the cost of this host's share of the cluster.
+    ///
+    /// Only profiles used here are rebuilt, and no tag or selector is marked: in a pristine
+    /// calculator, rebuilding anything unused removes chains and sets that do not exist, and
+    /// the rebuilt profiles and policies mark the tags and selectors they reference.
+    fn take_base(&mut self, base: &ListingBase) {
+        self.state = base.state.clone();
+        self.profile_endpoints = base.profile_endpoints.clone();
+        self.tag_members = base.tag_members.clone();
+        self.dirty.invalid = base.invalid.clone();
+        self.dirty.hosts = base.hosts.clone();
+        self.dirty.global = base.global;
+        self.dirty.endpoints = base.endpoints;
+        if self.has_local_host_endpoints() {
+            // `cali-INPUT` hooks host endpoints only on a host that has some.
+            self.dirty.host_endpoints = true;
+            self.dirty.global = true;
+        }
+        if let Some(local) = base.by_host.get(&self.host) {
+            for (id, ep) in local {
+                self.local_endpoint_changed(id, None, Some(ep));
+            }
+        }
+    }
+
+    /// Ingests every record of `listing` (without flushing).
+    fn ingest_listing(&mut self, listing: &SharedListing) {
         let bulk = self.state.endpoints.is_empty();
         // Into a state without hosts, the listing's host records land as the host table the
         // listing built from them once (the same `ClusterState` code over the same records),
@@ -296,7 +386,6 @@ impl Calculator {
         if bulk {
             self.bulk_load_endpoints(decoded);
         }
-        self.flush()
     }
 
     /// Indexes `endpoints` (distinct ids) into a state holding none, as one `set_endpoint`
@@ -305,12 +394,12 @@ impl Calculator {
     fn bulk_load_endpoints(&mut self, endpoints: Vec<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>) {
         // `from_iter` sorts (one pass over the listing's nearly sorted order) and builds the
         // tree bottom-up.
-        self.state.endpoints = endpoints.into_iter().collect();
+        self.state.endpoints = Arc::new(endpoints.into_iter().collect());
         self.dirty.endpoints = true;
         // Hashed: a cluster of many profiles looks one up per endpoint, on every host.
         let mut remote_by_profile: HashMap<&str, Vec<Arc<EndpointId>>> = HashMap::new();
         let mut local = Vec::new();
-        for (id, ep) in &self.state.endpoints {
+        for (id, ep) in self.state.endpoints.iter() {
             if id.host == self.host {
                 local.push((Arc::clone(id), Arc::clone(ep)));
                 continue;
@@ -325,8 +414,8 @@ impl Calculator {
         // Ids come in order, so each set is built from a sorted run. The index was empty:
         // it holds only endpoints of the state, which held none.
         for (profile, ids) in remote_by_profile {
-            self.profile_endpoints
-                .insert(profile.to_string(), ids.into_iter().collect());
+            Arc::make_mut(&mut self.profile_endpoints)
+                .insert(profile.to_string(), Arc::new(ids.into_iter().collect()));
         }
         let remote: Vec<Arc<WorkloadEndpoint>> = self
             .state
@@ -486,10 +575,16 @@ impl Calculator {
 
     /// Stores an endpoint's (possibly shared) record and re-indexes it if it changed.
     fn set_endpoint(&mut self, id: Arc<EndpointId>, ep: Arc<WorkloadEndpoint>) {
-        let old = self
+        if self
             .state
             .endpoints
-            .insert(Arc::clone(&id), Arc::clone(&ep));
+            .get(&*id)
+            .is_some_and(|old| Arc::ptr_eq(old, &ep))
+        {
+            // Unchanged: the map stays shared.
+            return;
+        }
+        let old = Arc::make_mut(&mut self.state.endpoints).insert(Arc::clone(&id), Arc::clone(&ep));
         let same = old
             .as_ref()
             .is_some_and(|old| Arc::ptr_eq(old, &ep) || **old == *ep);
@@ -501,7 +596,10 @@ impl Calculator {
 
     /// Forgets an endpoint and un-indexes it.
     fn remove_endpoint(&mut self, id: &EndpointId) {
-        if let Some((id, old)) = self.state.endpoints.remove_entry(id) {
+        if !self.state.endpoints.contains_key(id) {
+            return;
+        }
+        if let Some((id, old)) = Arc::make_mut(&mut self.state.endpoints).remove_entry(id) {
             self.dirty.endpoints = true;
             self.endpoint_changed(&id, Some(&old), None);
         }
@@ -636,10 +734,7 @@ impl Calculator {
             }
         }
         for tag in ipsets::endpoint_tags(&self.state, ep) {
-            if !self.tag_members.contains_key(tag) {
-                self.tag_members.insert(tag.to_string(), BTreeMap::new());
-            }
-            let Some(counts) = self.tag_members.get_mut(tag) else {
+            let Some(counts) = shared_entry(&mut self.tag_members, tag) else {
                 continue;
             };
             for net in ep.nets() {
@@ -653,7 +748,7 @@ impl Calculator {
                 }
             }
             if counts.is_empty() {
-                self.tag_members.remove(tag);
+                Arc::make_mut(&mut self.tag_members).remove(tag);
             }
             if !self.dirty.tags.contains(tag) {
                 self.dirty.tags.insert(tag.to_string());
@@ -697,15 +792,16 @@ impl Calculator {
                     _ => counted.push((net, 1)),
                 }
             }
-            match self.tag_members.get_mut(&tag) {
+            let members = Arc::make_mut(&mut self.tag_members);
+            match members.get_mut(&tag) {
                 Some(counts) => {
+                    let counts = Arc::make_mut(counts);
                     for (net, count) in counted {
                         *counts.entry(net).or_default() += count;
                     }
                 }
                 None if !counted.is_empty() => {
-                    self.tag_members
-                        .insert(tag.clone(), counted.into_iter().collect());
+                    members.insert(tag.clone(), Arc::new(counted.into_iter().collect()));
                 }
                 None => {}
             }
@@ -719,41 +815,55 @@ impl Calculator {
         old: Option<&WorkloadEndpoint>,
         new: Option<&WorkloadEndpoint>,
     ) {
-        let local = id.host == self.host;
         if let Some(old) = old {
             self.adjust_members(old, false);
             for p in &old.profile_ids {
-                remove_from(&mut self.profile_endpoints, p, id);
+                remove_from_shared(&mut self.profile_endpoints, p, id);
             }
-            if local {
-                self.dirty.ifaces.insert(old.name.clone());
-                if remove_from(&mut self.ifaces, &old.name, id) {
-                    self.dirty.dispatch = true;
+        }
+        if let Some(new) = new {
+            for p in &new.profile_ids {
+                if let Some(set) = shared_entry(&mut self.profile_endpoints, p) {
+                    set.insert(Arc::clone(id));
                 }
-                if old.state == EndpointState::Active {
-                    for p in &old.profile_ids {
-                        if remove_from(&mut self.profile_users, p, id) {
-                            self.dirty.profiles.insert(p.clone());
-                        }
+            }
+            self.adjust_members(new, true);
+        }
+        if id.host == self.host {
+            self.local_endpoint_changed(id, old, new);
+        }
+    }
+
+    /// The part of [`Calculator::endpoint_changed`] only this host's endpoints take: the
+    /// interface and profile-user indexes, and what they make dirty.
+    fn local_endpoint_changed(
+        &mut self,
+        id: &Arc<EndpointId>,
+        old: Option<&WorkloadEndpoint>,
+        new: Option<&WorkloadEndpoint>,
+    ) {
+        if let Some(old) = old {
+            self.dirty.ifaces.insert(old.name.clone());
+            if remove_from(&mut self.ifaces, &old.name, id) {
+                self.dirty.dispatch = true;
+            }
+            if old.state == EndpointState::Active {
+                for p in &old.profile_ids {
+                    if remove_from(&mut self.profile_users, p, id) {
+                        self.dirty.profiles.insert(p.clone());
                     }
                 }
             }
         }
         if let Some(new) = new {
-            for p in &new.profile_ids {
-                add_to(&mut self.profile_endpoints, p, id);
+            self.dirty.ifaces.insert(new.name.clone());
+            if add_to(&mut self.ifaces, &new.name, id) {
+                self.dirty.dispatch = true;
             }
-            self.adjust_members(new, true);
-            if local {
-                self.dirty.ifaces.insert(new.name.clone());
-                if add_to(&mut self.ifaces, &new.name, id) {
-                    self.dirty.dispatch = true;
-                }
-                if new.state == EndpointState::Active {
-                    for p in &new.profile_ids {
-                        if add_to(&mut self.profile_users, p, id) {
-                            self.dirty.profiles.insert(p.clone());
-                        }
+            if new.state == EndpointState::Active {
+                for p in &new.profile_ids {
+                    if add_to(&mut self.profile_users, p, id) {
+                        self.dirty.profiles.insert(p.clone());
                     }
                 }
             }
@@ -841,7 +951,8 @@ impl Calculator {
         for family in FAMILIES {
             let table = filter_table(family);
             let compiled = if used {
-                let compiled = profile::profile_chains(name, self.state.profiles.get(name), family);
+                let profile = self.state.profiles.get(name).map(|p| &**p);
+                let compiled = profile::profile_chains(name, profile, family);
                 for chain in compiled.chains.iter().cloned() {
                     let chain_name = chain.name.clone();
                     self.set_chain(table, &chain_name, Some(chain), delta);
@@ -1235,6 +1346,38 @@ fn set_entry<V: Clone + PartialEq>(
         None => map.remove(key),
     };
     changes.insert(key.to_string(), value);
+}
+
+/// A cluster-wide index by name, the same on every host: calculators that loaded one listing
+/// share it (and each entry) until one of them changes it (copy-on-write, one entry at a
+/// time), so a fresh agent's load copies a pointer, not the cluster.
+type SharedIndex<V> = Arc<BTreeMap<String, Arc<V>>>;
+
+/// `index[key]` for writing, created empty if missing (always `Some`); the map and the entry
+/// are copied first when other calculators share them.
+fn shared_entry<'a, V: Clone + Default>(
+    index: &'a mut SharedIndex<V>,
+    key: &str,
+) -> Option<&'a mut V> {
+    let map = Arc::make_mut(index);
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), Arc::default());
+    }
+    map.get_mut(key).map(Arc::make_mut)
+}
+
+/// Removes `item` from `index[key]`, dropping the entry when it becomes empty.
+fn remove_from_shared<T: Ord + Clone>(index: &mut SharedIndex<BTreeSet<T>>, key: &str, item: &T) {
+    if !index.get(key).is_some_and(|set| set.contains(item)) {
+        return;
+    }
+    let Some(set) = shared_entry(index, key) else {
+        return;
+    };
+    set.remove(item);
+    if set.is_empty() {
+        Arc::make_mut(index).remove(key);
+    }
 }
 
 /// Adds `item` to `index[key]`; true when the entry was created (it was empty before).

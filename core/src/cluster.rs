@@ -80,9 +80,13 @@ pub struct ClusterState {
     pub hosts: BTreeMap<String, Arc<HostState>>,
     pub bgp: BgpGlobal,
     /// Behind `Arc`s so that calculators sharing a [`crate::shared::SharedDecodes`] hold one
-    /// copy of each record between them (lookups take a plain `&EndpointId`).
-    pub endpoints: BTreeMap<Arc<EndpointId>, Arc<WorkloadEndpoint>>,
-    pub profiles: BTreeMap<String, ProfileState>,
+    /// copy of each record between them (lookups take a plain `&EndpointId`); the map itself
+    /// too, copy-on-write, so the calculators that loaded one listing share it until they
+    /// change it.
+    pub endpoints: Arc<BTreeMap<Arc<EndpointId>, Arc<WorkloadEndpoint>>>,
+    /// Shared like `endpoints`, and each profile on its own: a changed profile copies the
+    /// map's pointers and that one profile.
+    pub profiles: Arc<BTreeMap<String, Arc<ProfileState>>>,
     /// Selector policies of tier `default`, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// Host endpoints of every host.
@@ -184,10 +188,12 @@ impl ClusterState {
                 self.pools.remove(cidr);
             }
             (Key::Endpoint(id), Some(Value::Endpoint(ep))) => {
-                self.endpoints.insert(Arc::new(id.clone()), Arc::new(ep));
+                Arc::make_mut(&mut self.endpoints).insert(Arc::new(id.clone()), Arc::new(ep));
             }
             (Key::Endpoint(id), _) => {
-                self.endpoints.remove(id);
+                if self.endpoints.contains_key(id) {
+                    Arc::make_mut(&mut self.endpoints).remove(id);
+                }
             }
             (Key::ProfileTags { profile }, v) => self.update_profile(profile, |p| {
                 p.tags = match v {
@@ -319,19 +325,22 @@ impl ClusterState {
     pub fn set_endpoint(&mut self, id: Arc<EndpointId>, endpoint: Option<Arc<WorkloadEndpoint>>) {
         match endpoint {
             Some(ep) => {
-                self.endpoints.insert(id, ep);
+                Arc::make_mut(&mut self.endpoints).insert(id, ep);
             }
             None => {
-                self.endpoints.remove(&*id);
+                if self.endpoints.contains_key(&*id) {
+                    Arc::make_mut(&mut self.endpoints).remove(&*id);
+                }
             }
         }
     }
 
     fn update_profile(&mut self, name: &str, f: impl FnOnce(&mut ProfileState)) {
-        let profile = self.profiles.entry(name.to_string()).or_default();
+        let profiles = Arc::make_mut(&mut self.profiles);
+        let profile = Arc::make_mut(profiles.entry(name.to_string()).or_default());
         f(profile);
         if profile.tags.is_none() && profile.rules.is_none() && profile.labels.is_none() {
-            self.profiles.remove(name);
+            profiles.remove(name);
         }
     }
 

@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use crate::calc::host_record_of;
+use crate::calc::{host_record_of, ListingBase};
 use crate::cluster::{ClusterState, HostState};
 use crate::codec::{decode, Value};
 use crate::keys::Key;
@@ -197,6 +197,8 @@ pub struct SharedListing {
     /// The host table the listing's decodable host records make (interned through the
     /// [`SharedDecodes`]), which a loader holding no hosts takes whole.
     hosts: BTreeMap<String, Arc<HostState>>,
+    /// What every loader builds alike from the records, built by the first one.
+    base: OnceLock<ListingBase>,
 }
 
 impl SharedListing {
@@ -239,12 +241,21 @@ impl SharedListing {
         for (name, record) in &mut hosts {
             shared.intern_host(name, record);
         }
-        SharedListing { records, hosts }
+        SharedListing {
+            records,
+            hosts,
+            base: OnceLock::new(),
+        }
     }
 
     /// The host records of the listing (those that decode), as [`ClusterState::hosts`].
     pub fn hosts(&self) -> &BTreeMap<String, Arc<HostState>> {
         &self.hosts
+    }
+
+    /// What loading the listing into a pristine calculator builds alike on every host.
+    pub(crate) fn base(&self) -> &ListingBase {
+        self.base.get_or_init(|| ListingBase::build(self))
     }
 
     /// The records, profiles first.

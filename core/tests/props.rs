@@ -12,6 +12,7 @@ use calico_core::compute::compute;
 use calico_core::compute::names::{MAX_CHAIN_LEN, MAX_IPSET_LEN};
 use calico_core::names::validate_name;
 use calico_core::render::iptables::render_table;
+use calico_core::shared::{SharedDecodes, SharedListing};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -401,6 +402,53 @@ proptest! {
     }
 
     #[test]
+    fn calculators_sharing_a_listing_agree_with_compute_and_stay_apart(
+        snapshot in delivery(),
+        later in delivery(),
+    ) {
+        // The datastore after `snapshot`, listed (puts only) and loaded by every host.
+        let mut last: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (k, v) in snapshot.into_iter().flatten() {
+            match v {
+                Some(v) => last.insert(k, v),
+                None => last.remove(&k),
+            };
+        }
+        let mut state = ClusterState::default();
+        for (k, v) in &last {
+            state.apply(k, Some(v));
+        }
+        let shared = SharedDecodes::new();
+        let listing = SharedListing::new(last.clone(), &shared);
+        let mut calcs: Vec<Calculator> = HOSTS
+            .into_iter()
+            .map(|h| Calculator::with_shared(h, shared.clone()))
+            .collect();
+        for (calc, host) in calcs.iter_mut().zip(HOSTS) {
+            let delta = calc.load_listing(&listing);
+            let mut batched = Calculator::new(host);
+            let batch_delta = batched.apply_batch(last.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+            prop_assert_eq!(calc.state(), &state);
+            prop_assert_eq!(calc.desired(), &compute(&state, host));
+            prop_assert_eq!(&delta, &batch_delta);
+        }
+        // Later updates reach one host only: the others (and the listing) are unaffected.
+        let (first, rest) = calcs.split_at_mut(1);
+        for batch in &later {
+            first[0].apply_batch(batch.iter().cloned());
+            prop_assert_eq!(first[0].desired(), &compute(first[0].state(), LOCAL));
+        }
+        for (calc, host) in rest.iter().zip(&HOSTS[1..]) {
+            prop_assert_eq!(calc.state(), &state);
+            prop_assert_eq!(calc.desired(), &compute(&state, host));
+        }
+        let mut again = Calculator::with_shared(LOCAL, shared.clone());
+        again.load_listing(&listing);
+        prop_assert_eq!(again.state(), &state);
+        prop_assert_eq!(again.desired(), &compute(&state, LOCAL));
+    }
+
+    #[test]
     fn names_never_inject_rules(
         profile in ".{0,40}",
         tag in ".{0,40}",
@@ -427,7 +475,7 @@ proptest! {
         for name in state.profiles.keys() {
             prop_assert!(validate_name("profile", name).is_ok(), "{name:?} reached the state");
         }
-        for (id, ep) in &state.endpoints {
+        for (id, ep) in state.endpoints.iter() {
             prop_assert!(id.validate().is_ok(), "{id:?} reached the state");
             prop_assert!(ep.validate().is_ok(), "{ep:?} reached the state");
         }

@@ -157,7 +157,7 @@ pub fn compute(state: &ClusterState, host: &str) -> DesiredState {
         let selectors = referenced_selectors.entry(family).or_default();
         let compiled = used_profiles
             .iter()
-            .map(|p| profile::profile_chains(p, state.profiles.get(*p), family))
+            .map(|p| profile::profile_chains(p, state.profiles.get(*p).map(|p| &**p), family))
             .chain(
                 used_policies
                     .iter()

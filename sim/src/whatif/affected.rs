@@ -112,7 +112,7 @@ impl<'a> Index<'a> {
         };
         for state in states {
             let ordered = ordered_policies(state);
-            for (id, ep) in &state.endpoints {
+            for (id, ep) in state.endpoints.iter() {
                 let id: &EndpointId = id;
                 index.by_host.entry(&id.host).or_default().insert(id);
                 index
@@ -263,7 +263,7 @@ pub fn endpoints(
         return out;
     }
     let index = Index::new([before, after]);
-    for (id, ep) in &before.endpoints {
+    for (id, ep) in before.endpoints.iter() {
         if after.endpoints.get(id) != Some(ep) {
             mark(&mut out, [&**id], Sides::BOTH);
         }

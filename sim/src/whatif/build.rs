@@ -106,7 +106,7 @@ pub async fn build(snapshot: &[(String, String)]) -> Result<Cluster, WhatIfError
     }
     let namespaces = Namespaces::default();
     let mut per_workload: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (id, ep) in &state.endpoints {
+    for (id, ep) in state.endpoints.iter() {
         if world.host(&id.host).is_err() {
             skipped.push(format!(
                 "endpoint {}: its host is not simulated",
