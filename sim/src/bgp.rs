@@ -19,12 +19,12 @@
 //! This module is pure: the world hands it each host's view ([`Speaker`]) and applies the
 //! learned routes it computes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use calico_core::desired::{BirdConfig, PeerKind};
-use calico_core::model::AsNumber;
+use calico_core::desired::{BirdConfig, BirdPeer, PeerKind};
 use ipnet::IpNet;
 
 /// What the BGP model needs to know about one host.
@@ -122,6 +122,50 @@ pub fn protocol_name(kind: PeerKind, ip: IpAddr) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct BgpFabric {
     cuts: BTreeSet<(String, String)>,
+    /// The last answer of [`BgpFabric::learned_memo`] and what it was worked out from.
+    memo: Option<Arc<LearnedMemo>>,
+}
+
+/// Every host's learned routes and the speakers they were learned from.
+struct LearnedMemo {
+    speakers: Vec<SpeakerInputs>,
+    learned: Arc<BTreeMap<String, LearnedRoutes>>,
+}
+
+impl fmt::Debug for LearnedMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LearnedMemo")
+            .field("speakers", &self.speakers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An owned copy of a [`Speaker`].
+#[derive(Debug, PartialEq)]
+struct SpeakerInputs {
+    host: String,
+    running: bool,
+    bird: [Option<BirdConfig>; 2],
+    exports: Vec<IpNet>,
+}
+
+impl SpeakerInputs {
+    fn of(speaker: &Speaker<'_>) -> Self {
+        SpeakerInputs {
+            host: speaker.host.to_string(),
+            running: speaker.running,
+            bird: speaker.bird.map(|c| c.cloned()),
+            exports: speaker.exports.to_vec(),
+        }
+    }
+
+    fn describes(&self, speaker: &Speaker<'_>) -> bool {
+        self.host == speaker.host
+            && self.running == speaker.running
+            && self.bird[0].as_ref() == speaker.bird[0]
+            && self.bird[1].as_ref() == speaker.bird[1]
+            && self.exports == speaker.exports
+    }
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -136,11 +180,34 @@ impl BgpFabric {
     /// Takes the session between `a` and `b` down (both families) until healed.
     pub fn cut_session(&mut self, a: &str, b: &str) {
         self.cuts.insert(pair(a, b));
+        self.memo = None;
     }
 
     /// Lets the session between `a` and `b` come back.
     pub fn heal_session(&mut self, a: &str, b: &str) {
         self.cuts.remove(&pair(a, b));
+        self.memo = None;
+    }
+
+    /// [`BgpFabric::learned`], reusing the last answer when the speakers are the same as
+    /// then (and no session was cut or healed since): a world exchanges routes after every
+    /// round of agent steps, and most rounds change no BIRD config and no exported route,
+    /// while working the routes out is quadratic in a full mesh (comparing the speakers is
+    /// linear in the sessions).
+    pub fn learned_memo(&mut self, speakers: &[Speaker<'_>]) -> Arc<BTreeMap<String, LearnedRoutes>> {
+        if let Some(memo) = &self.memo {
+            let same = memo.speakers.len() == speakers.len()
+                && memo.speakers.iter().zip(speakers).all(|(m, s)| m.describes(s));
+            if same {
+                return Arc::clone(&memo.learned);
+            }
+        }
+        let learned = Arc::new(self.learned(speakers));
+        self.memo = Some(Arc::new(LearnedMemo {
+            speakers: speakers.iter().map(SpeakerInputs::of).collect(),
+            learned: Arc::clone(&learned),
+        }));
+        learned
     }
 
     pub fn is_cut(&self, a: &str, b: &str) -> bool {
@@ -209,11 +276,13 @@ impl BgpFabric {
                 other.host, theirs.local_as
             ));
         }
-        let reciprocal = index.peerings[family].contains(&(
-            theirs.source_address,
-            mine.source_address,
-            mine.local_as,
-        ));
+        let reciprocal = PEER_KINDS.into_iter().any(|kind| {
+            theirs.peers.contains(&BirdPeer {
+                kind,
+                ip: mine.source_address,
+                as_num: mine.local_as,
+            })
+        });
         if !reciprocal {
             return down(format!(
                 "{} does not peer with {}",
@@ -267,10 +336,12 @@ impl BgpFabric {
         adverts: &[BTreeMap<IpAddr, Vec<IpNet>>; 2],
         me: &Speaker<'_>,
     ) -> LearnedRoutes {
-        let mut routes = LearnedRoutes::new();
         if !me.running {
-            return routes;
+            return LearnedRoutes::new();
         }
+        // Gathered, then sorted once and the map built from the sorted run: a full mesh
+        // learns a route from each of N - 1 peers, on each of N hosts.
+        let mut routes: Vec<(IpNet, IpAddr)> = Vec::new();
         let mut local: BTreeSet<IpNet> = me.exports.iter().map(IpNet::trunc).collect();
         local.extend(blackholes(me));
         for (family, config) in me.bird.iter().enumerate() {
@@ -293,15 +364,15 @@ impl BgpFabric {
                     if config.overlay_pools.iter().any(|p| p.contains(&dst)) {
                         continue;
                     }
-                    let via = peer.ip;
-                    routes
-                        .entry(dst)
-                        .and_modify(|cur| *cur = (*cur).min(via))
-                        .or_insert(via);
+                    routes.push((dst, peer.ip));
                 }
             }
         }
-        routes
+        // Of several peers advertising one destination, the lowest address is the next hop:
+        // sorted by destination then next hop, the first of each destination's run.
+        routes.sort_unstable();
+        routes.dedup_by_key(|(dst, _)| *dst);
+        routes.into_iter().collect()
     }
 }
 
@@ -332,14 +403,20 @@ fn advertised<'s>(
     config.blocks.iter().copied().chain(kernel)
 }
 
-/// Speakers by the source address of their v4 and v6 BIRD, and who peers with whom, so a
-/// session's reciprocity is one lookup instead of a scan of the other side's peers.
+/// Every kind of peer: a session's reciprocity is one lookup per kind in the other side's
+/// (ordered) peers, instead of a scan of them or an index of all N² peerings of a mesh.
+const PEER_KINDS: [PeerKind; 3] = [PeerKind::Mesh, PeerKind::Global, PeerKind::Node];
+
+/// Fails to compile when a kind of peer is added, until [`PEER_KINDS`] lists it.
+const _: fn(PeerKind) = |kind| match kind {
+    PeerKind::Mesh | PeerKind::Global | PeerKind::Node => {}
+};
+
+/// Speakers by the source address of their v4 and v6 BIRD.
 struct AddressIndex<'s, 'a> {
-    /// Hashed rather than ordered: looked up twice per session, N² times in a full mesh, and
+    /// Hashed rather than ordered: looked up once per session, N² times in a full mesh, and
     /// never iterated in an order that matters.
     by_address: [HashMap<IpAddr, &'s Speaker<'a>>; 2],
-    /// (source address of the speaker `by_address` names, peer address, peer AS).
-    peerings: [HashSet<(IpAddr, IpAddr, AsNumber)>; 2],
 }
 
 impl<'s, 'a> AddressIndex<'s, 'a> {
@@ -352,17 +429,7 @@ impl<'s, 'a> AddressIndex<'s, 'a> {
                 }
             }
         }
-        let peerings = [0, 1].map(|family: usize| {
-            by_address[family]
-                .iter()
-                .filter_map(|(addr, s)| s.bird[family].map(|config| (addr, config)))
-                .flat_map(|(addr, config)| config.peers.iter().map(|p| (*addr, p.ip, p.as_num)))
-                .collect()
-        });
-        AddressIndex {
-            by_address,
-            peerings,
-        }
+        AddressIndex { by_address }
     }
 }
 
@@ -370,7 +437,7 @@ impl<'s, 'a> AddressIndex<'s, 'a> {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use calico_core::desired::BirdPeer;
+    use calico_core::model::AsNumber;
 
     use super::*;
 
@@ -444,6 +511,71 @@ mod tests {
         let stopped = fabric.learned(&speakers(false));
         assert!(stopped["host1"].is_empty());
         assert!(stopped["host2"].is_empty());
+    }
+
+    #[test]
+    fn the_memo_answers_like_learned_and_only_while_nothing_changed() {
+        let (c1, c2) = (config(2, &[3], 64511), config(3, &[2], 64511));
+        let (exports1, exports2) = ([net("192.168.1.1/32")], [net("192.168.1.2/32")]);
+        let mut c2_other_as = c2.clone();
+        c2_other_as.local_as = AsNumber(65000);
+        let speakers = |c2: &BirdConfig, running2: bool, exports2: &[IpNet]| {
+            let speakers = vec![
+                Speaker {
+                    host: "host1",
+                    running: true,
+                    bird: [Some(&c1), None],
+                    exports: &exports1,
+                },
+                Speaker {
+                    host: "host2",
+                    running: running2,
+                    bird: [Some(c2), None],
+                    exports: exports2,
+                },
+            ];
+            BgpFabric::default().learned(&speakers)
+        };
+        let mut fabric = BgpFabric::default();
+        let ask = |fabric: &mut BgpFabric, c2: &BirdConfig, running2: bool, exports2: &[IpNet]| {
+            let speakers = [
+                Speaker {
+                    host: "host1",
+                    running: true,
+                    bird: [Some(&c1), None],
+                    exports: &exports1,
+                },
+                Speaker {
+                    host: "host2",
+                    running: running2,
+                    bird: [Some(c2), None],
+                    exports: exports2,
+                },
+            ];
+            fabric.learned_memo(&speakers)
+        };
+        let first = ask(&mut fabric, &c2, true, &exports2);
+        assert_eq!(*first, speakers(&c2, true, &exports2));
+        assert!(!first["host1"].is_empty());
+        assert!(Arc::ptr_eq(&first, &ask(&mut fabric, &c2.clone(), true, &exports2)));
+        // Any change of a speaker (config, running, exports) or of the cuts is worked out anew.
+        let changes: [(&BirdConfig, bool, &[IpNet]); 3] = [
+            (&c2_other_as, true, &exports2),
+            (&c2, false, &exports2),
+            (&c2, true, &[]),
+        ];
+        for (config, running, exports) in changes {
+            let again = ask(&mut fabric, &c2, true, &exports2);
+            let changed = ask(&mut fabric, config, running, exports);
+            assert!(!Arc::ptr_eq(&again, &changed));
+            assert_eq!(*changed, speakers(config, running, exports));
+            assert_ne!(*changed, *first);
+        }
+        ask(&mut fabric, &c2, true, &exports2);
+        fabric.cut_session("host1", "host2");
+        assert!(ask(&mut fabric, &c2, true, &exports2)["host1"].is_empty());
+        fabric.heal_session("host1", "host2");
+        assert_eq!(ask(&mut fabric, &c2, true, &exports2), first);
     }
 
     #[test]

@@ -414,8 +414,9 @@ impl World {
 
     /// Every host's kernel, locked, with its name and whether its agent runs: what the BGP
     /// model reads (BIRD configs and exportable routes) without copying it.
-    fn bgp_inputs(&self) -> Vec<BgpInput<'_>> {
-        self.hosts
+    /// (Of the hosts only, so the BGP fabric can be borrowed apart.)
+    fn bgp_inputs(hosts: &BTreeMap<String, SimHost>) -> Vec<BgpInput<'_>> {
+        hosts
             .values()
             .map(|h| {
                 let kernel = h.dataplane.lock();
@@ -444,13 +445,13 @@ impl World {
     /// peers advertise, and the blackholes of its own blocks. Returns the number of routes installed, replaced or withdrawn.
     fn run_bgp(&mut self) -> Result<usize, SimError> {
         let (learned, blackholes) = {
-            let inputs = self.bgp_inputs();
+            let inputs = Self::bgp_inputs(&self.hosts);
             let speakers = speakers(&inputs);
             let blackholes: BTreeMap<String, _> = speakers
                 .iter()
                 .map(|s| (s.host.to_string(), bgp::blackholes(s)))
                 .collect();
-            (self.bgp.learned(&speakers), blackholes)
+            (self.bgp.learned_memo(&speakers), blackholes)
         };
         let mut changes = 0;
         for host in self.hosts.values().filter(|h| h.agent.is_some()) {
@@ -474,7 +475,7 @@ impl World {
     /// `UnknownHost`.
     pub fn bgp_peers(&self, host: &str) -> Result<Vec<PeerStatus>, SimError> {
         self.host(host)?;
-        let inputs = self.bgp_inputs();
+        let inputs = Self::bgp_inputs(&self.hosts);
         Ok(self.bgp.peer_table(&speakers(&inputs), host))
     }
 }
