@@ -1,7 +1,10 @@
 //! World benchmarks (a plain `fn main`, run with `cargo bench -p calico-sim --bench world`):
 //!
 //! - packet walks per second on a 100-host world (request + reply, cross-host);
-//! - time and peak memory (VmHWM) to settle worlds of N hosts with 10 workloads each.
+//! - time and peak memory (VmHWM) to settle worlds of N hosts with 10 workloads each;
+//! - then, on each settled world, one more workload added (its endpoint reaches every agent)
+//!   and settled, twice: the first change copies what the agents loaded from one shared
+//!   snapshot (copy-on-write), the second shows the steady cost of one endpoint change.
 //!
 //! Arguments: host counts to settle (default: the walks, then `100 300`), or `walks` for the
 //! walks alone. Peak memory is per process, so run one size per invocation for a clean
@@ -32,6 +35,24 @@ const POOL: &str = "10.0.0.0/8";
 fn workload_ip(h: usize, w: usize) -> Ipv4Addr {
     let offset = u32::try_from(h * BLOCK_SIZE + w + 1).unwrap_or(0);
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + offset)
+}
+
+/// CPU seconds (user + system, every thread) this process has used: on a machine shared
+/// with other builds the wall times vary with the load, this much less.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th,
+    // in USER_HZ (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) as f64 / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -133,6 +154,39 @@ async fn bench_settle(hosts: usize, unshared: bool) {
          ({} rounds, {} events, {} dataplane changes, {} bgp changes, {routes} bgp routes), peak RSS {hwm}",
         report.rounds, report.events, report.dataplane_changes, report.bgp_changes
     );
+    for (nth, label) in [(0, "first"), (1, "second")] {
+        let name = format!("extra{nth}");
+        let (wall, cpu) = (Instant::now(), cpu_secs());
+        add_workload(&mut world, 0, &name, WORKLOADS_PER_HOST + nth).await;
+        let report = world.settle().await.unwrap();
+        println!(
+            "settle: {hosts} hosts: {label} workload added and settled in {:.3} s ({:.2} s CPU, {} dataplane changes)",
+            wall.elapsed().as_secs_f64(),
+            cpu_secs() - cpu,
+            report.dataplane_changes
+        );
+    }
+}
+
+/// Adds workload `name` to `host<h>` as `build` does, with address `nth` of the host's block.
+async fn add_workload(world: &mut World, h: usize, name: &str, nth: usize) {
+    let store = world.store().clone();
+    let (host, ip) = (format!("host{h}"), host_ip(h));
+    let host = host.as_str();
+    world.add_workload(host, name).unwrap();
+    let plumbing = world.host(host).unwrap().plumbing();
+    let addr = workload_ip(h, nth);
+    let id = ops::container_add(store.as_ref(), plumbing, host, ip, name, addr)
+        .await
+        .unwrap();
+    let datastore = Datastore::new(store.clone());
+    datastore
+        .assign_ip(AssignRequest::Ip(IpAddr::V4(addr)), &id.endpoint, host)
+        .await
+        .unwrap();
+    ops::set_profiles(store.as_ref(), &id, &[PROFILE.to_string()])
+        .await
+        .unwrap();
 }
 
 fn main() {
