@@ -194,10 +194,17 @@ impl BgpFabric {
     /// round of agent steps, and most rounds change no BIRD config and no exported route,
     /// while working the routes out is quadratic in a full mesh (comparing the speakers is
     /// linear in the sessions).
-    pub fn learned_memo(&mut self, speakers: &[Speaker<'_>]) -> Arc<BTreeMap<String, LearnedRoutes>> {
+    pub fn learned_memo(
+        &mut self,
+        speakers: &[Speaker<'_>],
+    ) -> Arc<BTreeMap<String, LearnedRoutes>> {
         if let Some(memo) = &self.memo {
             let same = memo.speakers.len() == speakers.len()
-                && memo.speakers.iter().zip(speakers).all(|(m, s)| m.describes(s));
+                && memo
+                    .speakers
+                    .iter()
+                    .zip(speakers)
+                    .all(|(m, s)| m.describes(s));
             if same {
                 return Arc::clone(&memo.learned);
             }
@@ -557,7 +564,10 @@ mod tests {
         let first = ask(&mut fabric, &c2, true, &exports2);
         assert_eq!(*first, speakers(&c2, true, &exports2));
         assert!(!first["host1"].is_empty());
-        assert!(Arc::ptr_eq(&first, &ask(&mut fabric, &c2.clone(), true, &exports2)));
+        assert!(Arc::ptr_eq(
+            &first,
+            &ask(&mut fabric, &c2.clone(), true, &exports2)
+        ));
         // Any change of a speaker (config, running, exports) or of the cuts is worked out anew.
         let changes: [(&BirdConfig, bool, &[IpNet]); 3] = [
             (&c2_other_as, true, &exports2),

@@ -382,18 +382,31 @@ impl World {
     /// `NotSettled` after [`MAX_SETTLE_ROUNDS`]; agent errors as they happen.
     pub async fn settle(&mut self) -> Result<SettleReport, SimError> {
         let mut report = SettleReport::default();
+        // Whether the last exchange changed no route and no agent changed its kernel since.
+        let mut bgp_settled = false;
         for round in 1..=MAX_SETTLE_ROUNDS {
             let mut changing = Vec::new();
+            let mut kernels_changed = false;
             for (host, step) in step_agents(&mut self.hosts).await {
                 let step = step?;
                 report.events += step.events;
                 report.snapshots += usize::from(step.resnapshot);
                 report.dataplane_changes += step.changes.len();
+                kernels_changed |= step.changed();
                 if agent::busy(&step) {
                     changing.push(host);
                 }
             }
-            let bgp = self.run_bgp()?;
+            // BGP reads only the kernels, which agents run and the cuts (a settle changes
+            // neither of the last two): over unchanged kernels, an exchange after one that
+            // changed nothing changes nothing either, and costs a pass over every route of
+            // every host.
+            let bgp = if bgp_settled && !kernels_changed {
+                0
+            } else {
+                self.run_bgp()?
+            };
+            bgp_settled = bgp == 0;
             report.bgp_changes += bgp;
             if bgp > 0 {
                 changing.push("bgp".to_string());
