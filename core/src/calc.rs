@@ -135,6 +135,9 @@ struct Dirty {
     invalid: BTreeMap<String, ModelError>,
 }
 
+/// An endpoint record as the state holds it.
+type SharedEndpoint = (Arc<EndpointId>, Arc<WorkloadEndpoint>);
+
 /// What loading a [`SharedListing`] into a pristine calculator builds alike on every host:
 /// built once per listing (by a calculator for no host, to which every endpoint is remote)
 /// and cloned by each loader, which then indexes only its own endpoints.
@@ -152,7 +155,7 @@ pub(crate) struct ListingBase {
     /// Whether the listing held endpoints (the overlay's routes may change).
     endpoints: bool,
     /// The endpoints of each host, in id order.
-    by_host: HashMap<String, Vec<(Arc<EndpointId>, Arc<WorkloadEndpoint>)>>,
+    by_host: HashMap<String, Vec<SharedEndpoint>>,
 }
 
 impl ListingBase {
