@@ -35,22 +35,29 @@ fn config(
     version: IpVersion,
 ) -> BirdConfig {
     let me = state.host(host);
-    let mut peers = BTreeSet::new();
-    if state.bgp.node_mesh {
-        for (name, other) in &state.hosts {
-            let ip = match version {
-                IpVersion::V4 => other.ip_v4.map(IpAddr::V4),
-                IpVersion::V6 => other.ip_v6.map(IpAddr::V6),
-            };
-            if let Some(ip) = ip.filter(|ip| name != host && *ip != source) {
-                peers.insert(BirdPeer {
-                    kind: PeerKind::Mesh,
-                    ip,
-                    as_num: state.host_as(name),
-                });
-            }
-        }
-    }
+    // Every host builds the whole mesh: gathered, then the set built from one sorted run
+    // (hosts come in name order, not address order).
+    let mut peers: BTreeSet<BirdPeer> = if state.bgp.node_mesh {
+        state
+            .hosts
+            .iter()
+            .filter_map(|(name, other)| {
+                let ip = match version {
+                    IpVersion::V4 => other.ip_v4.map(IpAddr::V4),
+                    IpVersion::V6 => other.ip_v6.map(IpAddr::V6),
+                };
+                ip.filter(|ip| name != host && *ip != source)
+                    .map(|ip| BirdPeer {
+                        kind: PeerKind::Mesh,
+                        ip,
+                        // `state.host_as(name)`, without looking the host up again.
+                        as_num: other.as_num.unwrap_or(state.bgp.as_num),
+                    })
+            })
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     let explicit = state
         .bgp
         .peers
