@@ -160,7 +160,7 @@ async fn bench_settle(hosts: usize, unshared: bool) {
         add_workload(&mut world, 0, &name, WORKLOADS_PER_HOST + nth).await;
         let report = world.settle().await.unwrap();
         println!(
-            "settle: {hosts} hosts: {label} workload added and settled in {:.3} s ({:.2} s CPU, {} dataplane changes)",
+            "incremental: {hosts} hosts: {label} workload added and settled in {:.3} s ({:.2} s CPU, {} dataplane changes)",
             wall.elapsed().as_secs_f64(),
             cpu_secs() - cpu,
             report.dataplane_changes
