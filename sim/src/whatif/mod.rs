@@ -34,7 +34,7 @@ use std::sync::Arc;
 use calico_cli::ctl::whatif::{WhatIfOutput, WhatIfRequest};
 use calico_cli::ctl::{self, Ctl};
 use calico_core::cluster::ClusterState;
-use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
+use calico_dataplane::sim::{Detail, Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use ipnet::IpNet;
 
 pub use error::WhatIfError;
@@ -149,10 +149,34 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         .map_or(members.len(), |s| s.iter().filter(|s| s.any()).count());
     let flows = flows::flows(&members, &probes, affected.as_deref());
     let fabric = flows::Fabric::of(&world);
-    let after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows);
+    // Both halves walk for verdicts only; the few flows whose verdict changed are walked
+    // again after, in full, for the rule that decides them.
+    let brief = Detail::Verdict;
+    let mut after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows, brief);
     swap_kernels(&world, &mut saved);
-    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows);
+    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows, brief);
     swap_kernels(&world, &mut saved);
+    let changed_flows: Vec<usize> = (0..flows.len())
+        .filter(|&i| before_outcomes[i].verdict != after_outcomes[i].verdict)
+        .collect();
+    let explained = flows::explain(
+        &fabric,
+        &after,
+        &namespaces,
+        &members,
+        &flows,
+        &changed_flows,
+    );
+    for (i, outcome) in changed_flows.into_iter().zip(explained) {
+        // Same kernels, a fresh probe number: the same verdict (only conntrack could tell
+        // the two walks apart, and the fresh number keeps the first walk's entries away).
+        debug_assert_eq!(
+            outcome.verdict, after_outcomes[i].verdict,
+            "{}",
+            outcome.reason
+        );
+        after_outcomes[i].reason = outcome.reason;
+    }
     let timings = report::Timings {
         build: built,
         settle: settling,
