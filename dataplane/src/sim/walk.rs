@@ -15,7 +15,7 @@ use calico_core::iptables::{CtState, IpFamily, Table};
 use calico_core::model::MacAddr;
 
 use super::conntrack::{Classified, Direction, FlowKey};
-use super::kernel::{Kernel, LinkKind, NeighEntry, ROOT_NS};
+use super::kernel::{Kernel, Link, LinkKind, NeighEntry, ROOT_NS};
 use super::netfilter::eval::{self, PacketView, Verdict};
 use super::packet::Packet;
 use super::route::KernelRoute;
@@ -194,7 +194,7 @@ impl Walk<'_> {
         packet: Packet,
         crossings: usize,
     ) -> HostOutcome {
-        let Some(link) = self.k.link(ns, dev).cloned() else {
+        let Some(link) = self.k.link(ns, dev).map(bare) else {
             return self.drop(format!("device {dev} not found in namespace {ns}"));
         };
         match link.kind {
@@ -213,7 +213,7 @@ impl Walk<'_> {
             LinkKind::Loopback => self.drop(format!("{} routed to lo but not local", packet.dst)),
             LinkKind::Tunnel => self.tunnel_out(dev, next_hop, packet),
             LinkKind::Veth { .. } => {
-                let Some(peer) = self.k.peer(&link).cloned() else {
+                let Some(peer) = self.k.peer(&link).map(bare) else {
                     return self.drop(format!("veth {dev} has no peer"));
                 };
                 if let Err(reason) = self.neighbour(ns, &link.name, &peer, next_hop) {
@@ -600,6 +600,21 @@ impl Walk<'_> {
             .conntrack
             .confirm(ct, FlowKey::of(&arrived), FlowKey::of(&packet).reversed());
         self.egress(ROOT_NS, &dev, next_hop, packet, 0)
+    }
+}
+
+/// A copy of `link` without its addresses and sysctls, which leaving by it does not read
+/// (the kernel is asked for those): a walk copies two links per veth crossing.
+fn bare(link: &Link) -> Link {
+    Link {
+        id: link.id,
+        ns: link.ns.clone(),
+        name: link.name.clone(),
+        mac: link.mac,
+        up: link.up,
+        kind: link.kind,
+        addrs: Default::default(),
+        conf: Default::default(),
     }
 }
 

@@ -211,7 +211,7 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         (&x.src, &x.dst, x.probe, x.src_addr, x.dst_addr)
             .cmp(&(&y.src, &y.dst, y.probe, y.src_addr, y.dst_addr))
     });
-    Ok(Report {
+    let report = Report {
         command: request.command.clone(),
         command_output,
         evaluated: flows.len(),
@@ -221,7 +221,19 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         skipped,
         timings,
         matrix,
-    })
+    };
+    discard((world, saved, fabric, before, after, namespaces));
+    Ok(report)
+}
+
+/// Frees the simulated cluster on a thread of its own, so the answer does not wait for it:
+/// a big snapshot's world (every agent's calculator holds the whole cluster) takes seconds
+/// to free, about as long as the walks.
+fn discard<T: Send + 'static>(copy: T) {
+    let freeing = std::thread::Builder::new().name("what-if free".into());
+    // A thread that cannot start drops its closure, and the copy with it, right here: the
+    // wait we tried to spare, nothing worse.
+    let _ = freeing.spawn(move || drop(copy));
 }
 
 /// The before/after matrix between the endpoints with a changed flow (the first
