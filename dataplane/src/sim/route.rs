@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -118,7 +119,9 @@ impl fmt::Display for KernelRoute {
 /// The main routing table of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
-    routes: BTreeMap<IpNet, KernelRoute>,
+    /// Shared between copies until one changes: what-if copies every host's kernel (a
+    /// thousand routes each) and changes a few.
+    routes: Arc<BTreeMap<IpNet, KernelRoute>>,
     /// How many routes have each (is IPv6, prefix length): a lookup tries only the lengths
     /// present (a host has four or so) instead of all 33 (129).
     lens: BTreeMap<(bool, u8), usize>,
@@ -132,7 +135,7 @@ impl RouteTable {
     /// Like `ip route replace`: one route per destination.
     pub fn replace(&mut self, route: KernelRoute) -> Option<KernelRoute> {
         let key = route.dst.trunc();
-        let old = self.routes.insert(key, route);
+        let old = Arc::make_mut(&mut self.routes).insert(key, route);
         if old.is_none() {
             *self.lens.entry(len_key(&key)).or_default() += 1;
         }
@@ -142,7 +145,10 @@ impl RouteTable {
     /// Like `ip route del <dst>`.
     pub fn remove(&mut self, dst: &IpNet) -> Option<KernelRoute> {
         let key = dst.trunc();
-        let old = self.routes.remove(&key)?;
+        if !self.routes.contains_key(&key) {
+            return None;
+        }
+        let old = Arc::make_mut(&mut self.routes).remove(&key)?;
         self.forget_len(&key);
         Some(old)
     }
@@ -179,7 +185,10 @@ impl RouteTable {
 
     /// Renames `dev` in every route (a link rename keeps its routes).
     pub fn rename_dev(&mut self, from: &str, to: &str) {
-        for route in self.routes.values_mut() {
+        if !self.routes.values().any(|r| r.dev.as_deref() == Some(from)) {
+            return;
+        }
+        for route in Arc::make_mut(&mut self.routes).values_mut() {
             if route.dev.as_deref() == Some(from) {
                 route.dev = Some(to.to_string());
             }
@@ -277,6 +286,30 @@ mod tests {
             RouteProto::Static,
         ));
         assert_eq!(table, fresh);
+    }
+
+    #[test]
+    fn a_copy_changes_apart_from_its_original() {
+        let mut original = RouteTable::default();
+        original.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali1",
+            RouteProto::Calico,
+        ));
+        let mut copy = original.clone();
+        copy.rename_dev("cali1", "cali9");
+        copy.replace(KernelRoute::dev(
+            net("10.0.0.0/8"),
+            "eth0",
+            RouteProto::Kernel,
+        ));
+        assert_eq!(original.iter().count(), 1);
+        let dev = |t: &RouteTable| t.lookup("192.168.1.2".parse().unwrap()).cloned();
+        assert_eq!(dev(&original).and_then(|r| r.dev).as_deref(), Some("cali1"));
+        assert_eq!(dev(&copy).and_then(|r| r.dev).as_deref(), Some("cali9"));
+        original.remove(&net("192.168.1.2/32"));
+        assert_eq!(copy.iter().count(), 2);
+        assert_eq!(original.lookup("192.168.1.2".parse().unwrap()), None);
     }
 
     #[test]

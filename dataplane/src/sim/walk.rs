@@ -430,6 +430,14 @@ impl Walk<'_> {
             return Ok(());
         }
         let reverse = resolve_route(self.k, ROOT_NS, src);
+        let passes = match (&reverse, mode) {
+            (Ok((_, dev, _)), 1) => dev == iface,
+            (Ok(_), _) => true,
+            (Err(_), _) => false,
+        };
+        if passes && self.detail == Detail::Verdict {
+            return Ok(());
+        }
         let (ok, detail) = match (&reverse, mode) {
             (Ok((_, dev, _)), 1) if dev == iface => {
                 (true, format!("strict: reverse route goes out {dev}, ok"))
