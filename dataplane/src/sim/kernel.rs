@@ -114,6 +114,15 @@ fn iface_sysctl_parts(key: &str) -> Option<(&str, &str, &str, &str)> {
     Some((family, kind, iface, param))
 }
 
+/// The value of per-interface sysctl `net.<family>.<kind>.<link>.<param>`, if set.
+fn link_conf<'l>(link: &'l Link, family: &str, kind: &str, param: &str) -> Option<&'l str> {
+    let section = |s: &str| s.split_once('.') == Some((family, kind));
+    link.conf
+        .iter()
+        .find(|((s, p), _)| p == param && section(s))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A deterministic locally administered MAC from the host name and a counter.
 fn derive_mac(host: &str, n: u64) -> MacAddr {
     // FNV-1a: stable across runs and platforms.
@@ -489,12 +498,7 @@ impl Kernel {
     pub fn sysctl_str(&self, key: &str) -> Option<&str> {
         match iface_sysctl_parts(key) {
             Some((family, kind, iface, param)) => {
-                let link = self.link(ROOT_NS, iface)?;
-                let section = |s: &str| s.split_once('.') == Some((family, kind));
-                link.conf
-                    .iter()
-                    .find(|((s, p), _)| p == param && section(s))
-                    .map(|(_, v)| v.as_str())
+                link_conf(self.link(ROOT_NS, iface)?, family, kind, param)
             }
             None => self.sysctls.get(key).map(String::as_str),
         }
@@ -509,9 +513,45 @@ impl Kernel {
     pub fn rp_filter(&self, iface: &str) -> u32 {
         let num = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
         let all = num(self.sysctl_str("net.ipv4.conf.all.rp_filter"));
-        let own = self
-            .sysctl_str(&format!("net.ipv4.conf.{iface}.rp_filter"))
-            .or_else(|| self.sysctl_str("net.ipv4.conf.default.rp_filter"));
+        // Read on every forwarded packet: the interface's own value straight from its link.
+        let own = match iface {
+            "all" | "default" => self.sysctl_str(&format!("net.ipv4.conf.{iface}.rp_filter")),
+            _ => self
+                .link(ROOT_NS, iface)
+                .and_then(|link| link_conf(link, "ipv4", "conf", "rp_filter")),
+        }
+        .or_else(|| self.sysctl_str("net.ipv4.conf.default.rp_filter"));
         all.max(num(own))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rp_filter_is_the_stricter_of_all_and_the_interface_or_default() {
+        let mut k = Kernel::new("h", "eth0", None, &[]);
+        k.veth_add(ROOT_NS, "cali1", "tmp1").unwrap();
+        let set = |k: &mut Kernel, key: &str, v: &str| k.sysctl_set(key, v).unwrap();
+        set(&mut k, "net.ipv4.conf.all.rp_filter", "0");
+        set(&mut k, "net.ipv4.conf.default.rp_filter", "2");
+        assert_eq!(k.rp_filter("cali1"), 2);
+        set(&mut k, "net.ipv4.conf.cali1.rp_filter", "1");
+        assert_eq!(k.rp_filter("cali1"), 1);
+        assert_eq!(k.sysctl_str("net.ipv4.conf.cali1.rp_filter"), Some("1"));
+        assert_eq!(
+            k.sysctl_get("net.ipv4.conf.cali1.rp_filter").as_deref(),
+            Some("1")
+        );
+        // Another section's parameter of the same name is not the IPv4 one.
+        set(&mut k, "net.ipv6.conf.cali1.rp_filter", "0");
+        assert_eq!(k.rp_filter("cali1"), 1);
+        // An interface nobody has falls back to the default.
+        assert_eq!(k.rp_filter("nosuch"), 2);
+        set(&mut k, "net.ipv4.conf.all.rp_filter", "2");
+        assert_eq!(k.rp_filter("cali1"), 2);
+        assert!(k.sysctl_on("net.ipv4.conf.all.rp_filter"));
+        assert!(!k.sysctl_on("net.ipv4.ip_forward_nonexistent"));
     }
 }
