@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use calico_dataplane::sim::{
-    DecidedBy, Hop, HostOutcome, Packet, SimDataplane, Verdict as NfVerdict, L4, ROOT_NS,
+    DecidedBy, Detail, Hop, HostOutcome, Packet, SimDataplane, Verdict as NfVerdict, L4, ROOT_NS,
 };
 
 use crate::probe::{Probe, EPHEMERAL_PORT, EPHEMERAL_PORTS};
@@ -351,13 +351,28 @@ pub(crate) trait Wire {
         probe: Probe,
         request: Packet,
     ) -> Result<Walk, SimError> {
+        self.walk_with(src, dst, probe, request, Detail::Full)
+    }
+
+    /// [`Wire::walk`] keeping `detail` on every host; with [`Detail::Verdict`] the legs have
+    /// no traces and nothing is named as deciding.
+    fn walk_with(
+        &self,
+        src: Place,
+        dst: Place,
+        probe: Probe,
+        request: Packet,
+        detail: Detail,
+    ) -> Result<Walk, SimError> {
         let mut legs = Vec::new();
-        let delivered = self.carry(&src.host, &src.ns, request, Direction::Request, &mut legs)?;
+        let request_leg = (Direction::Request, detail);
+        let delivered = self.carry(&src.host, &src.ns, request, request_leg, &mut legs)?;
         let arrived = delivered.filter(|(host, ns, _)| *host == dst.host && *ns == dst.ns);
         let verdict = match arrived {
             None => Verdict::Deny,
             Some((host, ns, packet)) => {
-                let back = self.carry(&host, &ns, packet.reply(), Direction::Reply, &mut legs)?;
+                let reply_leg = (Direction::Reply, detail);
+                let back = self.carry(&host, &ns, packet.reply(), reply_leg, &mut legs)?;
                 let home = back.is_some_and(|(h, n, _)| h == src.host && n == src.ns);
                 if home {
                     Verdict::Allow
@@ -366,7 +381,10 @@ pub(crate) trait Wire {
                 }
             }
         };
-        let deciding = deciding(verdict, &legs);
+        let deciding = match detail {
+            Detail::Full => deciding(verdict, &legs),
+            Detail::Verdict => None,
+        };
         Ok(Walk {
             src,
             dst,
@@ -385,11 +403,13 @@ pub(crate) trait Wire {
         host: &str,
         ns: &str,
         packet: Packet,
-        direction: Direction,
+        (direction, detail): (Direction, Detail),
         legs: &mut Vec<Leg>,
     ) -> Result<Option<(String, String, Packet)>, SimError> {
         let mut host = host.to_string();
-        let mut outcome = self.kernel(&host)?.send_from_namespace(ns, packet);
+        let mut outcome = self
+            .kernel(&host)?
+            .send_from_namespace_with(ns, packet, detail);
         for _ in 0..MAX_WIRE_HOPS {
             let next = match &outcome {
                 HostOutcome::Delivered { ns, packet, .. } => {
@@ -414,7 +434,7 @@ pub(crate) trait Wire {
                         return Ok(None);
                     };
                     host = receiver.to_string();
-                    outcome = kernel.receive_on_wire(packet, src_mac);
+                    outcome = kernel.receive_on_wire_with(packet, src_mac, detail);
                     continue;
                 }
             };

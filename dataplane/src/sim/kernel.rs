@@ -95,6 +95,12 @@ pub struct Kernel {
 
 /// A sysctl key split into its per-interface form: `net.<section>.<iface>.<param>`.
 pub(crate) fn split_iface_sysctl(key: &str) -> Option<(String, &str, &str)> {
+    let (family, kind, iface, param) = iface_sysctl_parts(key)?;
+    Some((format!("{family}.{kind}"), iface, param))
+}
+
+/// [`split_iface_sysctl`] with the section in its two parts (`ipv4`, `conf`), copying nothing.
+fn iface_sysctl_parts(key: &str) -> Option<(&str, &str, &str, &str)> {
     let rest = key.strip_prefix("net.")?;
     let (family, rest) = rest.split_once('.')?;
     let (kind, rest) = rest.split_once('.')?;
@@ -105,7 +111,16 @@ pub(crate) fn split_iface_sysctl(key: &str) -> Option<(String, &str, &str)> {
     if matches!(iface, "all" | "default") {
         return None;
     }
-    Some((format!("{family}.{kind}"), iface, param))
+    Some((family, kind, iface, param))
+}
+
+/// The value of per-interface sysctl `net.<family>.<kind>.<link>.<param>`, if set.
+fn link_conf<'l>(link: &'l Link, family: &str, kind: &str, param: &str) -> Option<&'l str> {
+    let section = |s: &str| s.split_once('.') == Some((family, kind));
+    link.conf
+        .iter()
+        .find(|((s, p), _)| p == param && section(s))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A deterministic locally administered MAC from the host name and a counter.
@@ -476,27 +491,67 @@ impl Kernel {
 
     /// Reads a sysctl; `None` when it (or its interface) does not exist.
     pub fn sysctl_get(&self, key: &str) -> Option<String> {
-        match split_iface_sysctl(key) {
-            Some((section, iface, param)) => {
-                let link = self.link(ROOT_NS, iface)?;
-                link.conf.get(&(section, param.to_string())).cloned()
+        self.sysctl_str(key).map(str::to_string)
+    }
+
+    /// [`Kernel::sysctl_get`] without copying the value (packet walks read several a hop).
+    pub fn sysctl_str(&self, key: &str) -> Option<&str> {
+        match iface_sysctl_parts(key) {
+            Some((family, kind, iface, param)) => {
+                link_conf(self.link(ROOT_NS, iface)?, family, kind, param)
             }
-            None => self.sysctls.get(key).cloned(),
+            None => self.sysctls.get(key).map(String::as_str),
         }
     }
 
     /// Whether a 0/1 sysctl is on (absent counts as off).
     pub fn sysctl_on(&self, key: &str) -> bool {
-        self.sysctl_get(key).is_some_and(|v| v.trim() != "0")
+        self.sysctl_str(key).is_some_and(|v| v.trim() != "0")
     }
 
     /// The effective IPv4 rp_filter of a host interface: max(all, iface or default).
     pub fn rp_filter(&self, iface: &str) -> u32 {
-        let num = |v: Option<String>| v.and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
-        let all = num(self.sysctl_get("net.ipv4.conf.all.rp_filter"));
-        let own = self
-            .sysctl_get(&format!("net.ipv4.conf.{iface}.rp_filter"))
-            .or_else(|| self.sysctl_get("net.ipv4.conf.default.rp_filter"));
+        let num = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
+        let all = num(self.sysctl_str("net.ipv4.conf.all.rp_filter"));
+        // Read on every forwarded packet: the interface's own value straight from its link.
+        let own = match iface {
+            "all" | "default" => self.sysctl_str(&format!("net.ipv4.conf.{iface}.rp_filter")),
+            _ => self
+                .link(ROOT_NS, iface)
+                .and_then(|link| link_conf(link, "ipv4", "conf", "rp_filter")),
+        }
+        .or_else(|| self.sysctl_str("net.ipv4.conf.default.rp_filter"));
         all.max(num(own))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rp_filter_is_the_stricter_of_all_and_the_interface_or_default() {
+        let mut k = Kernel::new("h", "eth0", None, &[]);
+        k.veth_add(ROOT_NS, "cali1", "tmp1").unwrap();
+        let set = |k: &mut Kernel, key: &str, v: &str| k.sysctl_set(key, v).unwrap();
+        set(&mut k, "net.ipv4.conf.all.rp_filter", "0");
+        set(&mut k, "net.ipv4.conf.default.rp_filter", "2");
+        assert_eq!(k.rp_filter("cali1"), 2);
+        set(&mut k, "net.ipv4.conf.cali1.rp_filter", "1");
+        assert_eq!(k.rp_filter("cali1"), 1);
+        assert_eq!(k.sysctl_str("net.ipv4.conf.cali1.rp_filter"), Some("1"));
+        assert_eq!(
+            k.sysctl_get("net.ipv4.conf.cali1.rp_filter").as_deref(),
+            Some("1")
+        );
+        // Another section's parameter of the same name is not the IPv4 one.
+        set(&mut k, "net.ipv6.conf.cali1.rp_filter", "0");
+        assert_eq!(k.rp_filter("cali1"), 1);
+        // An interface nobody has falls back to the default.
+        assert_eq!(k.rp_filter("nosuch"), 2);
+        set(&mut k, "net.ipv4.conf.all.rp_filter", "2");
+        assert_eq!(k.rp_filter("cali1"), 2);
+        assert!(k.sysctl_on("net.ipv4.conf.all.rp_filter"));
+        assert!(!k.sysctl_on("net.ipv4.ip_forward_nonexistent"));
     }
 }

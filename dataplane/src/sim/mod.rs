@@ -39,6 +39,7 @@ pub use netfilter::eval::{DecidedBy, Decision, RuleRef, Verdict};
 pub use packet::{Inner, Packet, L4};
 pub use route::{KernelRoute, RouteProto};
 pub use trace::{Hop, HostOutcome, NeighSource};
+pub use walk::Detail;
 
 use crate::DataplaneError;
 
@@ -377,12 +378,32 @@ impl SimDataplane {
 
     /// A process in namespace `ns` (or [`ROOT_NS`] for the host) sends `packet`.
     pub fn send_from_namespace(&self, ns: &str, packet: Packet) -> HostOutcome {
-        walk::send_from_namespace(&mut self.lock(), ns, packet)
+        self.send_from_namespace_with(ns, packet, Detail::Full)
+    }
+
+    /// [`SimDataplane::send_from_namespace`], keeping `detail` of the walk.
+    pub fn send_from_namespace_with(
+        &self,
+        ns: &str,
+        packet: Packet,
+        detail: Detail,
+    ) -> HostOutcome {
+        walk::send_from_namespace(&mut self.lock(), ns, packet, detail)
     }
 
     /// A frame from `src_mac` carrying `packet` arrives on the wire interface.
     pub fn receive_on_wire(&self, packet: Packet, src_mac: MacAddr) -> HostOutcome {
-        walk::receive_on_wire(&mut self.lock(), packet, src_mac)
+        self.receive_on_wire_with(packet, src_mac, Detail::Full)
+    }
+
+    /// [`SimDataplane::receive_on_wire`], keeping `detail` of the walk.
+    pub fn receive_on_wire_with(
+        &self,
+        packet: Packet,
+        src_mac: MacAddr,
+        detail: Detail,
+    ) -> HostOutcome {
+        walk::receive_on_wire(&mut self.lock(), packet, src_mac, detail)
     }
 }
 

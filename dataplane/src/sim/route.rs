@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -118,18 +119,47 @@ impl fmt::Display for KernelRoute {
 /// The main routing table of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
-    routes: BTreeMap<IpNet, KernelRoute>,
+    /// Shared between copies until one changes: what-if copies every host's kernel (a
+    /// thousand routes each) and changes a few.
+    routes: Arc<BTreeMap<IpNet, KernelRoute>>,
+    /// How many routes have each (is IPv6, prefix length): a lookup tries only the lengths
+    /// present (a host has four or so) instead of all 33 (129).
+    lens: BTreeMap<(bool, u8), usize>,
+}
+
+fn len_key(net: &IpNet) -> (bool, u8) {
+    (matches!(net, IpNet::V6(_)), net.prefix_len())
 }
 
 impl RouteTable {
     /// Like `ip route replace`: one route per destination.
     pub fn replace(&mut self, route: KernelRoute) -> Option<KernelRoute> {
-        self.routes.insert(route.dst.trunc(), route)
+        let key = route.dst.trunc();
+        let old = Arc::make_mut(&mut self.routes).insert(key, route);
+        if old.is_none() {
+            *self.lens.entry(len_key(&key)).or_default() += 1;
+        }
+        old
     }
 
     /// Like `ip route del <dst>`.
     pub fn remove(&mut self, dst: &IpNet) -> Option<KernelRoute> {
-        self.routes.remove(&dst.trunc())
+        let key = dst.trunc();
+        if !self.routes.contains_key(&key) {
+            return None;
+        }
+        let old = Arc::make_mut(&mut self.routes).remove(&key)?;
+        self.forget_len(&key);
+        Some(old)
+    }
+
+    fn forget_len(&mut self, net: &IpNet) {
+        if let Some(count) = self.lens.get_mut(&len_key(net)) {
+            *count -= 1;
+            if *count == 0 {
+                self.lens.remove(&len_key(net));
+            }
+        }
     }
 
     pub fn get(&self, dst: &IpNet) -> Option<&KernelRoute> {
@@ -142,12 +172,23 @@ impl RouteTable {
 
     /// Drops every route through `dev` (the kernel does this when a link goes away).
     pub fn remove_dev(&mut self, dev: &str) {
-        self.routes.retain(|_, r| r.dev.as_deref() != Some(dev));
+        let gone: Vec<IpNet> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.dev.as_deref() == Some(dev))
+            .map(|(dst, _)| *dst)
+            .collect();
+        for dst in gone {
+            self.remove(&dst);
+        }
     }
 
     /// Renames `dev` in every route (a link rename keeps its routes).
     pub fn rename_dev(&mut self, from: &str, to: &str) {
-        for route in self.routes.values_mut() {
+        if !self.routes.values().any(|r| r.dev.as_deref() == Some(from)) {
+            return;
+        }
+        for route in Arc::make_mut(&mut self.routes).values_mut() {
             if route.dev.as_deref() == Some(from) {
                 route.dev = Some(to.to_string());
             }
@@ -156,8 +197,9 @@ impl RouteTable {
 
     /// Longest-prefix match.
     pub fn lookup(&self, ip: IpAddr) -> Option<&KernelRoute> {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        (0..=max).rev().find_map(|len| {
+        let v6 = ip.is_ipv6();
+        let mut present = self.lens.range((v6, 0)..=(v6, u8::MAX)).rev();
+        present.find_map(|(&(_, len), _)| {
             let net = IpNet::new(ip, len).ok()?.trunc();
             self.routes.get(&net)
         })
@@ -192,19 +234,82 @@ mod tests {
             "cali1",
             RouteProto::Calico,
         ));
-        let dev = |ip: &str| {
+        let dev = |table: &RouteTable, ip: &str| {
             table
                 .lookup(ip.parse().unwrap())
                 .and_then(|r| r.dev.clone())
         };
-        assert_eq!(dev("192.168.1.2").as_deref(), Some("cali1"));
-        assert_eq!(dev("192.168.1.3").as_deref(), Some("eth0"));
-        assert_eq!(dev("8.8.8.8"), None);
+        assert_eq!(dev(&table, "192.168.1.2").as_deref(), Some("cali1"));
+        assert_eq!(dev(&table, "192.168.1.3").as_deref(), Some("eth0"));
+        assert_eq!(dev(&table, "8.8.8.8"), None);
         assert_eq!(
             table.lookup("8.8.8.8".parse().unwrap()).map(|r| r.dst),
             Some(net("0.0.0.0/0"))
         );
         assert_eq!(table.lookup("fd00::1".parse().unwrap()), None);
+
+        // Lookups try only the prefix lengths present: removing the last route of a length
+        // (or every route of a device) must not leave it tried, nor hide what is left.
+        table.remove(&net("192.168.1.2/32"));
+        assert_eq!(dev(&table, "192.168.1.2").as_deref(), Some("eth0"));
+        table.replace(KernelRoute::dev(
+            net("fd00::/64"),
+            "eth0",
+            RouteProto::Kernel,
+        ));
+        table.remove_dev("eth0");
+        assert_eq!(
+            table.lookup("192.168.1.3".parse().unwrap()).map(|r| r.dst),
+            Some(net("0.0.0.0/0"))
+        );
+        assert_eq!(table.lookup("fd00::1".parse().unwrap()), None);
+        table.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali1",
+            RouteProto::Calico,
+        ));
+        table.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali2",
+            RouteProto::Calico,
+        ));
+        table.remove(&net("192.168.1.2/32"));
+        assert_eq!(
+            table.lookup("192.168.1.2".parse().unwrap()).map(|r| r.dst),
+            Some(net("0.0.0.0/0"))
+        );
+        let mut fresh = RouteTable::default();
+        fresh.replace(KernelRoute::via(
+            net("0.0.0.0/0"),
+            gw,
+            None,
+            RouteProto::Static,
+        ));
+        assert_eq!(table, fresh);
+    }
+
+    #[test]
+    fn a_copy_changes_apart_from_its_original() {
+        let mut original = RouteTable::default();
+        original.replace(KernelRoute::dev(
+            net("192.168.1.2/32"),
+            "cali1",
+            RouteProto::Calico,
+        ));
+        let mut copy = original.clone();
+        copy.rename_dev("cali1", "cali9");
+        copy.replace(KernelRoute::dev(
+            net("10.0.0.0/8"),
+            "eth0",
+            RouteProto::Kernel,
+        ));
+        assert_eq!(original.iter().count(), 1);
+        let dev = |t: &RouteTable| t.lookup("192.168.1.2".parse().unwrap()).cloned();
+        assert_eq!(dev(&original).and_then(|r| r.dev).as_deref(), Some("cali1"));
+        assert_eq!(dev(&copy).and_then(|r| r.dev).as_deref(), Some("cali9"));
+        original.remove(&net("192.168.1.2/32"));
+        assert_eq!(copy.iter().count(), 2);
+        assert_eq!(original.lookup("192.168.1.2".parse().unwrap()), None);
     }
 
     #[test]

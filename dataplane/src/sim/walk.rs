@@ -15,8 +15,8 @@ use calico_core::iptables::{CtState, IpFamily, Table};
 use calico_core::model::MacAddr;
 
 use super::conntrack::{Classified, Direction, FlowKey};
-use super::kernel::{Kernel, LinkKind, NeighEntry, ROOT_NS};
-use super::netfilter::eval::{evaluate, PacketView, Verdict};
+use super::kernel::{Kernel, Link, LinkKind, NeighEntry, ROOT_NS};
+use super::netfilter::eval::{self, PacketView, Verdict};
 use super::packet::Packet;
 use super::route::KernelRoute;
 use super::trace::{Hop, HostOutcome, NeighSource};
@@ -24,13 +24,32 @@ use super::trace::{Hop, HostOutcome, NeighSource};
 /// Veth crossings one walk may make (a workload namespace never forwards, so 2 suffice).
 const MAX_CROSSINGS: usize = 4;
 
+/// How much of a walk to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every hop, and each netfilter decision with its rules rendered as `iptables-save`
+    /// shows them: what explain, trace and scenario output print.
+    Full,
+    /// Only where the packet went: the outcome's trace is empty and a drop by a rule has an
+    /// empty reason. For bulk walks that count verdicts (what-if walks 10^5 flows and reads
+    /// the reason of the few whose verdict changed), where rendering the deciding rules cost
+    /// more than the walk itself.
+    Verdict,
+}
+
 /// Like a process in namespace `ns` sending `packet`.
-pub fn send_from_namespace(kernel: &mut Kernel, ns: &str, packet: Packet) -> HostOutcome {
+pub fn send_from_namespace(
+    kernel: &mut Kernel,
+    ns: &str,
+    packet: Packet,
+    detail: Detail,
+) -> HostOutcome {
     let mut walk = Walk {
         k: kernel,
         trace: Vec::new(),
+        detail,
     };
-    walk.trace.push(Hop::Enter {
+    walk.note(|| Hop::Enter {
         ns: ns.to_string(),
         iface: None,
         packet,
@@ -52,14 +71,20 @@ pub fn send_from_namespace(kernel: &mut Kernel, ns: &str, packet: Packet) -> Hos
 }
 
 /// Like a frame from `src_mac` arriving on the host's wire interface.
-pub fn receive_on_wire(kernel: &mut Kernel, packet: Packet, src_mac: MacAddr) -> HostOutcome {
+pub fn receive_on_wire(
+    kernel: &mut Kernel,
+    packet: Packet,
+    src_mac: MacAddr,
+    detail: Detail,
+) -> HostOutcome {
     let wire = kernel.wire.clone();
     let mut walk = Walk {
         k: kernel,
         trace: Vec::new(),
+        detail,
     };
     if !walk.k.link(ROOT_NS, &wire).is_some_and(|l| l.up) {
-        walk.trace.push(Hop::Enter {
+        walk.note(|| Hop::Enter {
             ns: ROOT_NS.to_string(),
             iface: Some(wire.clone()),
             packet,
@@ -72,6 +97,7 @@ pub fn receive_on_wire(kernel: &mut Kernel, packet: Packet, src_mac: MacAddr) ->
 struct Walk<'k> {
     k: &'k mut Kernel,
     trace: Vec<Hop>,
+    detail: Detail,
 }
 
 fn tid(family: IpFamily, table: Table) -> TableId {
@@ -79,8 +105,15 @@ fn tid(family: IpFamily, table: Table) -> TableId {
 }
 
 impl Walk<'_> {
+    /// Records a hop, built only when the walk keeps its trace.
+    fn note(&mut self, hop: impl FnOnce() -> Hop) {
+        if self.detail == Detail::Full {
+            self.trace.push(hop());
+        }
+    }
+
     fn drop(mut self, reason: String) -> HostOutcome {
-        self.trace.push(Hop::End {
+        self.note(|| Hop::End {
             detail: format!("dropped: {reason}"),
         });
         HostOutcome::Dropped {
@@ -93,12 +126,12 @@ impl Walk<'_> {
         if ns == ROOT_NS && packet.inner.is_some() {
             return self.tunnel_in(packet);
         }
-        self.trace.push(Hop::Local {
+        self.note(|| Hop::Local {
             ns: ns.to_string(),
             dst: packet.dst,
             iface: iface.to_string(),
         });
-        self.trace.push(Hop::End {
+        self.note(|| Hop::End {
             detail: format!("delivered to {} in namespace {ns} on {iface}", packet.dst),
         });
         HostOutcome::Delivered {
@@ -114,7 +147,7 @@ impl Walk<'_> {
     fn tunnel_out(mut self, dev: &str, next_hop: IpAddr, packet: Packet) -> HostOutcome {
         match super::tunnel::encapsulate(self.k, dev, next_hop, &packet) {
             Ok((outer, detail)) => {
-                self.trace.push(Hop::Tunnel { detail });
+                self.note(|| Hop::Tunnel { detail });
                 self.host_output(outer)
             }
             Err(reason) => self.drop(reason),
@@ -126,7 +159,7 @@ impl Walk<'_> {
     fn tunnel_in(mut self, outer: Packet) -> HostOutcome {
         match super::tunnel::decapsulate(self.k, &outer) {
             Ok((dev, inner)) => {
-                self.trace.push(Hop::Tunnel {
+                self.note(|| Hop::Tunnel {
                     detail: format!("decapsulated by {dev}"),
                 });
                 self.ingress(ROOT_NS, &dev, MacAddr([0; 6]), inner, 0)
@@ -138,7 +171,7 @@ impl Walk<'_> {
     /// Route lookup in `ns`: (egress device, next hop), recorded in the trace.
     fn route(&mut self, ns: &str, dst: IpAddr) -> Result<(String, IpAddr), String> {
         let (route, dev, next_hop) = resolve_route(self.k, ns, dst)?;
-        self.trace.push(Hop::Route {
+        self.note(|| Hop::Route {
             ns: ns.to_string(),
             dst,
             route,
@@ -161,12 +194,12 @@ impl Walk<'_> {
         packet: Packet,
         crossings: usize,
     ) -> HostOutcome {
-        let Some(link) = self.k.link(ns, dev).cloned() else {
+        let Some(link) = self.k.link(ns, dev).map(bare) else {
             return self.drop(format!("device {dev} not found in namespace {ns}"));
         };
         match link.kind {
             LinkKind::Wire => {
-                self.trace.push(Hop::End {
+                self.note(|| Hop::End {
                     detail: format!("transmitted on {dev} towards {next_hop}"),
                 });
                 HostOutcome::Transmitted {
@@ -180,7 +213,7 @@ impl Walk<'_> {
             LinkKind::Loopback => self.drop(format!("{} routed to lo but not local", packet.dst)),
             LinkKind::Tunnel => self.tunnel_out(dev, next_hop, packet),
             LinkKind::Veth { .. } => {
-                let Some(peer) = self.k.peer(&link).cloned() else {
+                let Some(peer) = self.k.peer(&link).map(bare) else {
                     return self.drop(format!("veth {dev} has no peer"));
                 };
                 if let Err(reason) = self.neighbour(ns, &link.name, &peer, next_hop) {
@@ -192,7 +225,7 @@ impl Walk<'_> {
                 if crossings >= MAX_CROSSINGS {
                     return self.drop("too many veth crossings (a routing loop)".to_string());
                 }
-                self.trace.push(Hop::Veth {
+                self.note(|| Hop::Veth {
                     from_ns: ns.to_string(),
                     from_iface: dev.to_string(),
                     to_ns: peer.ns.clone(),
@@ -240,7 +273,7 @@ impl Walk<'_> {
                 (peer.mac, source)
             }
         };
-        self.trace.push(Hop::Neighbour {
+        self.note(|| Hop::Neighbour {
             ns: ns.to_string(),
             dev: dev.to_string(),
             ip,
@@ -308,7 +341,7 @@ impl Walk<'_> {
         packet: Packet,
         crossings: usize,
     ) -> HostOutcome {
-        self.trace.push(Hop::Enter {
+        self.note(|| Hop::Enter {
             ns: ns.to_string(),
             iface: Some(iface.to_string()),
             packet,
@@ -340,7 +373,7 @@ impl Walk<'_> {
             if let (Direction::Reply, Some(flow)) = (dir, self.k.conntrack.flow(id)) {
                 let (src, dst) = (flow.original.dst, flow.original.src);
                 if packet.dst != dst {
-                    self.trace.push(Hop::Nat {
+                    self.note(|| Hop::Nat {
                         detail: format!("reply: destination {} back to {dst}", packet.dst),
                     });
                     packet.dst = dst;
@@ -348,7 +381,7 @@ impl Walk<'_> {
                 }
             }
         }
-        self.trace.push(Hop::Conntrack {
+        self.note(|| Hop::Conntrack {
             state: ct.state,
             note,
         });
@@ -367,15 +400,23 @@ impl Walk<'_> {
         let Some(nf) = self.k.netfilter.tables.get(&id) else {
             return Ok(Verdict::Accept);
         };
-        let decision = evaluate(id, nf, chain, view, &self.k.ipsets, *mark);
+        if self.detail == Detail::Verdict {
+            let (verdict, after) = eval::verdict(nf, chain, view, &self.k.ipsets, *mark);
+            *mark = after;
+            return match verdict {
+                Verdict::Drop => Err(String::new()),
+                other => Ok(other),
+            };
+        }
+        let decision = eval::evaluate(id, nf, chain, view, &self.k.ipsets, *mark);
         *mark = decision.mark;
         let verdict = decision.verdict;
-        let summary = decision.to_string();
+        // The summary is the drop reason; an accept's decision is in the trace already.
+        let summary = (verdict == Verdict::Drop).then(|| decision.to_string());
         self.trace.push(Hop::Netfilter(decision));
-        if verdict == Verdict::Drop {
-            Err(summary)
-        } else {
-            Ok(verdict)
+        match summary {
+            Some(summary) => Err(summary),
+            None => Ok(verdict),
         }
     }
 
@@ -389,6 +430,14 @@ impl Walk<'_> {
             return Ok(());
         }
         let reverse = resolve_route(self.k, ROOT_NS, src);
+        let passes = match (&reverse, mode) {
+            (Ok((_, dev, _)), 1) => dev == iface,
+            (Ok(_), _) => true,
+            (Err(_), _) => false,
+        };
+        if passes && self.detail == Detail::Verdict {
+            return Ok(());
+        }
         let (ok, detail) = match (&reverse, mode) {
             (Ok((_, dev, _)), 1) if dev == iface => {
                 (true, format!("strict: reverse route goes out {dev}, ok"))
@@ -400,7 +449,7 @@ impl Walk<'_> {
             (Ok((_, dev, _)), _) => (true, format!("loose: reverse route out {dev}, ok")),
             (Err(_), _) => (false, format!("no reverse route to {src}")),
         };
-        self.trace.push(Hop::RpFilter {
+        self.note(|| Hop::RpFilter {
             iface: iface.to_string(),
             src,
             detail: detail.clone(),
@@ -513,7 +562,7 @@ impl Walk<'_> {
                 .and_then(|l| l.addrs.iter().find(|a| a.addr().is_ipv4() == want_v4))
                 .map(|a| a.addr())
                 .ok_or_else(|| format!("MASQUERADE: {dev} has no address of the family"))?;
-            self.trace.push(Hop::Nat {
+            self.note(|| Hop::Nat {
                 detail: format!("MASQUERADE source {} to {addr} ({dev})", packet.src),
             });
             packet.src = addr;
@@ -559,6 +608,21 @@ impl Walk<'_> {
             .conntrack
             .confirm(ct, FlowKey::of(&arrived), FlowKey::of(&packet).reversed());
         self.egress(ROOT_NS, &dev, next_hop, packet, 0)
+    }
+}
+
+/// A copy of `link` without its addresses and sysctls, which leaving by it does not read
+/// (the kernel is asked for those): a walk copies two links per veth crossing.
+fn bare(link: &Link) -> Link {
+    Link {
+        id: link.id,
+        ns: link.ns.clone(),
+        name: link.name.clone(),
+        mac: link.mac,
+        up: link.up,
+        kind: link.kind,
+        addrs: Default::default(),
+        conf: Default::default(),
     }
 }
 

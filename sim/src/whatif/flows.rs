@@ -10,8 +10,9 @@ use calico_core::model::{EndpointId, Protocol};
 
 use super::affected::Sides;
 use super::build::{addresses, Namespaces};
-use calico_dataplane::sim::{SimDataplane, ROOT_NS};
+use calico_dataplane::sim::{Detail, SimDataplane, ROOT_NS};
 
+use crate::probe::EPHEMERAL_PORTS;
 use crate::walk::{probe_packet, Place, Walk, Wire};
 use crate::{Probe, SimError, Verdict, World};
 
@@ -48,7 +49,8 @@ pub struct Flow {
     pub probe: Probe,
 }
 
-/// What one walk found: the verdict and what decided it.
+/// What one walk found: the verdict and what decided it (empty when walked for the verdict
+/// only, [`Detail::Verdict`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub verdict: Verdict,
@@ -245,7 +247,8 @@ impl Fabric {
         fabric
     }
 
-    /// Walks `probe` between resolved places as probe number `seq` (see [`probe_packet`]).
+    /// Walks `probe` between resolved places as probe number `seq` (see [`probe_packet`]),
+    /// keeping `detail` of it.
     ///
     /// # Errors
     /// As [`World::send`](crate::World::send), for a walk that cannot proceed.
@@ -255,9 +258,10 @@ impl Fabric {
         dst: Place,
         probe: Probe,
         seq: u64,
+        detail: Detail,
     ) -> Result<Walk, SimError> {
         let request = probe_packet(probe, src.addr, dst.addr, seq);
-        self.walk(src, dst, probe, request)
+        self.walk_with(src, dst, probe, request, detail)
     }
 }
 
@@ -275,14 +279,75 @@ impl Wire for Fabric {
 }
 
 /// Walks each flow over `fabric`, whose endpoints are those of `state` (namespaces from
-/// `namespaces`), flow `i` as probe number `i`. A source endpoint that does not exist in
-/// `state` sends nothing (deny); a destination that does not exist is an address nobody holds.
+/// `namespaces`), flow `i` as probe number `i`, keeping `detail`. A source endpoint that does
+/// not exist in `state` sends nothing (deny); a destination that does not exist is an address
+/// nobody holds.
 pub fn evaluate(
     fabric: &Fabric,
     state: &ClusterState,
     namespaces: &Namespaces,
     members: &[Member],
     flows: &[Flow],
+    detail: Detail,
+) -> Vec<Outcome> {
+    walk_flows(
+        fabric,
+        state,
+        namespaces,
+        members,
+        flows,
+        &|i| i as u64,
+        detail,
+    )
+}
+
+/// The flows at `indices` of `flows` (which [`evaluate`] walked over the same `fabric`)
+/// walked again with every detail, for their reasons. Each goes as a new probe number: under
+/// its first number conntrack would take it for the flow its first walk opened.
+pub fn explain(
+    fabric: &Fabric,
+    state: &ClusterState,
+    namespaces: &Namespaces,
+    members: &[Member],
+    flows: &[Flow],
+    indices: &[usize],
+) -> Vec<Outcome> {
+    let again: Vec<Flow> = indices.iter().map(|&i| flows[i]).collect();
+    let offset = fresh_offset(flows.len() as u64);
+    let seq = |k: usize| indices[k] as u64 + offset;
+    walk_flows(
+        fabric,
+        state,
+        namespaces,
+        members,
+        &again,
+        &seq,
+        Detail::Full,
+    )
+}
+
+/// The smallest offset of at least `n` that moves every probe number to a different echo
+/// identifier and ephemeral port (see [`probe_packet`]): a multiple of either span would give
+/// a flow its first walk's packet back.
+fn fresh_offset(n: u64) -> u64 {
+    let ports = u64::from(EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start()) + 1;
+    let echo_ids = u64::from(u16::MAX) + 1;
+    let mut offset = n.max(1);
+    while offset % ports == 0 || offset % echo_ids == 0 {
+        offset += 1;
+    }
+    offset
+}
+
+/// [`evaluate`] with flow `i` as probe number `seq(i)`.
+fn walk_flows(
+    fabric: &Fabric,
+    state: &ClusterState,
+    namespaces: &Namespaces,
+    members: &[Member],
+    flows: &[Flow],
+    seq: &(dyn Fn(usize) -> u64 + Sync),
+    detail: Detail,
 ) -> Vec<Outcome> {
     // Each member's host and namespace in this state, looked up once.
     let homes: Vec<Option<(String, String)>> = members
@@ -309,7 +374,7 @@ pub fn evaluate(
             addr,
         })
     };
-    let walk = |seq: usize, flow: &Flow| {
+    let walk = |i: usize, flow: &Flow| {
         let Some(src) = place(flow.src, flow.src_addr) else {
             return Outcome {
                 verdict: Verdict::Deny,
@@ -322,12 +387,15 @@ pub fn evaluate(
             ns: String::new(),
             addr: flow.dst_addr,
         });
-        match fabric.walk_probe(src, dst, flow.probe, seq as u64) {
+        match fabric.walk_probe(src, dst, flow.probe, seq(i), detail) {
             Ok(walk) => Outcome {
                 verdict: walk.verdict,
-                reason: walk
-                    .deciding
-                    .unwrap_or_else(|| "no rule on the way decided".into()),
+                reason: match detail {
+                    Detail::Full => walk
+                        .deciding
+                        .unwrap_or_else(|| "no rule on the way decided".into()),
+                    Detail::Verdict => String::new(),
+                },
             },
             Err(err) => Outcome {
                 verdict: Verdict::Deny,
@@ -373,6 +441,31 @@ fn walk_all(flows: &[Flow], walk: &(impl Fn(usize, &Flow) -> Outcome + Sync)) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_offset_changes_every_echo_identifier_and_ephemeral_port() {
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for n in [
+            0,
+            1,
+            7,
+            20_000,
+            65_536,
+            99_990,
+            40_000 * 65_536 / 16,
+            1_310_720_000,
+        ] {
+            let offset = fresh_offset(n);
+            assert!(offset >= n, "{n}: {offset}");
+            for seq in [0, 1, 12_345, 99_989] {
+                for probe in [Probe::ping(), Probe::tcp(80)] {
+                    let first = probe_packet(probe, a, b, seq);
+                    let again = probe_packet(probe, a, b, seq + offset);
+                    assert_ne!(first, again, "{n}: {seq} {probe}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn split_walks_come_back_in_flow_order_with_their_own_numbers() {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use calico_cli::ctl::whatif::{WhatIfOutput, WhatIfRequest};
 use calico_cli::ctl::{self, Ctl};
 use calico_core::cluster::ClusterState;
-use calico_dataplane::sim::{Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
+use calico_dataplane::sim::{Detail, Kernel, RouteProto, SimDataplane, WireConfig, ROOT_NS};
 use ipnet::IpNet;
 
 pub use error::WhatIfError;
@@ -149,10 +149,34 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         .map_or(members.len(), |s| s.iter().filter(|s| s.any()).count());
     let flows = flows::flows(&members, &probes, affected.as_deref());
     let fabric = flows::Fabric::of(&world);
-    let after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows);
+    // Both halves walk for verdicts only; the few flows whose verdict changed are walked
+    // again after, in full, for the rule that decides them.
+    let brief = Detail::Verdict;
+    let mut after_outcomes = flows::evaluate(&fabric, &after, &namespaces, &members, &flows, brief);
     swap_kernels(&world, &mut saved);
-    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows);
+    let before_outcomes = flows::evaluate(&fabric, &before, &namespaces, &members, &flows, brief);
     swap_kernels(&world, &mut saved);
+    let changed_flows: Vec<usize> = (0..flows.len())
+        .filter(|&i| before_outcomes[i].verdict != after_outcomes[i].verdict)
+        .collect();
+    let explained = flows::explain(
+        &fabric,
+        &after,
+        &namespaces,
+        &members,
+        &flows,
+        &changed_flows,
+    );
+    for (i, outcome) in changed_flows.into_iter().zip(explained) {
+        // Same kernels, a fresh probe number: the same verdict (only conntrack could tell
+        // the two walks apart, and the fresh number keeps the first walk's entries away).
+        debug_assert_eq!(
+            outcome.verdict, after_outcomes[i].verdict,
+            "{}",
+            outcome.reason
+        );
+        after_outcomes[i].reason = outcome.reason;
+    }
     let timings = report::Timings {
         build: built,
         settle: settling,
@@ -187,7 +211,7 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         (&x.src, &x.dst, x.probe, x.src_addr, x.dst_addr)
             .cmp(&(&y.src, &y.dst, y.probe, y.src_addr, y.dst_addr))
     });
-    Ok(Report {
+    let report = Report {
         command: request.command.clone(),
         command_output,
         evaluated: flows.len(),
@@ -197,7 +221,19 @@ pub async fn evaluate(request: &WhatIfRequest, scope: Scope) -> Result<Report, W
         skipped,
         timings,
         matrix,
-    })
+    };
+    discard((world, saved, fabric, before, after, namespaces));
+    Ok(report)
+}
+
+/// Frees the simulated cluster on a thread of its own, so the answer does not wait for it:
+/// a big snapshot's world (every agent's calculator holds the whole cluster) takes seconds
+/// to free, about as long as the walks.
+fn discard<T: Send + 'static>(copy: T) {
+    let freeing = std::thread::Builder::new().name("what-if free".into());
+    // A thread that cannot start drops its closure, and the copy with it, right here: the
+    // wait we tried to spare, nothing worse.
+    let _ = freeing.spawn(move || drop(copy));
 }
 
 /// The before/after matrix between the endpoints with a changed flow (the first
@@ -336,12 +372,28 @@ fn running(world: &World) -> BTreeSet<String> {
         .collect()
 }
 
-/// A copy of every host's kernel as it is now.
+/// A copy of every host's kernel as it is now, copied on every core (a big snapshot's
+/// kernels hold a million routes).
 fn save_kernels(world: &World) -> BTreeMap<String, Kernel> {
-    world
-        .hosts()
-        .map(|h| (h.name().to_string(), h.dataplane().lock().clone()))
-        .collect()
+    let hosts: Vec<(&str, &SimDataplane)> =
+        world.hosts().map(|h| (h.name(), h.dataplane())).collect();
+    let copy = |part: &[(&str, &SimDataplane)]| -> Vec<(String, Kernel)> {
+        part.iter()
+            .map(|(name, dataplane)| (name.to_string(), dataplane.lock().clone()))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = hosts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let copying: Vec<_> = hosts
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || copy(part)))
+            .collect();
+        copying
+            .into_iter()
+            .flat_map(|c| c.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Exchanges every host's kernel with its saved copy (twice restores).
@@ -373,7 +425,15 @@ fn bgp_changes(world: &World, saved: &BTreeMap<String, Kernel>) -> BTreeSet<IpNe
         let Some(old) = saved.get(host.name()) else {
             continue;
         };
-        let (old, new) = (learnt(old), learnt(&host.dataplane().lock()));
+        let now = host.dataplane().lock();
+        // Route tables share their routes with the copy put aside until one changes, so an
+        // untouched table compares equal at once.
+        if let (Ok(was), Ok(is)) = (old.ns(ROOT_NS), now.ns(ROOT_NS)) {
+            if was.routes == is.routes {
+                continue;
+            }
+        }
+        let (old, new) = (learnt(old), learnt(&now));
         out.extend(old.symmetric_difference(&new).map(|(dst, _)| *dst));
     }
     out

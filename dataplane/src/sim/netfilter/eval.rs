@@ -137,134 +137,179 @@ pub fn evaluate(
     ipsets: &BTreeMap<String, IpSet>,
     mark: u32,
 ) -> Decision {
-    let mut mark = mark;
-    let mut path = vec![hook.to_string()];
-    let mut frames: Vec<(String, usize)> = vec![(hook.to_string(), 0)];
-    let mut returned_by = None;
-    let mut policy_rule: Option<String> = None;
-    let policy = table
-        .chains
-        .get(hook)
-        .and_then(|c| c.policy)
-        .unwrap_or(Policy::Accept);
-    let done = |verdict, decided_by, path, mark, policy_rule| Decision {
+    let mut path = Vec::new();
+    let run = run(table, hook, view, ipsets, mark, Some(&mut path));
+    let decided_by = match run.ending {
+        Ending::Rule(at) => DecidedBy::Rule(at.rule_ref(id)),
+        Ending::Policy(returned_by) => DecidedBy::Policy {
+            chain: hook.to_string(),
+            returned_by: returned_by.map(|at| at.rule_ref(id)),
+        },
+        Ending::Broken(reason) => DecidedBy::Broken { reason },
+    };
+    Decision {
         table: id,
         hook: hook.to_string(),
-        verdict,
+        verdict: run.verdict,
         decided_by,
-        path,
+        path: path.into_iter().map(str::to_string).collect(),
+        mark: run.mark,
+        policy_rule: run.policy_rule.map(str::to_string),
+    }
+}
+
+/// [`evaluate`]'s verdict and mark alone, for walks that only count verdicts: nothing is
+/// rendered or copied out of the table.
+pub fn verdict(
+    table: &NfTable,
+    hook: &str,
+    view: &PacketView<'_>,
+    ipsets: &BTreeMap<String, IpSet>,
+    mark: u32,
+) -> (Verdict, u32) {
+    let run = run(table, hook, view, ipsets, mark, None);
+    (run.verdict, run.mark)
+}
+
+/// A rule located in the table being run: its chain, the chain's rules and its 1-based
+/// position.
+#[derive(Clone, Copy)]
+struct At<'t> {
+    chain: &'t str,
+    rules: &'t [Rule],
+    position: usize,
+}
+
+impl At<'_> {
+    fn rule_ref(&self, id: TableId) -> RuleRef {
+        RuleRef {
+            table: id,
+            chain: self.chain.to_string(),
+            position: self.position,
+            line: rendered_line(self.chain, self.rules, self.position),
+            comment: self.rules[self.position - 1].comment.clone(),
+        }
+    }
+}
+
+/// How a run ended, borrowing from the table (see [`DecidedBy`]).
+enum Ending<'t> {
+    Rule(At<'t>),
+    Policy(Option<At<'t>>),
+    Broken(String),
+}
+
+struct Run<'t> {
+    verdict: Verdict,
+    ending: Ending<'t>,
+    mark: u32,
+    policy_rule: Option<&'t str>,
+}
+
+/// The evaluation itself, copying nothing: frames and the path borrow the table's chain
+/// names, and each frame holds its chain's rules (looked up once, on the jump). `path`, when
+/// given, receives the chains entered.
+fn run<'t>(
+    table: &'t NfTable,
+    hook: &'t str,
+    view: &PacketView<'_>,
+    ipsets: &BTreeMap<String, IpSet>,
+    mut mark: u32,
+    mut path: Option<&mut Vec<&'t str>>,
+) -> Run<'t> {
+    let broken = |reason, mark| Run {
+        verdict: Verdict::Drop,
+        ending: Ending::Broken(reason),
         mark,
-        policy_rule,
+        policy_rule: None,
     };
-    let by_policy = |returned_by: Option<RuleRef>| DecidedBy::Policy {
-        chain: hook.to_string(),
-        returned_by,
+    let mut enter = |name: &'t str| {
+        if let Some(path) = path.as_deref_mut() {
+            path.push(name);
+        }
+        table.chains.get_key_value(name)
     };
-    let policy_verdict = match policy {
+    let Some((hook_name, builtin)) = enter(hook) else {
+        return broken(format!("chain {hook} does not exist"), mark);
+    };
+    let policy_verdict = match builtin.policy.unwrap_or(Policy::Accept) {
         Policy::Accept => Verdict::Accept,
         Policy::Drop => Verdict::Drop,
     };
+    let mut frames: Vec<(&'t str, &'t [Rule], usize)> = Vec::with_capacity(8);
+    frames.push((hook_name, &builtin.rules, 0));
+    let mut returned_by = None;
+    let mut policy_rule: Option<&'t str> = None;
+    let by_policy = |returned_by, mark, policy_rule| Run {
+        verdict: policy_verdict,
+        ending: Ending::Policy(returned_by),
+        mark,
+        policy_rule,
+    };
     for _ in 0..MAX_STEPS {
-        let Some((chain_name, idx)) = frames.last_mut() else {
+        let Some((chain, rules, idx)) = frames.last_mut() else {
             break;
         };
-        let Some(chain) = table.chains.get(chain_name.as_str()) else {
-            let reason = format!("chain {chain_name} does not exist");
-            return done(
-                Verdict::Drop,
-                DecidedBy::Broken { reason },
-                path,
-                mark,
-                None,
-            );
-        };
-        let Some(rule) = chain.rules.get(*idx) else {
+        let (chain, rules) = (*chain, *rules);
+        let Some(rule) = rules.get(*idx) else {
             if frames.len() == 1 {
-                return done(
-                    policy_verdict,
-                    by_policy(returned_by),
-                    path,
-                    mark,
-                    policy_rule,
-                );
+                return by_policy(returned_by, mark, policy_rule);
             }
             frames.pop();
             continue;
         };
         *idx += 1;
-        let position = *idx;
+        let at = At {
+            chain,
+            rules,
+            position: *idx,
+        };
         if !rule_matches(rule, view, ipsets, mark) {
             continue;
         }
-        let chain_name = chain_name.clone();
-        let rule_ref = || RuleRef {
-            table: id,
-            chain: chain_name.clone(),
-            position,
-            line: rendered_line(&chain_name, &chain.rules, position),
-            comment: rule.comment.clone(),
+        let decided = |verdict, policy_rule| Run {
+            verdict,
+            ending: Ending::Rule(at),
+            mark,
+            policy_rule,
         };
         match &rule.target {
-            Target::Accept => {
-                return done(
-                    Verdict::Accept,
-                    DecidedBy::Rule(rule_ref()),
-                    path,
-                    mark,
-                    policy_rule,
-                )
-            }
-            Target::Drop => {
-                return done(Verdict::Drop, DecidedBy::Rule(rule_ref()), path, mark, None)
-            }
-            Target::Masquerade => {
-                return done(
-                    Verdict::Masquerade,
-                    DecidedBy::Rule(rule_ref()),
-                    path,
-                    mark,
-                    None,
-                )
-            }
+            Target::Accept => return decided(Verdict::Accept, policy_rule),
+            Target::Drop => return decided(Verdict::Drop, None),
+            Target::Masquerade => return decided(Verdict::Masquerade, None),
             Target::Return => {
                 // Allow rules of selector policies RETURN with the accept mark, commented
                 // `policy <name> rule <n>` by the compiler: remember the one that decided.
                 let named = |c: &&str| c.starts_with("policy ") && c.contains(" rule ");
                 if let Some(c) = rule.comment.as_deref().filter(named) {
-                    policy_rule = Some(c.to_string());
+                    policy_rule = Some(c);
                 }
-                returned_by = Some(rule_ref());
+                returned_by = Some(at);
                 if frames.len() == 1 {
-                    return done(
-                        policy_verdict,
-                        by_policy(returned_by),
-                        path,
-                        mark,
-                        policy_rule,
-                    );
+                    return by_policy(returned_by, mark, policy_rule);
                 }
                 frames.pop();
             }
             Target::Jump(next) => {
-                path.push(next.clone());
-                frames.push((next.clone(), 0));
+                let Some((name, chain)) = enter(next) else {
+                    return broken(format!("chain {next} does not exist"), mark);
+                };
+                frames.push((name, &chain.rules, 0));
             }
             Target::Goto(next) => {
-                path.push(next.clone());
+                let Some((name, chain)) = enter(next) else {
+                    return broken(format!("chain {next} does not exist"), mark);
+                };
                 if let Some(top) = frames.last_mut() {
-                    *top = (next.clone(), 0);
+                    *top = (name, &chain.rules, 0);
                 }
             }
             Target::SetMark { value, mask } => mark = (mark & !mask) ^ value,
         }
     }
-    let reason = format!("gave up after {MAX_STEPS} rules (a jump loop?)");
-    done(
-        Verdict::Drop,
-        DecidedBy::Broken { reason },
-        path,
+    broken(
+        format!("gave up after {MAX_STEPS} rules (a jump loop?)"),
         mark,
-        None,
     )
 }
 
