@@ -13,8 +13,9 @@
 //! the proposed command runs with calicoctl's own code on the copy → each agent steps until
 //! quiet, reporting what its calculator changed, then BGP settles ("after") →
 //! [`affected::endpoints`] → the flows from an end affected outbound or to one affected
-//! inbound are walked after, then with the kernels put aside swapped back in, before → the
-//! flows whose verdict differs.
+//! inbound are walked after, then with the kernels put aside swapped back in, before, for
+//! their verdicts only → the flows whose verdict differs, walked after once more in full for
+//! the rule that decides them.
 //!
 //! Policies and resource files need no machinery of their own: a proposed `apply -f` runs
 //! through `calico_cli::ctl` like any command (its file travels in the request's `stdin`),
