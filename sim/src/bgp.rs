@@ -520,6 +520,30 @@ mod tests {
         assert!(stopped["host2"].is_empty());
     }
 
+    /// host1, running with `c1`, and host2 as given.
+    fn pair<'a>(
+        c1: &'a BirdConfig,
+        exports1: &'a [IpNet],
+        c2: &'a BirdConfig,
+        running2: bool,
+        exports2: &'a [IpNet],
+    ) -> [Speaker<'a>; 2] {
+        [
+            Speaker {
+                host: "host1",
+                running: true,
+                bird: [Some(c1), None],
+                exports: exports1,
+            },
+            Speaker {
+                host: "host2",
+                running: running2,
+                bird: [Some(c2), None],
+                exports: exports2,
+            },
+        ]
+    }
+
     #[test]
     fn the_memo_answers_like_learned_and_only_while_nothing_changed() {
         let (c1, c2) = (config(2, &[3], 64511), config(3, &[2], 64511));
@@ -527,39 +551,11 @@ mod tests {
         let mut c2_other_as = c2.clone();
         c2_other_as.local_as = AsNumber(65000);
         let speakers = |c2: &BirdConfig, running2: bool, exports2: &[IpNet]| {
-            let speakers = vec![
-                Speaker {
-                    host: "host1",
-                    running: true,
-                    bird: [Some(&c1), None],
-                    exports: &exports1,
-                },
-                Speaker {
-                    host: "host2",
-                    running: running2,
-                    bird: [Some(c2), None],
-                    exports: exports2,
-                },
-            ];
-            BgpFabric::default().learned(&speakers)
+            BgpFabric::default().learned(&pair(&c1, &exports1, c2, running2, exports2))
         };
         let mut fabric = BgpFabric::default();
         let ask = |fabric: &mut BgpFabric, c2: &BirdConfig, running2: bool, exports2: &[IpNet]| {
-            let speakers = [
-                Speaker {
-                    host: "host1",
-                    running: true,
-                    bird: [Some(&c1), None],
-                    exports: &exports1,
-                },
-                Speaker {
-                    host: "host2",
-                    running: running2,
-                    bird: [Some(c2), None],
-                    exports: exports2,
-                },
-            ];
-            fabric.learned_memo(&speakers)
+            fabric.learned_memo(&pair(&c1, &exports1, c2, running2, exports2))
         };
         let first = ask(&mut fabric, &c2, true, &exports2);
         assert_eq!(*first, speakers(&c2, true, &exports2));

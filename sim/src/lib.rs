@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod bgp;
+mod cores;
 pub mod demo;
 mod error;
 pub mod gen;

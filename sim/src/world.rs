@@ -506,8 +506,7 @@ async fn step_agents(
     hosts: &mut BTreeMap<String, SimHost>,
 ) -> Vec<(String, Result<StepOutcome, SimError>)> {
     let mut running: Vec<&mut SimHost> = hosts.values_mut().filter(|h| h.agent.is_some()).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if running.len() < PARALLEL_AGENTS || threads < 2 {
+    if running.len() < PARALLEL_AGENTS || !crate::cores::several() {
         let mut out = Vec::with_capacity(running.len());
         for host in running {
             if let Some(agent) = host.agent.as_mut() {
@@ -516,17 +515,7 @@ async fn step_agents(
         }
         return out;
     }
-    let chunk = running.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = running
-            .chunks_mut(chunk)
-            .map(|hosts| scope.spawn(move || step_on_this_thread(hosts)))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    crate::cores::split_mut(&mut running, step_on_this_thread)
 }
 
 /// Steps `hosts`' agents one after another on a fresh single-threaded runtime.

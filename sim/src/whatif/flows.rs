@@ -414,27 +414,12 @@ const PARALLEL_FLOWS: usize = 2_000;
 /// its own, so no walk meets another's entries), and each kernel has its own lock, so the
 /// outcome does not depend on the split.
 fn walk_all(flows: &[Flow], walk: &(impl Fn(usize, &Flow) -> Outcome + Sync)) -> Vec<Outcome> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if flows.len() < PARALLEL_FLOWS || threads < 2 {
+    if flows.len() < PARALLEL_FLOWS || !crate::cores::several() {
         return flows.iter().enumerate().map(|(i, f)| walk(i, f)).collect();
     }
-    let chunk = flows.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = flows
-            .chunks(chunk)
-            .enumerate()
-            .map(|(n, part)| {
-                scope.spawn(move || {
-                    let first = n * chunk;
-                    let walked = part.iter().enumerate().map(|(i, f)| walk(first + i, f));
-                    walked.collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+    crate::cores::split(flows, |first, part| {
+        let walked = part.iter().enumerate().map(|(i, f)| walk(first + i, f));
+        walked.collect()
     })
 }
 

@@ -378,23 +378,13 @@ fn running(world: &World) -> BTreeSet<String> {
 fn save_kernels(world: &World) -> BTreeMap<String, Kernel> {
     let hosts: Vec<(&str, &SimDataplane)> =
         world.hosts().map(|h| (h.name(), h.dataplane())).collect();
-    let copy = |part: &[(&str, &SimDataplane)]| -> Vec<(String, Kernel)> {
-        part.iter()
-            .map(|(name, dataplane)| (name.to_string(), dataplane.lock().clone()))
-            .collect()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = hosts.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let copying: Vec<_> = hosts
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || copy(part)))
-            .collect();
-        copying
-            .into_iter()
-            .flat_map(|c| c.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    let copied = crate::cores::split(&hosts, |_, part| {
+        let copy = |(name, dataplane): &(&str, &SimDataplane)| {
+            (name.to_string(), dataplane.lock().clone())
+        };
+        part.iter().map(copy).collect()
+    });
+    copied.into_iter().collect()
 }
 
 /// Exchanges every host's kernel with its saved copy (twice restores).
