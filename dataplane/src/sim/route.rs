@@ -214,6 +214,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn dev_route(dst: &str, dev: &str, proto: RouteProto) -> KernelRoute {
+        KernelRoute::dev(net(dst), dev, proto)
+    }
+
     #[test]
     fn longest_prefix_wins() {
         let mut table = RouteTable::default();
@@ -224,16 +228,8 @@ mod tests {
             None,
             RouteProto::Static,
         ));
-        table.replace(KernelRoute::dev(
-            net("192.168.0.0/16"),
-            "eth0",
-            RouteProto::Kernel,
-        ));
-        table.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali1",
-            RouteProto::Calico,
-        ));
+        table.replace(dev_route("192.168.0.0/16", "eth0", RouteProto::Kernel));
+        table.replace(dev_route("192.168.1.2/32", "cali1", RouteProto::Calico));
         let dev = |table: &RouteTable, ip: &str| {
             table
                 .lookup(ip.parse().unwrap())
@@ -252,27 +248,15 @@ mod tests {
         // (or every route of a device) must not leave it tried, nor hide what is left.
         table.remove(&net("192.168.1.2/32"));
         assert_eq!(dev(&table, "192.168.1.2").as_deref(), Some("eth0"));
-        table.replace(KernelRoute::dev(
-            net("fd00::/64"),
-            "eth0",
-            RouteProto::Kernel,
-        ));
+        table.replace(dev_route("fd00::/64", "eth0", RouteProto::Kernel));
         table.remove_dev("eth0");
         assert_eq!(
             table.lookup("192.168.1.3".parse().unwrap()).map(|r| r.dst),
             Some(net("0.0.0.0/0"))
         );
         assert_eq!(table.lookup("fd00::1".parse().unwrap()), None);
-        table.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali1",
-            RouteProto::Calico,
-        ));
-        table.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali2",
-            RouteProto::Calico,
-        ));
+        table.replace(dev_route("192.168.1.2/32", "cali1", RouteProto::Calico));
+        table.replace(dev_route("192.168.1.2/32", "cali2", RouteProto::Calico));
         table.remove(&net("192.168.1.2/32"));
         assert_eq!(
             table.lookup("192.168.1.2".parse().unwrap()).map(|r| r.dst),
@@ -291,18 +275,10 @@ mod tests {
     #[test]
     fn a_copy_changes_apart_from_its_original() {
         let mut original = RouteTable::default();
-        original.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali1",
-            RouteProto::Calico,
-        ));
+        original.replace(dev_route("192.168.1.2/32", "cali1", RouteProto::Calico));
         let mut copy = original.clone();
         copy.rename_dev("cali1", "cali9");
-        copy.replace(KernelRoute::dev(
-            net("10.0.0.0/8"),
-            "eth0",
-            RouteProto::Kernel,
-        ));
+        copy.replace(dev_route("10.0.0.0/8", "eth0", RouteProto::Kernel));
         assert_eq!(original.iter().count(), 1);
         let dev = |t: &RouteTable| t.lookup("192.168.1.2".parse().unwrap()).cloned();
         assert_eq!(dev(&original).and_then(|r| r.dev).as_deref(), Some("cali1"));
@@ -315,16 +291,8 @@ mod tests {
     #[test]
     fn replace_is_keyed_by_destination() {
         let mut table = RouteTable::default();
-        table.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali1",
-            RouteProto::Calico,
-        ));
-        table.replace(KernelRoute::dev(
-            net("192.168.1.2/32"),
-            "cali2",
-            RouteProto::Calico,
-        ));
+        table.replace(dev_route("192.168.1.2/32", "cali1", RouteProto::Calico));
+        table.replace(dev_route("192.168.1.2/32", "cali2", RouteProto::Calico));
         assert_eq!(table.iter().count(), 1);
         table.rename_dev("cali2", "cali3");
         assert_eq!(
